@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# First-run demo: fetch ONNX Runtime, build, render a face, invert it back.
+#
+#   scripts/demo.sh [BUNDLE_DIR]      (default: onnx/default, else onnx/tiny)
+#
+# Writes into demo-out/: a generated face, then the inversion of every photo in
+# samples/ (or of the generated face when samples/ has none).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+
+scripts/setup.sh
+cargo build --release
+BIN="${ROOT}/target/release/latentface"
+
+BUNDLE="${1:-}"
+if [[ -z "${BUNDLE}" ]]; then
+    if [[ -f onnx/default/manifest.json ]]; then BUNDLE=onnx/default; else BUNDLE=onnx/tiny; fi
+fi
+OUT="${ROOT}/demo-out"
+mkdir -p "${OUT}"
+
+"${BIN}" info --bundle "${BUNDLE}"
+"${BIN}" generate --bundle "${BUNDLE}" --seed 42 --psi 0.7 -o "${OUT}/seed42.png" --save-latent "${OUT}/seed42.npy"
+
+shopt -s nullglob nocaseglob
+PHOTOS=(samples/*.png samples/*.jpg samples/*.jpeg)
+shopt -u nullglob nocaseglob
+if [[ ${#PHOTOS[@]} -eq 0 ]]; then
+    PHOTOS=("${OUT}/seed42.png")
+fi
+"${BIN}" invert --bundle "${BUNDLE}" "${PHOTOS[@]}" -o "${OUT}/inverted" --steps "${STEPS:-200}"
+echo "demo: outputs in ${OUT}"

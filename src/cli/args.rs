@@ -1,0 +1,152 @@
+//! The flags, as clap sees them (the "low-level" form; see `cli::config`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::latent::LatentSpace;
+use crate::model::Device;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "latentface",
+    version,
+    about = "Put faces into a generator's latent space (ONNX Runtime)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Model bundle folder [default: $LATENTFACE_BUNDLE, else onnx/default/ found next to
+    /// the executable or the current folder, walking up]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// ONNX Runtime shared library [default: $LATENTFACE_ORT_LIB, else
+    /// .deps/onnxruntime/libonnxruntime.so.1.31.1 as installed by scripts/setup.sh]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ort_lib: Option<PathBuf>,
+    /// Execution provider: auto (CUDA if it loads, else CPU), cpu, or cuda (error if unavailable)
+    #[arg(
+        long,
+        global = true,
+        default_value = "auto",
+        value_name = "auto|cpu|cuda"
+    )]
+    pub device: Device,
+    /// Intra-op threads per ONNX Runtime session [default: ONNX Runtime's choice]
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Let ONNX Runtime's idle worker threads spin-wait (faster on an idle machine,
+    /// much slower when the cores are shared)
+    #[arg(long, global = true)]
+    pub ort_spin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render a face from a seed (z ~ N(0,1), truncation psi) or from a latent file
+    Generate(GenerateArgs),
+    /// Invert photos into latent codes; writes latent, sidecar, reconstruction, comparison and report per photo
+    Invert(InvertArgs),
+    /// Show (and check) what a model bundle holds
+    Info,
+    /// Time inversion steps at several batch sizes
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["seed", "latent"]))]
+pub struct GenerateArgs {
+    /// Seed of z ~ N(0, 1)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Truncation: w = w_avg + psi (w - w_avg) (only with --seed)
+    #[arg(long, default_value_t = 0.7, requires = "seed")]
+    pub psi: f32,
+    /// Latent file (.npy [1,num_ws,w_dim] / [1,w_dim], or StyleGAN .npz with key `w`)
+    #[arg(long, value_name = "FILE")]
+    pub latent: Option<PathBuf>,
+    /// Output PNG
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Also write the latent used (.npy + .json sidecar)
+    #[arg(long, value_name = "FILE")]
+    pub save_latent: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InvertArgs {
+    /// Photos (PNG or JPEG); not-square or other-size photos are centre-cropped and resized
+    #[arg(required = true, value_name = "PHOTO")]
+    pub photos: Vec<PathBuf>,
+    /// Output folder
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Optimisation steps
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Latent space optimised: w (one vector for all layers) or w+ (one per layer)
+    #[arg(long, default_value = "w+", value_name = "w|w+")]
+    pub space: LatentSpace,
+    /// With --space w+: optimise in W for the first N steps, then in W+
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub w_steps: usize,
+    /// Photos inverted together in one graph call per step
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Seed of the latent-noise streams (each photo's stream also depends on its content)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Peak learning rate
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Initial latent-noise strength (times w_std), decaying to 0 at 75% of the steps
+    #[arg(long, default_value_t = 0.05)]
+    pub noise_strength: f64,
+    /// Weight of the pixel (masked MSE) loss
+    #[arg(long, default_value_t = 1.0)]
+    pub pixel_weight: f32,
+    /// Weight of the LPIPS loss
+    #[arg(long, default_value_t = 1.0)]
+    pub lpips_weight: f32,
+    /// Start: auto (encoder graph if the bundle has one, else w_avg), mean, encoder
+    #[arg(long, default_value = "auto", value_parser = ["auto", "mean", "encoder"])]
+    pub init: String,
+    /// Mask image (white = pixel counts): once for all photos, or once per photo
+    #[arg(long, value_name = "FILE")]
+    pub mask: Vec<PathBuf>,
+    /// Stop a photo early when its loss has not improved for N steps (0 = never)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub patience: usize,
+    /// Relative loss improvement that counts as progress for --patience
+    #[arg(long, default_value_t = 1e-3)]
+    pub min_improvement: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Timed steps per batch size
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed warm-up steps per batch size
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Batch sizes to time
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batch_sizes: Vec<usize>,
+    /// Steps of a full inversion, to state seconds per image
+    #[arg(long, default_value_t = 300)]
+    pub inversion_steps: usize,
+    /// Reference figures printed next to ours as ratios: our --json format, or the
+    /// report.json of onnx/latentface_train/project_reference.py (PyTorch); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub reference_json: Vec<PathBuf>,
+    /// Write our figures as JSON
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}

@@ -1,0 +1,157 @@
+//! The command line: parse flags, turn them into validated job descriptions
+//! (`config`), run the job, print results and progress. No maths here.
+
+pub mod args;
+pub mod config;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::invert::StepInfo;
+use crate::jobs::invert::{InvertObserver, PhotoReport};
+use crate::jobs::{bench, generate, info, invert};
+use crate::model::{Bundle, GraphKind};
+use args::{Cli, Command};
+
+/// Parses `std::env::args` and runs the command.
+pub fn main_entry() -> Result<()> {
+    let cli = Cli::parse();
+    run(cli)
+}
+
+fn open_bundle(cfg: &config::Common) -> Result<Bundle> {
+    Bundle::open(&cfg.bundle, cfg.runtime.clone())
+}
+
+fn report_provider(bundle: &Bundle, graph: GraphKind) {
+    if let Some((p, reason)) = bundle.provider_of(graph) {
+        match reason {
+            Some(r) => eprintln!("execution provider: {p} (CUDA not used: {r})"),
+            None => eprintln!("execution provider: {p}"),
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let common = config::Common::from_args(&cli.global)?;
+    match cli.command {
+        Command::Info => {
+            let bundle = open_bundle(&common)?;
+            print!("{}", info::describe(&bundle)?);
+        }
+        Command::Generate(a) => {
+            let job = config::GenerateConfig::from_args(&a)?;
+            let bundle = open_bundle(&common)?;
+            let g = generate::generate(
+                &bundle,
+                &job.source,
+                &job.output,
+                job.save_latent.as_deref(),
+            )?;
+            report_provider(&bundle, GraphKind::Synthesis);
+            println!("wrote {}", g.image_path.display());
+            if let Some(p) = g.latent_path {
+                println!("wrote {} (+ sidecar .json)", p.display());
+            }
+        }
+        Command::Invert(a) => {
+            let job = config::invert_job(&a)?;
+            let bundle = open_bundle(&common)?;
+            let mut obs = BarObserver {
+                bar: None,
+                steps: job.params.steps,
+            };
+            let reports = invert::run_invert(&bundle, &job, &mut obs)?;
+            report_provider(&bundle, GraphKind::SynthesisGrad);
+            for r in &reports {
+                println!("{}", summary_line(r));
+            }
+        }
+        Command::Bench(a) => {
+            let params = bench::BenchParams {
+                steps: a.steps,
+                warmup: a.warmup,
+                batch_sizes: a.batch_sizes.clone(),
+                inversion_steps: a.inversion_steps,
+            };
+            let reference = bench::read_references(&a.reference_json)?;
+            let bundle = open_bundle(&common)?;
+            let bar = ProgressBar::new(0);
+            let report = bench::run_bench(&bundle, &params, &mut |b, step, total| {
+                bar.set_length(total as u64);
+                bar.set_position(step as u64);
+                bar.set_message(format!("batch {b}"));
+            })?;
+            bar.finish_and_clear();
+            report_provider(&bundle, GraphKind::SynthesisGrad);
+            print!("{}", bench::format_table(&report, reference.as_ref()));
+            if let Some(p) = &a.json {
+                crate::fsutil::write_json_atomic(p, &report)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn summary_line(r: &PhotoReport) -> String {
+    format!(
+        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
+        r.photo.display(),
+        r.outputs.latent.display(),
+        r.psnr_db,
+        r.ssim,
+        r.lpips
+            .map(|v| format!("{v:.3}"))
+            .unwrap_or_else(|| "n/a".into()),
+        r.loss_initial,
+        r.loss_final,
+        r.steps_run,
+        if r.early_stopped { " (plateau)" } else { "" },
+        r.seconds
+    )
+}
+
+struct BarObserver {
+    bar: Option<ProgressBar>,
+    steps: usize,
+}
+
+impl InvertObserver for BarObserver {
+    fn warning(&mut self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
+    fn batch_start(&mut self, index: usize, count: usize, photos: &[PathBuf], _steps: usize) {
+        let bar = ProgressBar::new(self.steps as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(format!(
+            "batch {}/{} ({} photos)",
+            index + 1,
+            count,
+            photos.len()
+        ));
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, info: &StepInfo) {
+        if let Some(b) = &self.bar {
+            b.set_position(info.step as u64);
+            b.set_message(format!(
+                "loss {:.4}, {} active",
+                info.mean_loss, info.active
+            ));
+        }
+    }
+    fn batch_end(&mut self, _index: usize, _reports: &[PhotoReport]) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The inversion engine: find the latent whose generated image matches a photo.
+//!
+//! Optimisation runs in Rust (Adam, one state per sample) over the gradient that the
+//! bundle's `synthesis_grad` graph returns, so no autograd framework is needed at run
+//! time. Many photos are inverted together: every step is ONE graph call with B > 1, and
+//! since each sample keeps its own optimiser state, random stream and stopping decision,
+//! a batch of four gives the same codes as four single runs up to float noise.
+//!
+//! The schedule is NVIDIA's projector (see [`schedule`]); the latent noise is scaled by
+//! NVIDIA's scalar `w_std` (the RMS distance of w from `w_avg`, manifest `w_std_scalar`),
+//! drawn once per step for a W code (then broadcast) and per layer for W+, exactly as
+//! the Python reference projector does. The latent starts at the
+//! bundle's `encoder` guess when it has one (hybrid inversion), else at `w_avg`.
+//! Optimisation can be in W (one vector broadcast to all layers), in W+ (one vector per
+//! layer), or W first then W+ (`w_stage_steps`). This module knows nothing about files
+//! or the command line.
+
+pub mod adam;
+pub mod schedule;
+
+use anyhow::{bail, Context, Result};
+
+pub use adam::Adam;
+pub use schedule::Schedule;
+
+use crate::latent::{Latent, LatentSpace};
+use crate::model::{Bundle, GraphKind};
+use crate::rng::Rng;
+
+/// Where the optimisation starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InitStrategy {
+    /// The `encoder` graph when the bundle has one, else `w_avg`.
+    #[default]
+    Auto,
+    /// Always `w_avg`.
+    Mean,
+    /// The `encoder` graph (an error if the bundle has none).
+    Encoder,
+}
+
+/// The start actually used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitUsed {
+    Mean,
+    Encoder,
+}
+
+/// Stop a sample when its loss has not fallen by `min_rel_improvement` (relative) below
+/// the level of its last such improvement for `patience` steps. Checked only after the
+/// learning-rate warm-up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStop {
+    pub patience: usize,
+    pub min_rel_improvement: f64,
+}
+
+/// The plateau detector of one sample (see [`EarlyStop`]).
+#[derive(Clone, Debug)]
+pub struct Plateau {
+    rule: EarlyStop,
+    /// The loss level of the last significant improvement: small gains accumulate
+    /// against it until they add up to `min_rel_improvement`.
+    level: f32,
+    since: usize,
+}
+
+impl Plateau {
+    pub fn new(rule: EarlyStop) -> Plateau {
+        Plateau {
+            rule,
+            level: f32::INFINITY,
+            since: 0,
+        }
+    }
+
+    /// Records one step's loss; returns true when the sample should stop.
+    /// `may_stop` is false during the warm-up.
+    pub fn observe(&mut self, loss: f32, may_stop: bool) -> bool {
+        if loss < self.level * (1.0 - self.rule.min_rel_improvement as f32) {
+            self.level = loss;
+            self.since = 0;
+            false
+        } else {
+            self.since += 1;
+            may_stop && self.since >= self.rule.patience.max(1)
+        }
+    }
+}
+
+/// Every knob of an inversion, with NVIDIA's defaults where they exist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvertParams {
+    pub steps: usize,
+    /// Space of the result.
+    pub space: LatentSpace,
+    /// With `space = WPlus`: the number of first steps optimised in W before switching
+    /// to W+ (the optimiser state restarts at the switch). 0 = W+ throughout.
+    pub w_stage_steps: usize,
+    pub schedule: Schedule,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Loss weights fed to the graph: pixel (masked MSE) and perceptual (LPIPS).
+    pub pixel_weight: f32,
+    pub lpips_weight: f32,
+    pub init: InitStrategy,
+    pub early_stop: Option<EarlyStop>,
+}
+
+impl Default for InvertParams {
+    fn default() -> Self {
+        InvertParams {
+            steps: 300,
+            space: LatentSpace::WPlus,
+            w_stage_steps: 0,
+            schedule: Schedule::default(),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            pixel_weight: 1.0,
+            lpips_weight: 1.0,
+            init: InitStrategy::Auto,
+            early_stop: Some(EarlyStop {
+                patience: 50,
+                min_rel_improvement: 1e-3,
+            }),
+        }
+    }
+}
+
+impl InvertParams {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("steps must be at least 1");
+        }
+        if !(self.schedule.lr > 0.0 && self.schedule.lr.is_finite()) {
+            bail!(
+                "learning rate must be a positive number, got {}",
+                self.schedule.lr
+            );
+        }
+        for (name, v) in [
+            ("rampup", self.schedule.rampup),
+            ("rampdown", self.schedule.rampdown),
+            ("noise ramp", self.schedule.noise_ramp),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{name} must be a fraction in [0, 1], got {v}");
+            }
+        }
+        if !(self.schedule.noise_strength >= 0.0 && self.schedule.noise_strength.is_finite()) {
+            bail!(
+                "noise strength must be >= 0, got {}",
+                self.schedule.noise_strength
+            );
+        }
+        if !(self.pixel_weight >= 0.0 && self.lpips_weight >= 0.0)
+            || self.pixel_weight + self.lpips_weight <= 0.0
+        {
+            bail!(
+                "loss weights must be >= 0 and not both zero (pixel {}, lpips {})",
+                self.pixel_weight,
+                self.lpips_weight
+            );
+        }
+        if self.w_stage_steps > 0 && self.space == LatentSpace::W {
+            bail!("a W stage before W+ only makes sense with space w+");
+        }
+        if self.w_stage_steps >= self.steps && self.w_stage_steps > 0 {
+            bail!(
+                "the W stage ({} steps) must be shorter than the run ({} steps)",
+                self.w_stage_steps,
+                self.steps
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One photo to invert.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// `[3, R, R]` in [-1, 1] at the bundle's resolution.
+    pub image: &'a [f32],
+    /// `[R, R]` in [0, 1]; `None` = every pixel counts.
+    pub mask: Option<&'a [f32]>,
+    /// Seed of this sample's latent-noise stream. Derive it from the sample's content
+    /// (not its batch position) so that batching does not change results.
+    pub seed: u64,
+}
+
+/// Per-step progress for a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    pub step: usize,
+    pub steps: usize,
+    /// Mean loss of the samples still optimising.
+    pub mean_loss: f32,
+    pub active: usize,
+    pub lr: f64,
+}
+
+/// Result for one sample.
+#[derive(Clone, Debug)]
+pub struct Inversion {
+    pub latent: Latent,
+    /// `[num_ws, w_dim]` fed to the generator for `latent`.
+    pub ws: Vec<f32>,
+    /// Loss at each optimisation step (with the latent noise of that step).
+    pub loss_history: Vec<f32>,
+    /// Loss of the starting latent (no noise).
+    pub initial_loss: f32,
+    /// Loss of the returned latent (no noise).
+    pub final_loss: f32,
+    /// `[3, R, R]` reconstruction in [-1, 1].
+    pub image: Vec<f32>,
+    pub steps_run: usize,
+    pub early_stopped: bool,
+    pub init: InitUsed,
+}
+
+/// The optimised variable of one sample: W (`[w_dim]`) or W+ (`[num_ws, w_dim]`).
+struct SampleState {
+    param: Vec<f32>,
+    in_w: bool,
+    adam: Adam,
+    rng: Rng,
+    history: Vec<f32>,
+    plateau: Option<Plateau>,
+    stopped: bool,
+    steps_run: usize,
+}
+
+fn broadcast(w: &[f32], num_ws: usize) -> Vec<f32> {
+    w.iter().copied().cycle().take(num_ws * w.len()).collect()
+}
+
+fn layer_mean(ws: &[f32], num_ws: usize, w_dim: usize) -> Vec<f32> {
+    let mut w = vec![0f32; w_dim];
+    for l in 0..num_ws {
+        for d in 0..w_dim {
+            w[d] += ws[l * w_dim + d] / num_ws as f32;
+        }
+    }
+    w
+}
+
+/// Inverts all `targets` together. `progress` is called after every step.
+pub fn invert_batch(
+    bundle: &Bundle,
+    targets: &[Target<'_>],
+    params: &InvertParams,
+    progress: &mut dyn FnMut(StepInfo),
+) -> Result<Vec<Inversion>> {
+    params.validate()?;
+    let b = targets.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let (res, num_ws, w_dim) = (bundle.resolution(), bundle.num_ws(), bundle.w_dim());
+    let (img_len, mask_len) = (3 * res * res, res * res);
+    for (i, t) in targets.iter().enumerate() {
+        if t.image.len() != img_len {
+            bail!(
+                "target {i}: image has {} values, the model needs [3, {res}, {res}]",
+                t.image.len()
+            );
+        }
+        if let Some(m) = t.mask {
+            if m.len() != mask_len {
+                bail!(
+                    "target {i}: mask has {} values, the model needs [{res}, {res}]",
+                    m.len()
+                );
+            }
+        }
+    }
+    let w_std = bundle.manifest().w_std_scalar();
+
+    // Batch tensors that do not change between steps.
+    let all: Vec<usize> = (0..b).collect();
+    let gather_targets = |idx: &[usize]| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut img = Vec::with_capacity(idx.len() * img_len);
+        let mut mask = Vec::with_capacity(idx.len() * mask_len);
+        let mut weights = Vec::with_capacity(idx.len() * 2);
+        for &i in idx {
+            img.extend_from_slice(targets[i].image);
+            match targets[i].mask {
+                Some(m) => mask.extend_from_slice(m),
+                None => mask.extend(std::iter::repeat_n(1.0f32, mask_len)),
+            }
+            weights.extend([params.pixel_weight, params.lpips_weight]);
+        }
+        (img, mask, weights)
+    };
+
+    // Starting point.
+    let use_encoder = match params.init {
+        InitStrategy::Mean => false,
+        InitStrategy::Encoder => {
+            if !bundle.has(GraphKind::Encoder) {
+                bail!(
+                    "bundle {} has no encoder graph (init = encoder)",
+                    bundle.dir().display()
+                );
+            }
+            true
+        }
+        InitStrategy::Auto => bundle.has(GraphKind::Encoder),
+    };
+    let start_ws: Vec<Vec<f32>> = if use_encoder {
+        let (img, _, _) = gather_targets(&all);
+        let ws = bundle.encoder(&img, b).context("encoder initialisation")?;
+        ws.chunks(num_ws * w_dim).map(|c| c.to_vec()).collect()
+    } else {
+        vec![broadcast(&bundle.manifest().w_avg, num_ws); b]
+    };
+    let start_in_w = params.space == LatentSpace::W || params.w_stage_steps > 0;
+    let mut states: Vec<SampleState> = start_ws
+        .iter()
+        .zip(targets)
+        .map(|(ws, t)| {
+            let param = if start_in_w {
+                layer_mean(ws, num_ws, w_dim)
+            } else {
+                ws.clone()
+            };
+            SampleState {
+                adam: Adam::new(param.len(), params.beta1, params.beta2, params.eps),
+                param,
+                in_w: start_in_w,
+                rng: Rng::new(t.seed),
+                history: Vec::with_capacity(params.steps),
+                plateau: params.early_stop.map(Plateau::new),
+                stopped: false,
+                steps_run: 0,
+            }
+        })
+        .collect();
+
+    let ws_of = |s: &SampleState| {
+        if s.in_w {
+            broadcast(&s.param, num_ws)
+        } else {
+            s.param.clone()
+        }
+    };
+    let evaluate = |states: &[SampleState]| -> Result<crate::model::GradOutput> {
+        let (img, mask, weights) = gather_targets(&all);
+        let ws: Vec<f32> = states.iter().flat_map(ws_of).collect();
+        bundle.synthesis_grad(&ws, &img, &mask, &weights, b)
+    };
+    let initial = evaluate(&states).context("evaluating the starting latents")?;
+
+    let rampup_end = (params.schedule.rampup * params.steps as f64).ceil() as usize;
+    for step in 0..params.steps {
+        if params.w_stage_steps > 0 && step == params.w_stage_steps {
+            for s in states.iter_mut().filter(|s| s.in_w) {
+                s.param = broadcast(&s.param, num_ws);
+                s.in_w = false;
+                s.adam = Adam::new(s.param.len(), params.beta1, params.beta2, params.eps);
+            }
+        }
+        let active: Vec<usize> = (0..b).filter(|&i| !states[i].stopped).collect();
+        if active.is_empty() {
+            break;
+        }
+        let lr = params.schedule.learning_rate(step, params.steps);
+        let noise_factor = params.schedule.noise_factor(step, params.steps);
+
+        // Latents fed to the graph: parameter + per-sample noise, broadcast in W.
+        let mut ws_batch = Vec::with_capacity(active.len() * num_ws * w_dim);
+        for &i in &active {
+            let s = &mut states[i];
+            let mut fed = s.param.clone();
+            if noise_factor > 0.0 {
+                let sigma = (noise_factor as f32) * w_std;
+                for v in fed.iter_mut() {
+                    *v += s.rng.normal() as f32 * sigma;
+                }
+            }
+            ws_batch.extend(if s.in_w { broadcast(&fed, num_ws) } else { fed });
+        }
+        let (img, mask, weights) = gather_targets(&active);
+        let out = bundle
+            .synthesis_grad(&ws_batch, &img, &mask, &weights, active.len())
+            .with_context(|| format!("optimisation step {step}"))?;
+
+        let mut loss_sum = 0.0f32;
+        for (j, &i) in active.iter().enumerate() {
+            let s = &mut states[i];
+            let loss = out.loss[j];
+            if !loss.is_finite() {
+                bail!("target {i}: the loss became {loss} at step {step}");
+            }
+            loss_sum += loss;
+            let g = &out.grad[j * num_ws * w_dim..(j + 1) * num_ws * w_dim];
+            let grad: Vec<f32> = if s.in_w {
+                layer_mean(g, num_ws, w_dim)
+                    .iter()
+                    .map(|v| v * num_ws as f32)
+                    .collect()
+            } else {
+                g.to_vec()
+            };
+            s.adam.step(&mut s.param, &grad, lr);
+            s.history.push(loss);
+            s.steps_run = step + 1;
+            if let Some(p) = &mut s.plateau {
+                if p.observe(loss, step >= rampup_end) {
+                    s.stopped = true;
+                }
+            }
+        }
+        progress(StepInfo {
+            step: step + 1,
+            steps: params.steps,
+            mean_loss: loss_sum / active.len() as f32,
+            active: active.len(),
+            lr,
+        });
+    }
+
+    let last = evaluate(&states).context("evaluating the final latents")?;
+    let results = states
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let ws = ws_of(&s);
+            let latent = if params.space == LatentSpace::W {
+                Latent::W(s.param.clone())
+            } else {
+                Latent::WPlus {
+                    num_ws,
+                    w_dim,
+                    data: ws.clone(),
+                }
+            };
+            Inversion {
+                latent,
+                ws,
+                loss_history: s.history,
+                initial_loss: initial.loss[i],
+                final_loss: last.loss[i],
+                image: last.image[i * img_len..(i + 1) * img_len].to_vec(),
+                steps_run: s.steps_run,
+                early_stopped: s.stopped,
+                init: if use_encoder {
+                    InitUsed::Encoder
+                } else {
+                    InitUsed::Mean
+                },
+            }
+        })
+        .collect();
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plateau_needs_patience_and_counts_small_gains_together() {
+        let rule = EarlyStop {
+            patience: 3,
+            min_rel_improvement: 0.01,
+        };
+        let mut p = Plateau::new(rule);
+        assert!(!p.observe(1.0, true));
+        // 0.6% per step: each step alone is below 1%, two together are above it.
+        let mut loss = 1.0f32;
+        for _ in 0..20 {
+            loss *= 0.994;
+            assert!(
+                !p.observe(loss, true),
+                "steady progress must not count as a plateau"
+            );
+        }
+        // Flat: stops after `patience` steps, but never while may_stop is false.
+        let mut q = p.clone();
+        assert!(!q.observe(loss, false) && !q.observe(loss, false) && !q.observe(loss, false));
+        assert!(q.observe(loss, true));
+        assert!(!p.observe(loss, true) && !p.observe(loss, true));
+        assert!(p.observe(loss, true));
+    }
+}

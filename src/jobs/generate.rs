@@ -1,0 +1,116 @@
+//! `generate`: render one face from a seed (mapping + truncation) or from a latent file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::imageio;
+use crate::latent::{BundleRef, Latent, LatentSidecar, SIDECAR_FORMAT};
+use crate::model::{Bundle, GraphKind};
+use crate::rng::Rng;
+
+/// What to render.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GenerateSource {
+    /// `z ~ N(0, 1)` from `seed`, mapped to W, truncated: `w_avg + psi (w - w_avg)`.
+    Seed { seed: u64, psi: f32 },
+    /// A `.npy`/`.npz` latent (W or W+).
+    LatentFile(PathBuf),
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    pub image_path: PathBuf,
+    pub latent_path: Option<PathBuf>,
+    pub latent: Latent,
+}
+
+/// The W code for `seed` and truncation `psi` (deterministic).
+pub fn w_from_seed(bundle: &Bundle, seed: u64, psi: f32) -> Result<Vec<f32>> {
+    let mut z = vec![0f32; bundle.z_dim()];
+    Rng::new(seed).fill_normal(&mut z);
+    let w = bundle.mapping(&z, 1).context("mapping z to w")?;
+    let avg = &bundle.manifest().w_avg;
+    Ok(w.iter()
+        .zip(avg)
+        .map(|(&w, &a)| a + psi * (w - a))
+        .collect())
+}
+
+/// Renders `[3, R, R]` in [-1, 1] for a latent.
+pub fn render(bundle: &Bundle, latent: &Latent) -> Result<Vec<f32>> {
+    let ws = latent.to_ws(bundle.num_ws(), bundle.w_dim())?;
+    bundle.synthesis(&ws, 1).context("synthesis")
+}
+
+/// Runs the job. Inputs are checked before anything is written.
+pub fn generate(
+    bundle: &Bundle,
+    source: &GenerateSource,
+    output: &Path,
+    save_latent: Option<&Path>,
+) -> Result<Generated> {
+    if let Some(p) = save_latent {
+        if p == output {
+            bail!(
+                "the latent output and the image output are the same file {}",
+                p.display()
+            );
+        }
+    }
+    let latent = match source {
+        GenerateSource::Seed { seed, psi } => {
+            if !psi.is_finite() {
+                bail!("psi must be a finite number");
+            }
+            bundle.prepare(&[GraphKind::Mapping, GraphKind::Synthesis])?;
+            Latent::W(w_from_seed(bundle, *seed, *psi)?)
+        }
+        GenerateSource::LatentFile(p) => {
+            let l = Latent::read(p)?;
+            // Check the latent against the model before rendering anything.
+            l.to_ws(bundle.num_ws(), bundle.w_dim())
+                .with_context(|| format!("latent file {}", p.display()))?;
+            bundle.prepare(&[GraphKind::Synthesis])?;
+            l
+        }
+    };
+    let r = bundle.resolution() as u32;
+    let image = imageio::tensor_to_rgb(&render(bundle, &latent)?, r, r)?;
+    for p in std::iter::once(output).chain(save_latent) {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        }
+    }
+    imageio::save_png(output, &image)?;
+    if let Some(p) = save_latent {
+        latent.write_npy(p, bundle.num_ws())?;
+        let sidecar = LatentSidecar {
+            format: SIDECAR_FORMAT.into(),
+            space: latent.space(),
+            shape: vec![1, bundle.num_ws(), bundle.w_dim()],
+            bundle: BundleRef {
+                name: bundle.name().into(),
+                manifest_sha256: bundle.manifest_sha256().into(),
+            },
+            source: None,
+            steps: 0,
+            loss: None,
+            seconds: 0.0,
+            seed: match source {
+                GenerateSource::Seed { seed, .. } => Some(*seed),
+                _ => None,
+            },
+            created_by: format!("latentface {} generate", crate::VERSION),
+            created_unix: crate::latent::unix_now(),
+        };
+        crate::fsutil::write_json_atomic(&LatentSidecar::path_for(p), &sidecar)?;
+    }
+    Ok(Generated {
+        image_path: output.to_path_buf(),
+        latent_path: save_latent.map(Path::to_path_buf),
+        latent,
+    })
+}

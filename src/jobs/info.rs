@@ -1,0 +1,130 @@
+//! `info`: what a bundle holds, checked (every graph's session is created and compared
+//! with the manifest, so `info` doubles as a bundle validator).
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+use crate::model::manifest::shape_string;
+use crate::model::{runtime, Bundle, GraphKind};
+
+/// Creates every graph's session and describes the bundle as text.
+pub fn describe(bundle: &Bundle) -> Result<String> {
+    let present: Vec<GraphKind> = GraphKind::ALL
+        .into_iter()
+        .filter(|g| bundle.has(*g))
+        .collect();
+    bundle.prepare(&present)?;
+    let m = bundle.manifest();
+    let mut s = String::new();
+    let _ = writeln!(s, "bundle      {} ({})", m.name, bundle.dir().display());
+    if let Some(d) = &m.description {
+        let _ = writeln!(s, "description {d}");
+    }
+    let _ = writeln!(s, "format      {}", m.format);
+    let _ = writeln!(s, "manifest    sha256 {}", bundle.manifest_sha256());
+    let _ = writeln!(s, "resolution  {0}x{0}", m.resolution);
+    let _ = writeln!(
+        s,
+        "latents     z_dim {}, w_dim {}, num_ws {}{}",
+        m.z_dim,
+        m.w_dim,
+        m.num_ws,
+        m.vae_z_dim
+            .map(|v| format!(", vae_z_dim {v}"))
+            .unwrap_or_default()
+    );
+    let noise: Vec<String> = m
+        .noise_shapes
+        .iter()
+        .map(|s| format!("{}x{}", s[1], s[2]))
+        .collect();
+    let _ = writeln!(s, "noise maps  {} ({})", noise.len(), noise.join(", "));
+    let w_std_mean = m.w_std.iter().map(|&v| v as f64).sum::<f64>() / m.w_std.len() as f64;
+    let _ = writeln!(
+        s,
+        "w stats     |w_avg| {:.4}, mean w_std {:.4}",
+        m.w_avg
+            .iter()
+            .map(|&v| (v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt(),
+        w_std_mean
+    );
+    if !m.layers.is_empty() {
+        let l: Vec<String> = m
+            .layers
+            .iter()
+            .map(|(k, [a, b])| format!("{k} [{a},{b})"))
+            .collect();
+        let _ = writeln!(s, "layers      {}", l.join(", "));
+    }
+    for (name, d) in &m.directions {
+        let _ = writeln!(
+            s,
+            "direction   {name}: layers {:?}{}",
+            d.layers,
+            d.unit
+                .as_ref()
+                .map(|u| format!(", unit: {u}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "graphs");
+    for g in &present {
+        let spec = &m.graphs[g.key()];
+        let size = std::fs::metadata(bundle.dir().join(&spec.file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let ep = bundle.provider_of(*g).map(|(p, _)| p.name()).unwrap_or("?");
+        let io = |ts: &[crate::model::manifest::TensorSpec]| {
+            ts.iter()
+                .map(|t| format!("{} {}", t.name, shape_string(&t.shape)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "  {:<17} {} ({:.1} MB) on {ep}",
+            g.key(),
+            spec.file,
+            size as f64 / 1e6
+        );
+        let _ = writeln!(s, "  {:<17}   in:  {}", "", io(&spec.inputs));
+        let _ = writeln!(s, "  {:<17}   out: {}", "", io(&spec.outputs));
+    }
+    for (k, _) in m
+        .graphs
+        .iter()
+        .filter(|(k, _)| !GraphKind::ALL.iter().any(|g| g.key() == k.as_str()))
+    {
+        let _ = writeln!(s, "  {k:<17} (not used by this version)");
+    }
+    if !m.files.is_empty() {
+        let _ = writeln!(
+            s,
+            "files       {}",
+            m.files.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(t) = &m.training {
+        let _ = writeln!(
+            s,
+            "training    {}",
+            serde_json::to_string(t).unwrap_or_default()
+        );
+    }
+    if let Some((_, Some(reason))) = present.first().and_then(|g| bundle.provider_of(*g)) {
+        let _ = writeln!(s, "note        CUDA not used: {reason}");
+    }
+    let _ = writeln!(
+        s,
+        "runtime     ONNX Runtime {} from {}; execution provider {}",
+        runtime::ORT_VERSION,
+        runtime::loaded_library()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "?".into()),
+        bundle.provider_summary()
+    );
+    Ok(s)
+}

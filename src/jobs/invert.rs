@@ -1,0 +1,325 @@
+//! `invert`: photos -> latent codes, reconstructions and quality reports.
+//!
+//! For each photo `NAME.ext` the job writes into the output folder:
+//! `NAME.npy` (latent `[1, num_ws, w_dim]`), `NAME.json` (its provenance sidecar),
+//! `NAME_recon.png` (the reconstruction), `NAME_compare.png` (target | reconstruction)
+//! and `NAME_report.json` (PSNR, SSIM, LPIPS when the bundle has the `lpips` graph,
+//! losses, steps, seconds, execution provider). Photos are inverted `batch_size` at a
+//! time in one graph call per step; every photo is read and checked before the first
+//! batch starts, and each batch's files are written as soon as it finishes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::fsutil;
+use crate::imageio;
+use crate::invert::{invert_batch, InitStrategy, InitUsed, InvertParams, StepInfo, Target};
+use crate::latent::{BundleRef, LatentSidecar, LatentSpace, SourceRef, SIDECAR_FORMAT};
+use crate::metrics;
+use crate::model::{Bundle, GraphKind};
+use crate::rng::derive_seed;
+
+/// Everything an inversion run needs besides the bundle.
+#[derive(Clone, Debug)]
+pub struct InvertJob {
+    pub photos: Vec<PathBuf>,
+    /// No mask, one mask for every photo, or one per photo (same order).
+    pub masks: Vec<PathBuf>,
+    pub out_dir: PathBuf,
+    pub batch_size: usize,
+    /// Base seed; each photo's noise stream is derived from it and the photo's sha256.
+    pub seed: u64,
+    pub params: InvertParams,
+}
+
+/// Progress hooks (the command line draws a bar; tests ignore them).
+pub trait InvertObserver {
+    fn warning(&mut self, _msg: &str) {}
+    fn batch_start(&mut self, _index: usize, _count: usize, _photos: &[PathBuf], _steps: usize) {}
+    fn step(&mut self, _info: &StepInfo) {}
+    fn batch_end(&mut self, _index: usize, _reports: &[PhotoReport]) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl InvertObserver for Quiet {}
+
+/// Paths written for one photo.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputPaths {
+    pub latent: PathBuf,
+    pub sidecar: PathBuf,
+    pub reconstruction: PathBuf,
+    pub comparison: PathBuf,
+    pub report: PathBuf,
+}
+
+/// The JSON report of one photo.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhotoReport {
+    pub format: &'static str,
+    pub photo: PathBuf,
+    pub photo_sha256: String,
+    pub original_size: [u32; 2],
+    pub bundle: BundleRef,
+    pub execution_provider: String,
+    pub space: LatentSpace,
+    pub init: InitUsed,
+    pub steps_requested: usize,
+    pub steps_run: usize,
+    pub early_stopped: bool,
+    pub batch_size: usize,
+    /// Wall time of this photo's batch divided by the photos in it.
+    pub seconds: f64,
+    pub batch_seconds: f64,
+    pub loss_initial: f32,
+    pub loss_final: f32,
+    pub psnr_db: f64,
+    pub ssim: f64,
+    /// LPIPS-alex via the bundle's `lpips` graph; `null` when the bundle has none.
+    pub lpips: Option<f32>,
+    pub seed: u64,
+    pub lr: f64,
+    pub pixel_weight: f32,
+    pub lpips_weight: f32,
+    pub loss_history: Vec<f32>,
+    pub outputs: OutputPaths,
+}
+
+struct Prepared {
+    path: PathBuf,
+    stem: String,
+    sha256: String,
+    tensor: Vec<f32>,
+    mask: Option<Vec<f32>>,
+    original_size: (u32, u32),
+}
+
+fn output_paths(dir: &Path, stem: &str) -> OutputPaths {
+    OutputPaths {
+        latent: dir.join(format!("{stem}.npy")),
+        sidecar: dir.join(format!("{stem}.json")),
+        reconstruction: dir.join(format!("{stem}_recon.png")),
+        comparison: dir.join(format!("{stem}_compare.png")),
+        report: dir.join(format!("{stem}_report.json")),
+    }
+}
+
+/// Reads and checks every input; nothing is written here.
+fn prepare_inputs(
+    bundle: &Bundle,
+    job: &InvertJob,
+    observer: &mut dyn InvertObserver,
+) -> Result<Vec<Prepared>> {
+    if job.photos.is_empty() {
+        bail!("no photos given");
+    }
+    if job.batch_size == 0 {
+        bail!("batch size must be at least 1");
+    }
+    if !(job.masks.is_empty() || job.masks.len() == 1 || job.masks.len() == job.photos.len()) {
+        bail!(
+            "{} masks for {} photos: give none, one for all, or one per photo",
+            job.masks.len(),
+            job.photos.len()
+        );
+    }
+    if job.out_dir.exists() && !job.out_dir.is_dir() {
+        bail!(
+            "output {} exists and is not a folder",
+            job.out_dir.display()
+        );
+    }
+    job.params.validate()?;
+    let res = bundle.resolution() as u32;
+    let mut stems = BTreeSet::new();
+    let mut masks_cache: Vec<Vec<f32>> = Vec::new();
+    for m in &job.masks {
+        masks_cache.push(imageio::load_mask(m, res)?);
+    }
+    let mut prepared = Vec::with_capacity(job.photos.len());
+    for (i, path) in job.photos.iter().enumerate() {
+        if !path.is_file() {
+            bail!("photo {} does not exist or is not a file", path.display());
+        }
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("photo {} has no file name", path.display()))?;
+        if !stems.insert(stem.clone()) {
+            bail!(
+                "two photos share the name `{stem}` ({}); their outputs would collide",
+                path.display()
+            );
+        }
+        let loaded = imageio::load_image(path, res)?;
+        for w in &loaded.warnings {
+            observer.warning(w);
+        }
+        let sha256 = fsutil::sha256_file(path)
+            .with_context(|| format!("cannot read photo {}", path.display()))?;
+        let mask = match masks_cache.len() {
+            0 => None,
+            1 => Some(masks_cache[0].clone()),
+            _ => Some(masks_cache[i].clone()),
+        };
+        prepared.push(Prepared {
+            path: path.clone(),
+            stem,
+            sha256,
+            tensor: loaded.tensor,
+            mask,
+            original_size: loaded.original_size,
+        });
+    }
+    Ok(prepared)
+}
+
+/// Runs the inversion job; returns one report per photo, in input order.
+pub fn run_invert(
+    bundle: &Bundle,
+    job: &InvertJob,
+    observer: &mut dyn InvertObserver,
+) -> Result<Vec<PhotoReport>> {
+    let prepared = prepare_inputs(bundle, job, observer)?;
+    let mut graphs = vec![GraphKind::SynthesisGrad];
+    let use_encoder = match job.params.init {
+        InitStrategy::Mean => false,
+        InitStrategy::Encoder | InitStrategy::Auto => bundle.has(GraphKind::Encoder),
+    };
+    if use_encoder {
+        graphs.push(GraphKind::Encoder);
+    }
+    if bundle.has(GraphKind::Lpips) {
+        graphs.push(GraphKind::Lpips);
+    }
+    bundle.prepare(&graphs)?;
+    let provider = bundle.provider_summary();
+    let res = bundle.resolution();
+    let bundle_ref = BundleRef {
+        name: bundle.name().into(),
+        manifest_sha256: bundle.manifest_sha256().into(),
+    };
+
+    let chunks: Vec<&[Prepared]> = prepared.chunks(job.batch_size).collect();
+    let mut reports = Vec::with_capacity(prepared.len());
+    for (bi, chunk) in chunks.iter().enumerate() {
+        let paths: Vec<PathBuf> = chunk.iter().map(|p| p.path.clone()).collect();
+        observer.batch_start(bi, chunks.len(), &paths, job.params.steps);
+        let seeds: Vec<u64> = chunk
+            .iter()
+            .map(|p| derive_seed(job.seed, p.sha256.as_bytes()))
+            .collect();
+        let targets: Vec<Target<'_>> = chunk
+            .iter()
+            .zip(&seeds)
+            .map(|(p, &seed)| Target {
+                image: &p.tensor,
+                mask: p.mask.as_deref(),
+                seed,
+            })
+            .collect();
+        let started = Instant::now();
+        let results = invert_batch(bundle, &targets, &job.params, &mut |info| {
+            observer.step(&info)
+        })
+        .with_context(|| {
+            format!(
+                "inverting {}",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let batch_seconds = started.elapsed().as_secs_f64();
+
+        let lpips: Option<Vec<f32>> = if bundle.has(GraphKind::Lpips) {
+            let recon: Vec<f32> = results
+                .iter()
+                .flat_map(|r| r.image.iter().copied())
+                .collect();
+            let target: Vec<f32> = chunk
+                .iter()
+                .flat_map(|p| p.tensor.iter().copied())
+                .collect();
+            Some(
+                bundle
+                    .lpips(&recon, &target, chunk.len())
+                    .context("LPIPS of the reconstructions")?,
+            )
+        } else {
+            None
+        };
+
+        std::fs::create_dir_all(&job.out_dir)
+            .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
+        let mut batch_reports = Vec::with_capacity(chunk.len());
+        for (k, (p, r)) in chunk.iter().zip(&results).enumerate() {
+            let out = output_paths(&job.out_dir, &p.stem);
+            let target_img = imageio::tensor_to_rgb(&p.tensor, res as u32, res as u32)?;
+            let recon_img = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
+            r.latent.write_npy(&out.latent, bundle.num_ws())?;
+            let sidecar = LatentSidecar {
+                format: SIDECAR_FORMAT.into(),
+                space: r.latent.space(),
+                shape: vec![1, bundle.num_ws(), bundle.w_dim()],
+                bundle: bundle_ref.clone(),
+                source: Some(SourceRef {
+                    path: p.path.display().to_string(),
+                    sha256: p.sha256.clone(),
+                }),
+                steps: r.steps_run,
+                loss: Some(r.final_loss),
+                seconds: batch_seconds / chunk.len() as f64,
+                seed: Some(job.seed),
+                created_by: format!("latentface {} invert", crate::VERSION),
+                created_unix: crate::latent::unix_now(),
+            };
+            fsutil::write_json_atomic(&out.sidecar, &sidecar)?;
+            imageio::save_png(&out.reconstruction, &recon_img)?;
+            imageio::save_png(
+                &out.comparison,
+                &imageio::side_by_side(&[&target_img, &recon_img])?,
+            )?;
+            let report = PhotoReport {
+                format: "latentface-inversion-report/1",
+                photo: p.path.clone(),
+                photo_sha256: p.sha256.clone(),
+                original_size: [p.original_size.0, p.original_size.1],
+                bundle: bundle_ref.clone(),
+                execution_provider: provider.clone(),
+                space: job.params.space,
+                init: r.init,
+                steps_requested: job.params.steps,
+                steps_run: r.steps_run,
+                early_stopped: r.early_stopped,
+                batch_size: chunk.len(),
+                seconds: batch_seconds / chunk.len() as f64,
+                batch_seconds,
+                loss_initial: r.initial_loss,
+                loss_final: r.final_loss,
+                psnr_db: metrics::psnr(&p.tensor, &r.image),
+                ssim: metrics::ssim(&p.tensor, &r.image, res),
+                lpips: lpips.as_ref().map(|v| v[k]),
+                seed: job.seed,
+                lr: job.params.schedule.lr,
+                pixel_weight: job.params.pixel_weight,
+                lpips_weight: job.params.lpips_weight,
+                loss_history: r.loss_history.clone(),
+                outputs: out.clone(),
+            };
+            fsutil::write_json_atomic(&out.report, &report)?;
+            batch_reports.push(report);
+        }
+        observer.batch_end(bi, &batch_reports);
+        reports.extend(batch_reports);
+    }
+    Ok(reports)
+}

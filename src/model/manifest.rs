@@ -1,0 +1,486 @@
+//! `manifest.json` of a model bundle (format `latentface-bundle/1`, see `onnx/BUNDLE.md`).
+//!
+//! Parsing is strict about what the Rust side relies on (dimensions, W statistics, the
+//! graph table) and lenient about everything else (descriptive fields are kept as raw
+//! JSON and printed by `latentface info`). Semantic checks that need no ONNX Runtime
+//! live in [`Manifest::check`]; checks against the real graphs live in `bundle`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Expected tensors of a graph side: name and shape (`-1` = the batch axis).
+pub type ExpectedTensors = Vec<(String, Vec<i64>)>;
+
+pub const FORMAT: &str = "latentface-bundle/1";
+
+/// One dimension of a declared shape: a symbolic name (the batch axis) or a size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Fixed(i64),
+    Symbolic(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbolic(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// Formats a declared shape as `[batch, 3, 64, 64]`.
+pub fn shape_string(dims: &[Dim]) -> String {
+    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<Dim>,
+    pub dtype: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GraphSpec {
+    pub file: String,
+    pub sha256: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Direction {
+    pub vector: Vec<f32>,
+    pub layers: Vec<usize>,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub resolution: usize,
+    pub z_dim: usize,
+    pub w_dim: usize,
+    pub num_ws: usize,
+    pub noise_shapes: Vec<Vec<usize>>,
+    #[serde(default)]
+    pub vae_z_dim: Option<usize>,
+    pub w_avg: Vec<f32>,
+    pub w_std: Vec<f32>,
+    /// NVIDIA's projector scale: the RMS distance of w from w_avg, `sqrt(sum(w_std^2))`.
+    /// Written by the toolchain beside `w_std`; computed from `w_std` when absent.
+    #[serde(default)]
+    pub w_std_scalar: Option<f32>,
+    #[serde(default)]
+    pub layers: BTreeMap<String, [usize; 2]>,
+    #[serde(default)]
+    pub directions: BTreeMap<String, Direction>,
+    #[serde(default)]
+    pub vae_anomaly: Option<serde_json::Value>,
+    #[serde(default)]
+    pub face_template: Option<serde_json::Value>,
+    pub graphs: BTreeMap<String, GraphSpec>,
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub training: Option<serde_json::Value>,
+    #[serde(default)]
+    pub rebuild: Vec<String>,
+}
+
+/// A problem with a manifest that can be told without running any graph.
+#[derive(Debug, Error, PartialEq)]
+#[error("{field}: {message}")]
+pub struct ManifestError {
+    /// JSON path of the offending field, e.g. `graphs.mapping.inputs[0].shape`.
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
+    ManifestError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Graphs every bundle must have.
+pub const REQUIRED_GRAPHS: [&str; 3] = ["mapping", "synthesis", "synthesis_grad"];
+
+impl Manifest {
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| {
+            err(
+                format!("line {} column {}", e.line(), e.column()),
+                format!("not a valid latentface manifest: {e}"),
+            )
+        })?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The scale of the latent noise in inversion (NVIDIA's scalar `w_std`).
+    pub fn w_std_scalar(&self) -> f32 {
+        self.w_std_scalar.unwrap_or_else(|| {
+            self.w_std
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32
+        })
+    }
+
+    /// The `[batch, ...]` shapes each graph must declare, derived from the dimensions.
+    pub fn expected_io(&self, graph: &str) -> Option<(ExpectedTensors, ExpectedTensors)> {
+        let (r, z, w, l) = (
+            self.resolution as i64,
+            self.z_dim as i64,
+            self.w_dim as i64,
+            self.num_ws as i64,
+        );
+        let img = vec![-1, 3, r, r];
+        let mask = vec![-1, 1, r, r];
+        let noise: ExpectedTensors = self
+            .noise_shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut shape = vec![-1];
+                shape.extend(s.iter().map(|&d| d as i64));
+                (format!("noise_{i}"), shape)
+            })
+            .collect();
+        let n = |s: &str, v: Vec<i64>| (s.to_string(), v);
+        let vz = self.vae_z_dim.map(|v| v as i64);
+        Some(match graph {
+            "mapping" => (vec![n("z", vec![-1, z])], vec![n("w", vec![-1, w])]),
+            "synthesis" => {
+                let mut ins = vec![n("ws", vec![-1, l, w])];
+                ins.extend(noise);
+                (ins, vec![n("image", img)])
+            }
+            "synthesis_grad" => {
+                let mut ins = vec![
+                    n("ws", vec![-1, l, w]),
+                    n("target", img.clone()),
+                    n("mask", mask),
+                    n("weights", vec![-1, 2]),
+                ];
+                ins.extend(noise);
+                (
+                    ins,
+                    vec![
+                        n("loss", vec![-1]),
+                        n("grad", vec![-1, l, w]),
+                        n("image", img),
+                    ],
+                )
+            }
+            "encoder" => (vec![n("image", img)], vec![n("ws", vec![-1, l, w])]),
+            "vae_encoder" => {
+                let vz = vz?;
+                (
+                    vec![n("image", img)],
+                    vec![n("mu", vec![-1, vz]), n("logvar", vec![-1, vz])],
+                )
+            }
+            "vae_decoder" => (vec![n("z", vec![-1, vz?])], vec![n("image", img)]),
+            "vae_decoder_grad" => {
+                let vz = vz?;
+                (
+                    vec![
+                        n("z", vec![-1, vz]),
+                        n("target", img.clone()),
+                        n("mask", mask),
+                        n("weights", vec![-1, 2]),
+                    ],
+                    vec![
+                        n("loss", vec![-1]),
+                        n("grad", vec![-1, vz]),
+                        n("image", img),
+                    ],
+                )
+            }
+            "lpips" => (
+                vec![n("a", img.clone()), n("b", img)],
+                vec![n("distance", vec![-1])],
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Checks everything that can be told from the manifest alone.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        if self.format != FORMAT {
+            return Err(err(
+                "format",
+                format!("is `{}`, this program reads `{FORMAT}`", self.format),
+            ));
+        }
+        for (field, v) in [
+            ("resolution", self.resolution),
+            ("z_dim", self.z_dim),
+            ("w_dim", self.w_dim),
+            ("num_ws", self.num_ws),
+        ] {
+            if v == 0 {
+                return Err(err(field, "must be positive"));
+            }
+        }
+        if self.w_avg.len() != self.w_dim {
+            return Err(err(
+                "w_avg",
+                format!("has {} values, w_dim is {}", self.w_avg.len(), self.w_dim),
+            ));
+        }
+        if self.w_std.len() != self.w_dim {
+            return Err(err(
+                "w_std",
+                format!("has {} values, w_dim is {}", self.w_std.len(), self.w_dim),
+            ));
+        }
+        if matches!(self.w_std_scalar, Some(v) if !(v.is_finite() && v >= 0.0)) {
+            return Err(err("w_std_scalar", "must be a finite number >= 0"));
+        }
+        if self.w_avg.iter().chain(&self.w_std).any(|v| !v.is_finite()) {
+            return Err(err("w_avg/w_std", "contain non-finite values"));
+        }
+        for (i, s) in self.noise_shapes.iter().enumerate() {
+            if s.len() != 3 || s[0] != 1 || s.contains(&0) {
+                return Err(err(
+                    format!("noise_shapes[{i}]"),
+                    format!("is {s:?}, expected [1, r, r]"),
+                ));
+            }
+        }
+        for (name, [a, b]) in &self.layers {
+            if a >= b || *b > self.num_ws {
+                return Err(err(
+                    format!("layers.{name}"),
+                    format!("[{a}, {b}) is not a range within num_ws = {}", self.num_ws),
+                ));
+            }
+        }
+        for (name, d) in &self.directions {
+            if d.vector.len() != self.w_dim {
+                return Err(err(
+                    format!("directions.{name}.vector"),
+                    format!("has {} values, w_dim is {}", d.vector.len(), self.w_dim),
+                ));
+            }
+            if let Some(l) = d.layers.iter().find(|&&l| l >= self.num_ws) {
+                return Err(err(
+                    format!("directions.{name}.layers"),
+                    format!("layer {l} >= num_ws = {}", self.num_ws),
+                ));
+            }
+        }
+        for g in REQUIRED_GRAPHS {
+            if !self.graphs.contains_key(g) {
+                return Err(err(format!("graphs.{g}"), "is required but missing"));
+            }
+        }
+        for (key, g) in &self.graphs {
+            let Some((ins, outs)) = self.expected_io(key) else {
+                if key.starts_with("vae_") {
+                    return Err(err("vae_z_dim", format!("is required by graphs.{key}")));
+                }
+                continue; // an unknown graph (e.g. a later face_detector): not ours to check
+            };
+            check_specs(&format!("graphs.{key}.inputs"), &g.inputs, &ins)?;
+            check_specs(&format!("graphs.{key}.outputs"), &g.outputs, &outs)?;
+            check_sha(&format!("graphs.{key}.sha256"), &g.sha256)?;
+            check_rel_path(&format!("graphs.{key}.file"), &g.file)?;
+        }
+        for (file, sha) in &self.files {
+            check_sha(&format!("files.{file}"), sha)?;
+            check_rel_path(&format!("files.{file}"), file)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_sha(field: &str, sha: &str) -> Result<(), ManifestError> {
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(err(field, format!("`{sha}` is not a lowercase hex sha256")));
+    }
+    Ok(())
+}
+
+fn check_rel_path(field: &str, file: &str) -> Result<(), ManifestError> {
+    let p = std::path::Path::new(file);
+    if file.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(err(
+            field,
+            format!("`{file}` must be a relative path inside the bundle"),
+        ));
+    }
+    Ok(())
+}
+
+/// Compares declared tensors (by name, in order) with the contract's expectations.
+/// `-1` in `expected` means the symbolic batch axis.
+fn check_specs(
+    field: &str,
+    got: &[TensorSpec],
+    expected: &[(String, Vec<i64>)],
+) -> Result<(), ManifestError> {
+    let got_names: Vec<&str> = got.iter().map(|t| t.name.as_str()).collect();
+    let exp_names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sorted_got = got_names.clone();
+    let mut sorted_exp = exp_names.clone();
+    sorted_got.sort_unstable();
+    sorted_exp.sort_unstable();
+    if sorted_got != sorted_exp {
+        return Err(err(
+            field,
+            format!("names are {got_names:?}, the contract wants {exp_names:?}"),
+        ));
+    }
+    for (name, shape) in expected {
+        let (i, t) = got
+            .iter()
+            .enumerate()
+            .find(|(_, t)| &t.name == name)
+            .expect("names checked above");
+        let f = format!("{field}[{i}] ({name})");
+        if t.dtype != "float32" {
+            return Err(err(
+                format!("{f}.dtype"),
+                format!("is `{}`, expected float32", t.dtype),
+            ));
+        }
+        let ok = t.shape.len() == shape.len()
+            && t.shape.iter().zip(shape).all(|(d, &e)| match d {
+                Dim::Symbolic(_) => e == -1,
+                Dim::Fixed(n) => *n == e,
+            });
+        if !ok {
+            let want: Vec<String> = shape
+                .iter()
+                .map(|&d| {
+                    if d == -1 {
+                        "batch".into()
+                    } else {
+                        d.to_string()
+                    }
+                })
+                .collect();
+            return Err(err(
+                format!("{f}.shape"),
+                format!(
+                    "is {}, expected [{}]",
+                    shape_string(&t.shape),
+                    want.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, shape: &[Dim]) -> serde_json::Value {
+        serde_json::json!({"name": name, "shape": shape, "dtype": "float32"})
+    }
+
+    pub(crate) fn tiny_manifest() -> serde_json::Value {
+        let b = || Dim::Symbolic("batch".into());
+        let f = Dim::Fixed;
+        let sha = "0".repeat(64);
+        serde_json::json!({
+            "format": FORMAT, "name": "t", "resolution": 8, "z_dim": 4, "w_dim": 4, "num_ws": 2,
+            "noise_shapes": [[1, 4, 4]],
+            "w_avg": [0.0, 0.0, 0.0, 0.0], "w_std": [1.0, 1.0, 1.0, 1.0],
+            "graphs": {
+                "mapping": {"file": "m.onnx", "sha256": sha,
+                    "inputs": [spec("z", &[b(), f(4)])], "outputs": [spec("w", &[b(), f(4)])]},
+                "synthesis": {"file": "s.onnx", "sha256": sha,
+                    "inputs": [spec("ws", &[b(), f(2), f(4)]), spec("noise_0", &[b(), f(1), f(4), f(4)])],
+                    "outputs": [spec("image", &[b(), f(3), f(8), f(8)])]},
+                "synthesis_grad": {"file": "g.onnx", "sha256": sha,
+                    "inputs": [spec("ws", &[b(), f(2), f(4)]), spec("target", &[b(), f(3), f(8), f(8)]),
+                               spec("mask", &[b(), f(1), f(8), f(8)]), spec("weights", &[b(), f(2)]),
+                               spec("noise_0", &[b(), f(1), f(4), f(4)])],
+                    "outputs": [spec("loss", &[b()]), spec("grad", &[b(), f(2), f(4)]),
+                                spec("image", &[b(), f(3), f(8), f(8)])]}
+            }
+        })
+    }
+
+    #[test]
+    fn valid_manifest_parses() {
+        let m = Manifest::parse(&tiny_manifest().to_string()).unwrap();
+        assert_eq!(m.num_ws, 2);
+    }
+
+    #[test]
+    fn wrong_shape_names_the_field() {
+        let mut v = tiny_manifest();
+        v["graphs"]["synthesis"]["outputs"][0]["shape"] = serde_json::json!(["batch", 3, 16, 16]);
+        let e = Manifest::parse(&v.to_string()).unwrap_err();
+        assert!(
+            e.field
+                .starts_with("graphs.synthesis.outputs[0] (image).shape"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_graph_and_bad_lengths_are_reported() {
+        let mut v = tiny_manifest();
+        v["graphs"]
+            .as_object_mut()
+            .unwrap()
+            .remove("synthesis_grad");
+        assert_eq!(
+            Manifest::parse(&v.to_string()).unwrap_err().field,
+            "graphs.synthesis_grad"
+        );
+        let mut v = tiny_manifest();
+        v["w_avg"] = serde_json::json!([0.0]);
+        assert_eq!(Manifest::parse(&v.to_string()).unwrap_err().field, "w_avg");
+        let mut v = tiny_manifest();
+        v["graphs"]["mapping"]["sha256"] = serde_json::json!("xyz");
+        assert_eq!(
+            Manifest::parse(&v.to_string()).unwrap_err().field,
+            "graphs.mapping.sha256"
+        );
+        let mut v = tiny_manifest();
+        v["graphs"]["mapping"]["file"] = serde_json::json!("../m.onnx");
+        assert_eq!(
+            Manifest::parse(&v.to_string()).unwrap_err().field,
+            "graphs.mapping.file"
+        );
+    }
+
+    #[test]
+    fn batch_must_be_symbolic() {
+        let mut v = tiny_manifest();
+        v["graphs"]["mapping"]["inputs"][0]["shape"] = serde_json::json!([1, 4]);
+        assert!(Manifest::parse(&v.to_string()).is_err());
+    }
+}
