@@ -53,6 +53,26 @@ where
     result.with_context(|| format!("failed to write {}", path.display()))
 }
 
+/// A fresh, unused-looking temporary name next to `path` (`.NAME.tmp-PID-N` in the same
+/// folder, so a final `rename` stays on one filesystem). For outputs written by streaming
+/// encoders (video, frame folders) that cannot use [`write_atomic`]'s closure.
+pub fn temp_sibling(path: &Path) -> Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("output path {} has no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok(dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
 /// Writes bytes atomically (see [`write_atomic`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| {

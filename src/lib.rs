@@ -8,14 +8,19 @@
 //! call exactly the code the command line runs.
 
 pub mod cli;
+pub mod family;
 pub mod fsutil;
 pub mod imageio;
+pub mod interp;
 pub mod invert;
 pub mod jobs;
 pub mod latent;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod rng;
+pub mod sheet;
+pub mod vae;
 
 /// Version string recorded in provenance sidecars and reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

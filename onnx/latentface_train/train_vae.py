@@ -5,7 +5,9 @@
 Gaussian VAE with a learned per-channel decoder scale (see vae.py), trained on the
 train split of data.split_indices only, uniformly dequantised 8-bit data, random x-flips,
 a linear KL warm-up, Adam, and a linear learning-rate ramp-down over the last part of
-the run. Checkpoints go to OUT/ckpt.pt (atomically) every few minutes together with
+the run. At the end the N(0, I) prior is fitted to the aggregate posterior of the training
+faces and folded exactly into the weights (vae.fold_prior; --no-fit-prior skips it);
+`--minutes 0` on an existing checkpoint does only that. Checkpoints go to OUT/ckpt.pt (atomically) every few minutes together with
 OUT/samples.png (decoded prior samples) and OUT/recon.png (held-out faces, each row of
 originals followed by a row of their reconstructions decode(mu)); a run resumes from
 OUT/ckpt.pt when it exists.
@@ -21,7 +23,7 @@ import torch
 from . import data
 from .networks import count_params
 from .util import save_grid
-from .vae import VAE, bits_per_dim, dequantize, elbo
+from .vae import VAE, aggregate_posterior_moments, bits_per_dim, dequantize, elbo, fold_prior
 
 
 def main():
@@ -41,6 +43,8 @@ def main():
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-fit-prior", action="store_true",
+                    help="skip the final empirical-Bayes prior fit (vae.fold_prior) at the end of the run")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -140,6 +144,20 @@ def main():
         if time.time() - t_ckpt > args.ckpt_minutes * 60:
             save()
             t_ckpt = time.time()
+    if not args.no_fit_prior:
+        # Empirical-Bayes prior fit, folded exactly into the weights (vae.fold_prior): the
+        # latent is re-standardised to the aggregate posterior of the training faces, so
+        # that N(0, I) samples decode to faces and the KL term drops. (m, s) ~ (0, 1) when
+        # it was already done, so repeating it is harmless.
+        vae.eval()
+        x_all = reals.float() / 127.5 - 1
+        m, sd = aggregate_posterior_moments(vae, x_all.split(256))
+        fold_prior(vae, m, sd)
+        vae.train()
+        line = (f"prior fit: |m| mean {m.abs().mean().item():.3f}, s in [{sd.min().item():.3f}, "
+                f"{sd.max().item():.3f}] folded into the encoder/decoder linear layers")
+        print(line, flush=True)
+        log.write(line + "\n"); log.flush()
     save(final=True)
     print(f"done: step {step}, {imgs_seen} images, {seconds / 60:.1f} min", flush=True)
 

@@ -17,6 +17,10 @@ Export rules (RESEARCH.md §4), because the decoder's gradient is exported:
 - squares as x * x; eps constants are real ops.
 The encoder runs forward only; it downsamples with avg_pool2d.
 
+After training, `fold_prior` re-standardises the latent to the aggregate posterior of
+the training faces (an exact reparametrisation folded into the two linear layers; the
+prior stays N(0, I) in the new coordinates, so the bundle contract is unchanged).
+
 Likelihood conventions (documented once here, used by eval_vae and the manifest):
 - `elbo()` returns -ELBO in nats per image for the continuous density of x in [-1, 1]
   (D = 3*H*W dims).
@@ -202,6 +206,49 @@ def dequantize(images_u8, gen=None):
     """uint8 [N,3,H,W] tensor -> float in [-1,1] with uniform noise within each 8-bit bin."""
     u = images_u8.float() + torch.rand(images_u8.shape, generator=gen) - 0.5
     return u / 127.5 - 1.0
+
+
+@torch.no_grad()
+def aggregate_posterior_moments(vae, x_batches):
+    """Per-dim mean and std of the aggregate posterior q(z) = E_x q(z|x) over the batches."""
+    n, s1, s2, sv = 0, 0.0, 0.0, 0.0
+    for x in x_batches:
+        mu, logvar = vae.encode(x)
+        mu, logvar = mu.double(), logvar.double()
+        n += len(x)
+        s1 = s1 + mu.sum(0)
+        s2 = s2 + (mu * mu).sum(0)
+        sv = sv + logvar.exp().sum(0)
+    m = s1 / n
+    var = s2 / n - m * m + sv / n
+    return m, var.sqrt()
+
+
+@torch.no_grad()
+def fold_prior(vae, m, s):
+    """Re-express the latent as z_new = (z - m) / s, exactly, by folding the affine map into
+    the encoder's and decoder's linear layers.
+
+    The decoder computes the same image for z = m + s z_new; the posterior stays diagonal
+    (mu_new = (mu - m)/s, logvar_new = logvar - 2 log s). With the fixed N(0, I) prior in the
+    new coordinates this is the old model with the prior N(m, diag s^2): with (m, s) the
+    moments of the aggregate posterior (`aggregate_posterior_moments` over the training
+    faces), that Gaussian minimises the average KL term, so the training ELBO can only
+    improve, and prior samples land where the decoder was trained (empirical-Bayes prior fit).
+    """
+    z = vae.z_dim
+    m, s = m.double(), s.double()
+    enc, dec = vae.encoder.fc, vae.decoder.fc
+    We, be = enc.weight.double(), enc.bias.double() * enc.b_gain
+    We[:z] = We[:z] / s[:, None]
+    be[:z] = (be[:z] - m) / s
+    be[z:] = be[z:] - 2.0 * torch.log(s)
+    enc.weight.copy_(We.float())
+    enc.bias.copy_((be / enc.b_gain).float())
+    Wd, bd = dec.weight.double(), dec.bias.double() * dec.b_gain
+    bd = bd + (Wd * dec.w_gain) @ m
+    dec.weight.copy_((Wd * s[None, :]).float())
+    dec.bias.copy_((bd / dec.b_gain).float())
 
 
 def load_vae(path):

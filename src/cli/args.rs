@@ -57,6 +57,14 @@ pub enum Command {
     Info,
     /// Time inversion steps at several batch sizes
     Bench(BenchArgs),
+    /// Children of two parents (photos or latents): blended genes, age/gender, siblings, a family sheet
+    Family(super::latent_jobs::FamilyArgs),
+    /// A GIF, MP4 or PNG-frame morph through two or more faces (photos or latents)
+    Morph(super::latent_jobs::MorphArgs),
+    /// Run a manifest of invert/family/morph jobs: concurrent, resumable, shardable
+    Batch(super::latent_jobs::BatchArgs),
+    /// The VAE: encode, decode, reconstruct, interpolate, sample, anomaly, impute, map
+    Vae(super::vae::VaeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,4 +157,14 @@ pub struct BenchArgs {
     /// Write our figures as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// What to time: invert (optimisation steps), morph (frames/s rendering a morph at
+    /// each --batch-sizes), family (a batch of --family-jobs family jobs end to end)
+    #[arg(long, value_delimiter = ',', default_value = "invert", value_parser = ["invert", "morph", "family"])]
+    pub suite: Vec<String>,
+    /// Frames of the benchmark morph
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub morph_frames: usize,
+    /// Family jobs in the family benchmark (4 children each, 2 at a time)
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub family_jobs: usize,
 }

@@ -3,6 +3,8 @@
 
 pub mod args;
 pub mod config;
+pub mod latent_jobs;
+pub mod vae;
 
 use std::path::PathBuf;
 
@@ -71,6 +73,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("{}", summary_line(r));
             }
         }
+        Command::Family(a) => latent_jobs::run_family(&common, &a)?,
+        Command::Morph(a) => latent_jobs::run_morph(&common, &a)?,
+        Command::Batch(a) => latent_jobs::run_batch(&common, &a)?,
+        Command::Bench(a) if a.suite.iter().any(|s| s != "invert") => {
+            latent_jobs::run_bench_suites(&common, &a)?
+        }
         Command::Bench(a) => {
             let params = bench::BenchParams {
                 steps: a.steps,
@@ -94,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("writing {}", p.display()))?;
             }
         }
+        Command::Vae(a) => vae::run(&common, a)?,
     }
     Ok(())
 }

@@ -14,13 +14,19 @@
 //! Optimisation can be in W (one vector broadcast to all layers), in W+ (one vector per
 //! layer), or W first then W+ (`w_stage_steps`). This module knows nothing about files
 //! or the command line.
+//!
+//! The loop itself (Adam per sample, schedule, plateau stop, one graph call per step)
+//! is [`optim::optimise`], shared with the VAE's imputation; this module supplies the
+//! GAN objective (W/W+ parameterisation, latent noise, `synthesis_grad`).
 
 pub mod adam;
+pub mod optim;
 pub mod schedule;
 
 use anyhow::{bail, Context, Result};
 
 pub use adam::Adam;
+pub use optim::{optimise, LossGrads, Objective, OptimConfig, Sample};
 pub use schedule::Schedule;
 
 use crate::latent::{Latent, LatentSpace};
@@ -131,6 +137,18 @@ impl Default for InvertParams {
 }
 
 impl InvertParams {
+    /// The constants of the shared optimisation loop.
+    pub fn optim_config(&self) -> OptimConfig {
+        OptimConfig {
+            steps: self.steps,
+            schedule: self.schedule,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            early_stop: self.early_stop,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
             bail!("steps must be at least 1");
@@ -221,18 +239,6 @@ pub struct Inversion {
     pub init: InitUsed,
 }
 
-/// The optimised variable of one sample: W (`[w_dim]`) or W+ (`[num_ws, w_dim]`).
-struct SampleState {
-    param: Vec<f32>,
-    in_w: bool,
-    adam: Adam,
-    rng: Rng,
-    history: Vec<f32>,
-    plateau: Option<Plateau>,
-    stopped: bool,
-    steps_run: usize,
-}
-
 fn broadcast(w: &[f32], num_ws: usize) -> Vec<f32> {
     w.iter().copied().cycle().take(num_ws * w.len()).collect()
 }
@@ -245,6 +251,128 @@ fn layer_mean(ws: &[f32], num_ws: usize, w_dim: usize) -> Vec<f32> {
         }
     }
     w
+}
+
+/// The GAN side of the shared loop: the optimised variable of a sample is W
+/// (`[w_dim]`, broadcast to every layer) or W+ (`[num_ws, w_dim]`); the fed latent gets
+/// the schedule's noise from the sample's own stream; the graph is `synthesis_grad`.
+struct GanObjective<'a> {
+    bundle: &'a Bundle,
+    targets: &'a [Target<'a>],
+    params: &'a InvertParams,
+    /// Per sample: optimising in W (true) or W+.
+    in_w: Vec<bool>,
+    rngs: Vec<Rng>,
+    num_ws: usize,
+    w_dim: usize,
+    w_std: f32,
+}
+
+impl GanObjective<'_> {
+    fn ws_of(&self, i: usize, s: &Sample) -> Vec<f32> {
+        if self.in_w[i] {
+            broadcast(&s.param, self.num_ws)
+        } else {
+            s.param.clone()
+        }
+    }
+
+    /// Target, mask and weight tensors for the samples `idx`.
+    fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let res = self.bundle.resolution();
+        let (img_len, mask_len) = (3 * res * res, res * res);
+        let mut img = Vec::with_capacity(idx.len() * img_len);
+        let mut mask = Vec::with_capacity(idx.len() * mask_len);
+        let mut weights = Vec::with_capacity(idx.len() * 2);
+        for &i in idx {
+            img.extend_from_slice(self.targets[i].image);
+            match self.targets[i].mask {
+                Some(m) => mask.extend_from_slice(m),
+                None => mask.extend(std::iter::repeat_n(1.0f32, mask_len)),
+            }
+            weights.extend([self.params.pixel_weight, self.params.lpips_weight]);
+        }
+        (img, mask, weights)
+    }
+
+    /// Loss and image of every sample's current latent, without noise.
+    fn evaluate(&self, samples: &[Sample]) -> Result<crate::model::GradOutput> {
+        let all: Vec<usize> = (0..samples.len()).collect();
+        let (img, mask, weights) = self.gather(&all);
+        let ws: Vec<f32> = samples
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| self.ws_of(i, s))
+            .collect();
+        self.bundle
+            .synthesis_grad(&ws, &img, &mask, &weights, samples.len())
+    }
+}
+
+impl Objective for GanObjective<'_> {
+    fn begin_step(&mut self, step: usize, samples: &mut [Sample]) -> Result<()> {
+        if self.params.w_stage_steps > 0 && step == self.params.w_stage_steps {
+            for (i, s) in samples.iter_mut().enumerate() {
+                if self.in_w[i] {
+                    s.param = broadcast(&s.param, self.num_ws);
+                    self.in_w[i] = false;
+                    s.adam = Adam::new(
+                        s.param.len(),
+                        self.params.beta1,
+                        self.params.beta2,
+                        self.params.eps,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn loss_grad(
+        &mut self,
+        step: usize,
+        active: &[usize],
+        samples: &[Sample],
+    ) -> Result<LossGrads> {
+        let (num_ws, w_dim) = (self.num_ws, self.w_dim);
+        let noise_factor = self.params.schedule.noise_factor(step, self.params.steps);
+        // Latents fed to the graph: parameter + per-sample noise, broadcast in W.
+        let mut ws_batch = Vec::with_capacity(active.len() * num_ws * w_dim);
+        for &i in active {
+            let mut fed = samples[i].param.clone();
+            if noise_factor > 0.0 {
+                let sigma = (noise_factor as f32) * self.w_std;
+                for v in fed.iter_mut() {
+                    *v += self.rngs[i].normal() as f32 * sigma;
+                }
+            }
+            ws_batch.extend(if self.in_w[i] {
+                broadcast(&fed, num_ws)
+            } else {
+                fed
+            });
+        }
+        let (img, mask, weights) = self.gather(active);
+        let out = self
+            .bundle
+            .synthesis_grad(&ws_batch, &img, &mask, &weights, active.len())?;
+        Ok(active
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let g = &out.grad[j * num_ws * w_dim..(j + 1) * num_ws * w_dim];
+                let grad: Vec<f32> = if self.in_w[i] {
+                    layer_mean(g, num_ws, w_dim)
+                        .iter()
+                        .map(|v| v * num_ws as f32)
+                        .collect()
+                } else {
+                    g.to_vec()
+                };
+                (out.loss[j], grad)
+            })
+            .collect())
+    }
 }
 
 /// Inverts all `targets` together. `progress` is called after every step.
@@ -277,24 +405,7 @@ pub fn invert_batch(
             }
         }
     }
-    let w_std = bundle.manifest().w_std_scalar();
-
-    // Batch tensors that do not change between steps.
-    let all: Vec<usize> = (0..b).collect();
-    let gather_targets = |idx: &[usize]| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut img = Vec::with_capacity(idx.len() * img_len);
-        let mut mask = Vec::with_capacity(idx.len() * mask_len);
-        let mut weights = Vec::with_capacity(idx.len() * 2);
-        for &i in idx {
-            img.extend_from_slice(targets[i].image);
-            match targets[i].mask {
-                Some(m) => mask.extend_from_slice(m),
-                None => mask.extend(std::iter::repeat_n(1.0f32, mask_len)),
-            }
-            weights.extend([params.pixel_weight, params.lpips_weight]);
-        }
-        (img, mask, weights)
-    };
+    let cfg = params.optim_config();
 
     // Starting point.
     let use_encoder = match params.init {
@@ -311,124 +422,51 @@ pub fn invert_batch(
         InitStrategy::Auto => bundle.has(GraphKind::Encoder),
     };
     let start_ws: Vec<Vec<f32>> = if use_encoder {
-        let (img, _, _) = gather_targets(&all);
+        let img: Vec<f32> = targets
+            .iter()
+            .flat_map(|t| t.image.iter().copied())
+            .collect();
         let ws = bundle.encoder(&img, b).context("encoder initialisation")?;
         ws.chunks(num_ws * w_dim).map(|c| c.to_vec()).collect()
     } else {
         vec![broadcast(&bundle.manifest().w_avg, num_ws); b]
     };
     let start_in_w = params.space == LatentSpace::W || params.w_stage_steps > 0;
-    let mut states: Vec<SampleState> = start_ws
+    let mut samples: Vec<Sample> = start_ws
         .iter()
-        .zip(targets)
-        .map(|(ws, t)| {
+        .map(|ws| {
             let param = if start_in_w {
                 layer_mean(ws, num_ws, w_dim)
             } else {
                 ws.clone()
             };
-            SampleState {
-                adam: Adam::new(param.len(), params.beta1, params.beta2, params.eps),
-                param,
-                in_w: start_in_w,
-                rng: Rng::new(t.seed),
-                history: Vec::with_capacity(params.steps),
-                plateau: params.early_stop.map(Plateau::new),
-                stopped: false,
-                steps_run: 0,
-            }
+            Sample::new(param, &cfg)
         })
         .collect();
-
-    let ws_of = |s: &SampleState| {
-        if s.in_w {
-            broadcast(&s.param, num_ws)
-        } else {
-            s.param.clone()
-        }
+    let mut objective = GanObjective {
+        bundle,
+        targets,
+        params,
+        in_w: vec![start_in_w; b],
+        rngs: targets.iter().map(|t| Rng::new(t.seed)).collect(),
+        num_ws,
+        w_dim,
+        w_std: bundle.manifest().w_std_scalar(),
     };
-    let evaluate = |states: &[SampleState]| -> Result<crate::model::GradOutput> {
-        let (img, mask, weights) = gather_targets(&all);
-        let ws: Vec<f32> = states.iter().flat_map(ws_of).collect();
-        bundle.synthesis_grad(&ws, &img, &mask, &weights, b)
-    };
-    let initial = evaluate(&states).context("evaluating the starting latents")?;
+    let initial = objective
+        .evaluate(&samples)
+        .context("evaluating the starting latents")?;
 
-    let rampup_end = (params.schedule.rampup * params.steps as f64).ceil() as usize;
-    for step in 0..params.steps {
-        if params.w_stage_steps > 0 && step == params.w_stage_steps {
-            for s in states.iter_mut().filter(|s| s.in_w) {
-                s.param = broadcast(&s.param, num_ws);
-                s.in_w = false;
-                s.adam = Adam::new(s.param.len(), params.beta1, params.beta2, params.eps);
-            }
-        }
-        let active: Vec<usize> = (0..b).filter(|&i| !states[i].stopped).collect();
-        if active.is_empty() {
-            break;
-        }
-        let lr = params.schedule.learning_rate(step, params.steps);
-        let noise_factor = params.schedule.noise_factor(step, params.steps);
+    optimise(&mut samples, &cfg, &mut objective, progress)?;
 
-        // Latents fed to the graph: parameter + per-sample noise, broadcast in W.
-        let mut ws_batch = Vec::with_capacity(active.len() * num_ws * w_dim);
-        for &i in &active {
-            let s = &mut states[i];
-            let mut fed = s.param.clone();
-            if noise_factor > 0.0 {
-                let sigma = (noise_factor as f32) * w_std;
-                for v in fed.iter_mut() {
-                    *v += s.rng.normal() as f32 * sigma;
-                }
-            }
-            ws_batch.extend(if s.in_w { broadcast(&fed, num_ws) } else { fed });
-        }
-        let (img, mask, weights) = gather_targets(&active);
-        let out = bundle
-            .synthesis_grad(&ws_batch, &img, &mask, &weights, active.len())
-            .with_context(|| format!("optimisation step {step}"))?;
-
-        let mut loss_sum = 0.0f32;
-        for (j, &i) in active.iter().enumerate() {
-            let s = &mut states[i];
-            let loss = out.loss[j];
-            if !loss.is_finite() {
-                bail!("target {i}: the loss became {loss} at step {step}");
-            }
-            loss_sum += loss;
-            let g = &out.grad[j * num_ws * w_dim..(j + 1) * num_ws * w_dim];
-            let grad: Vec<f32> = if s.in_w {
-                layer_mean(g, num_ws, w_dim)
-                    .iter()
-                    .map(|v| v * num_ws as f32)
-                    .collect()
-            } else {
-                g.to_vec()
-            };
-            s.adam.step(&mut s.param, &grad, lr);
-            s.history.push(loss);
-            s.steps_run = step + 1;
-            if let Some(p) = &mut s.plateau {
-                if p.observe(loss, step >= rampup_end) {
-                    s.stopped = true;
-                }
-            }
-        }
-        progress(StepInfo {
-            step: step + 1,
-            steps: params.steps,
-            mean_loss: loss_sum / active.len() as f32,
-            active: active.len(),
-            lr,
-        });
-    }
-
-    let last = evaluate(&states).context("evaluating the final latents")?;
-    let results = states
+    let last = objective
+        .evaluate(&samples)
+        .context("evaluating the final latents")?;
+    let results = samples
         .into_iter()
         .enumerate()
         .map(|(i, s)| {
-            let ws = ws_of(&s);
+            let ws = objective.ws_of(i, &s);
             let latent = if params.space == LatentSpace::W {
                 Latent::W(s.param.clone())
             } else {
@@ -441,12 +479,12 @@ pub fn invert_batch(
             Inversion {
                 latent,
                 ws,
-                loss_history: s.history,
                 initial_loss: initial.loss[i],
                 final_loss: last.loss[i],
                 image: last.image[i * img_len..(i + 1) * img_len].to_vec(),
                 steps_run: s.steps_run,
-                early_stopped: s.stopped,
+                early_stopped: s.early_stopped(),
+                loss_history: s.history,
                 init: if use_encoder {
                     InitUsed::Encoder
                 } else {

@@ -6,7 +6,14 @@
 //! themselves and report progress through small observer traits, so the command line,
 //! tests and later batch jobs share them.
 
+pub mod batch;
 pub mod bench;
+pub mod bench_latent;
+pub mod family;
 pub mod generate;
 pub mod info;
 pub mod invert;
+pub mod morph;
+pub mod vae;
+pub mod sources;
+pub mod spec;

@@ -62,6 +62,13 @@ pub struct Direction {
     pub unit: Option<String>,
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Named target values of the projection (e.g. `child: -2.0`), measured as the mean
+    /// over `layers` of `(w_row - w_avg) . vector`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, f64>,
+    /// Spread of that projection over the training data: the unit of a signed strength.
+    #[serde(default)]
+    pub projection_std: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +96,14 @@ pub struct Manifest {
     pub directions: BTreeMap<String, Direction>,
     #[serde(default)]
     pub vae_anomaly: Option<serde_json::Value>,
+    /// Calibration of the VAE's Monte-Carlo reconstruction-probability score (optional;
+    /// same layout as `vae_anomaly`).
+    #[serde(default)]
+    pub vae_anomaly_recon_prob: Option<serde_json::Value>,
+    /// Per-channel log standard deviation of the VAE decoder's Gaussian likelihood
+    /// (RGB, [-1, 1] data scale); needed for the VAE's likelihood scores.
+    #[serde(default)]
+    pub vae_log_sigma: Option<Vec<f32>>,
     #[serde(default)]
     pub face_template: Option<serde_json::Value>,
     pub graphs: BTreeMap<String, GraphSpec>,
@@ -278,6 +293,24 @@ impl Manifest {
                 return Err(err(
                     format!("directions.{name}.vector"),
                     format!("has {} values, w_dim is {}", d.vector.len(), self.w_dim),
+                ));
+            }
+            if let Some((g, v)) = d.groups.iter().find(|(_, v)| !v.is_finite()) {
+                return Err(err(
+                    format!("directions.{name}.groups.{g}"),
+                    format!("is {v}, expected a finite number"),
+                ));
+            }
+            if matches!(d.projection_std, Some(v) if !(v.is_finite() && v > 0.0)) {
+                return Err(err(
+                    format!("directions.{name}.projection_std"),
+                    "must be a finite number > 0",
+                ));
+            }
+            if d.vector.iter().all(|&v| v == 0.0) || d.vector.iter().any(|v| !v.is_finite()) {
+                return Err(err(
+                    format!("directions.{name}.vector"),
+                    "must be finite and not all zero",
                 ));
             }
             if let Some(l) = d.layers.iter().find(|&&l| l >= self.num_ws) {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test of the project: the Rust crate (on the tiny bundle) and the model toolchain
+# (export machinery, LPIPS port, tiny-bundle verification against PyTorch).
+#
+#   scripts/test.sh            (what CI runs; the README's test command)
+#   SKIP_TOOLCHAIN=1 scripts/test.sh   (Rust only: no Python venv needed)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+
+scripts/setup.sh
+cargo test --release
+
+if [[ "${SKIP_TOOLCHAIN:-0}" != "1" ]]; then
+    scripts/setup_toolchain.sh
+    (cd onnx && .venv/bin/python -m pytest -q tests)
+fi

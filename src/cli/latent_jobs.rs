@@ -1,0 +1,552 @@
+//! Flags and drivers of `family`, `morph` and `batch`.
+//!
+//! Each command turns its flags into a [`JobSpec`](crate::jobs::spec::JobSpec) — the same
+//! validated form a batch manifest holds — so a command and the equivalent batch job
+//! cannot drift apart; then it runs the job and prints what it wrote.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::config::Common;
+use crate::family::EditTarget;
+use crate::interp::{Easing, Interp};
+use crate::jobs::batch::{self, BatchOptions, Event, Status};
+use crate::jobs::sources::LatentCache;
+use crate::jobs::spec::{defaults, FamilySpec, Job, JobSpec, MorphSpec};
+use crate::jobs::{family, morph};
+use crate::model::{Bundle, GraphKind};
+
+/// How photos given as parents or keys are inverted and cached.
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// Inversion steps for inputs that are photos (latent files are used as they are)
+    #[arg(long, default_value_t = defaults::steps(), value_name = "N")]
+    pub steps: usize,
+    /// Seed of the inversion's noise streams (for photo inputs)
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub invert_seed: u64,
+    /// Latent cache folder: photos are inverted once and their latents kept under
+    /// DIR/<bundle-manifest-sha256>/<photo-sha256>.npy [default: ~/.cache/latentface/latents]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Do not read or write the latent cache
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl SourceArgs {
+    pub fn cache(&self) -> LatentCache {
+        if self.no_cache {
+            LatentCache::Off
+        } else if let Some(d) = &self.cache {
+            LatentCache::Dir(d.clone())
+        } else {
+            LatentCache::default_location()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FamilyArgs {
+    /// First parent: a photo (PNG/JPEG, inverted first) or a latent (.npy/.npz)
+    #[arg(value_name = "PARENT_A")]
+    pub parent_a: PathBuf,
+    /// Second parent: a photo or a latent
+    #[arg(value_name = "PARENT_B")]
+    pub parent_b: PathBuf,
+    /// Output folder (children's PNG + .npy + .json, parents' latents and
+    /// reconstructions, family.png sheet, family.json report)
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Overall share of parent B, 0 (= parent A exactly) to 1 (= parent B exactly)
+    #[arg(long, default_value_t = defaults::mix(), value_name = "0..1")]
+    pub mix: f32,
+    /// Share of parent B in the coarse layers (pose, face shape) [default: --mix]
+    #[arg(long, value_name = "0..1")]
+    pub coarse: Option<f32>,
+    /// Share of parent B in the middle layers (features, hair style) [default: --mix]
+    #[arg(long, value_name = "0..1")]
+    pub middle: Option<f32>,
+    /// Share of parent B in the fine layers (colours, skin texture) [default: --mix]
+    #[arg(long, value_name = "0..1")]
+    pub fine: Option<f32>,
+    /// Inherit each layer whole from one parent, drawn at random (seeded) with the
+    /// layer's share of B as probability, instead of blending
+    #[arg(long)]
+    pub crossover: bool,
+    /// Age: a group of the bundle's `age` direction (child, teen, young, adult, senior:
+    /// whichever the bundle defines) or a signed strength in standard deviations (-1.5)
+    #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
+    pub age: Option<EditTarget>,
+    /// Gender: a group of the bundle's `gender` direction (male, female) or a signed strength
+    #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
+    pub gender: Option<EditTarget>,
+    /// Number of siblings; child 1 is the plain blend, the others carry seeded mutations
+    #[arg(long, default_value_t = defaults::children(), value_name = "N")]
+    pub children: usize,
+    /// Strength of the siblings' mutations (Gaussian noise on the middle and fine
+    /// layers, times the bundle's per-dimension w_std)
+    #[arg(long, default_value_t = defaults::mutation(), value_name = "S")]
+    pub mutation: f32,
+    /// Seed of crossover and mutations
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+impl FamilyArgs {
+    pub fn spec(&self) -> JobSpec {
+        JobSpec::Family(FamilySpec {
+            parent_a: self.parent_a.clone(),
+            parent_b: self.parent_b.clone(),
+            output: self.output.clone(),
+            mix: self.mix,
+            coarse: self.coarse,
+            middle: self.middle,
+            fine: self.fine,
+            crossover: self.crossover,
+            age: self.age.clone(),
+            gender: self.gender.clone(),
+            children: self.children,
+            mutation: self.mutation,
+            seed: self.seed,
+            steps: self.sources.steps,
+            invert_seed: self.sources.invert_seed,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MorphArgs {
+    /// Key faces in order (at least 2): photos (inverted first) or latents (.npy/.npz)
+    #[arg(required = true, num_args = 2.., value_name = "KEY")]
+    pub keys: Vec<PathBuf>,
+    /// Output: NAME.gif, NAME.mp4 (H.264), or a folder name without extension for PNG frames
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Path between keys: lerp (straight in W+), slerp (great circle per layer around
+    /// w_avg), spline (Catmull-Rom cubic through all keys)
+    #[arg(long, default_value = "lerp", value_name = "lerp|slerp|spline")]
+    pub interp: Interp,
+    /// Timing within each key-to-key segment: linear, ease-in, ease-out, ease-in-out,
+    /// sine, circular, bounce
+    #[arg(long, default_value = "linear", value_name = "NAME")]
+    pub easing: Easing,
+    /// Frames from one key to the next
+    #[arg(long, default_value_t = defaults::frames_per_key(), value_name = "N")]
+    pub frames_per_key: usize,
+    /// Frames per second of the video (GIF rounds the frame delay to 1/100 s)
+    #[arg(long, default_value_t = defaults::fps())]
+    pub fps: f64,
+    /// Go back from the last key to the first, so the video loops seamlessly
+    #[arg(long = "loop")]
+    pub looped: bool,
+    /// Frames rendered per synthesis call
+    #[arg(long, default_value_t = defaults::batch_size(), value_name = "N")]
+    pub batch_size: usize,
+    /// Output frame size in pixels [default: the model's resolution]
+    #[arg(long, value_name = "PX")]
+    pub size: Option<u32>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+impl MorphArgs {
+    pub fn spec(&self) -> JobSpec {
+        JobSpec::Morph(MorphSpec {
+            keys: self.keys.clone(),
+            output: self.output.clone(),
+            interp: self.interp,
+            easing: self.easing,
+            frames_per_key: self.frames_per_key,
+            fps: self.fps,
+            looped: self.looped,
+            batch_size: self.batch_size,
+            size: self.size,
+            steps: self.sources.steps,
+            invert_seed: self.sources.invert_seed,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Manifest listing the jobs: TOML (.toml) or JSON; see docs/batch.md
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// Jobs run at the same time
+    #[arg(short = 'j', long = "jobs", default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+    /// Redo jobs that are already done (by default a job whose .done marker matches
+    /// and whose outputs all exist is skipped)
+    #[arg(long)]
+    pub force: bool,
+    /// Run only shard I of N (0 <= I < N): the jobs whose id hashes to I; N machines
+    /// with I = 0..N-1 split the manifest exactly
+    #[arg(long, value_name = "I/N", value_parser = batch::parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// Folder of the per-job .done markers [default: MANIFEST_STEM.state/ next to the manifest]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Summary JSON [default: STATE_DIR/summary.json, or summary-shard-I-of-N.json]
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Latent cache folder for photo inputs [default: ~/.cache/latentface/latents]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Do not read or write the latent cache
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+fn open_bundle(common: &Common) -> Result<Bundle> {
+    Bundle::open(&common.bundle, common.runtime.clone())
+}
+
+fn report_provider(bundle: &Bundle) {
+    if let Some((p, reason)) = bundle.provider_of(GraphKind::Synthesis) {
+        match reason {
+            Some(r) => eprintln!("execution provider: {p} (CUDA not used: {r})"),
+            None => eprintln!("execution provider: {p}"),
+        }
+    }
+}
+
+struct PrintWarnings;
+impl family::FamilyObserver for PrintWarnings {
+    fn warning(&mut self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
+}
+
+pub fn run_family(common: &Common, a: &FamilyArgs) -> Result<()> {
+    let bundle = open_bundle(common)?;
+    let Job::Family(job) = a.spec().into_job(bundle.manifest(), &a.sources.cache())? else {
+        unreachable!("a family spec builds a family job");
+    };
+    let photos = [&job.parent_a, &job.parent_b]
+        .iter()
+        .filter(|p| !crate::jobs::sources::is_latent_path(p))
+        .count();
+    let spinner = ProgressBar::new_spinner();
+    if photos > 0 {
+        spinner.set_message(format!(
+            "resolving parents ({photos} photo(s) to invert unless cached)"
+        ));
+        spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    }
+    let report = family::run_family(&bundle, &job, &mut PrintWarnings);
+    spinner.finish_and_clear();
+    let report = report?;
+    report_provider(&bundle);
+    for p in &report.parents {
+        println!(
+            "parent {} ({:?}{}) -> {}",
+            p.path.display(),
+            p.kind,
+            if p.cached { ", cached" } else { "" },
+            p.latent.display()
+        );
+    }
+    for c in &report.children {
+        let proj: Vec<String> = c
+            .projections
+            .iter()
+            .map(|(k, v)| format!("{k} {v:+.2}"))
+            .collect();
+        println!(
+            "child {} -> {} + {}{}",
+            c.index,
+            c.image.display(),
+            c.latent.display(),
+            if proj.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", proj.join(", "))
+            }
+        );
+    }
+    println!(
+        "sheet {}  report {}  ({:.1} s)",
+        report.sheet.display(),
+        report.report.display(),
+        report.seconds
+    );
+    Ok(())
+}
+
+struct MorphBar {
+    bar: Option<ProgressBar>,
+    /// Shown while photo keys are inverted (until rendering starts).
+    spinner: Option<ProgressBar>,
+}
+
+impl morph::MorphObserver for MorphBar {
+    fn warning(&mut self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
+    fn start(&mut self, frames: usize) {
+        if let Some(sp) = self.spinner.take() {
+            sp.finish_and_clear();
+        }
+        let bar = ProgressBar::new(frames as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "rendering [{bar:30}] {pos}/{len} frames ({per_sec}, {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        self.bar = Some(bar);
+    }
+    fn frames_done(&mut self, done: usize, _total: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+        }
+    }
+}
+
+pub fn run_morph(common: &Common, a: &MorphArgs) -> Result<()> {
+    let bundle = open_bundle(common)?;
+    let Job::Morph(job) = a.spec().into_job(bundle.manifest(), &a.sources.cache())? else {
+        unreachable!("a morph spec builds a morph job");
+    };
+    let photos = job
+        .keys
+        .iter()
+        .filter(|p| !crate::jobs::sources::is_latent_path(p))
+        .count();
+    let spinner = (photos > 0).then(|| {
+        let sp = ProgressBar::new_spinner();
+        sp.set_message(format!(
+            "resolving keys ({photos} photo(s) to invert unless cached)"
+        ));
+        sp.enable_steady_tick(std::time::Duration::from_millis(200));
+        sp
+    });
+    let mut obs = MorphBar { bar: None, spinner };
+    let report = morph::run_morph(&bundle, &job, &mut obs);
+    for b in [obs.bar.take(), obs.spinner.take()].into_iter().flatten() {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    report_provider(&bundle);
+    println!(
+        "wrote {} ({:?}, {} frames {}x{} at {:.2} fps; rendered {:.1} frames/s at batch {}); report {}",
+        report.output.path.display(),
+        report.output.kind,
+        report.output.frames,
+        report.output.width,
+        report.output.height,
+        report.output.fps,
+        report.frames_per_second_rendered,
+        report.batch_size,
+        report.report.display()
+    );
+    Ok(())
+}
+
+pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
+    if a.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let manifest = batch::read_manifest(&a.manifest)?;
+    let state_dir = a.state_dir.clone().unwrap_or_else(|| {
+        let stem = a
+            .manifest
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "batch".into());
+        a.manifest.with_file_name(format!("{stem}.state"))
+    });
+    let summary_path = a.summary.clone().unwrap_or_else(|| match a.shard {
+        Some((i, n)) => state_dir.join(format!("summary-shard-{i}-of-{n}.json")),
+        None => state_dir.join("summary.json"),
+    });
+    let cache = if a.no_cache {
+        LatentCache::Off
+    } else if let Some(d) = &a.cache {
+        LatentCache::Dir(d.clone())
+    } else {
+        LatentCache::default_location()
+    };
+    let bundle = Arc::new(open_bundle(common)?);
+    bundle.prepare(&[GraphKind::Synthesis])?;
+
+    // First Ctrl-C or SIGTERM: start no new job, let running ones finish. Second: exit now
+    // (outputs are atomic, so even that loses nothing already written).
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(cancel.clone());
+
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("batch [{bar:30}] {pos}/{len} jobs {msg} ({elapsed})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let bar = Arc::new(Mutex::new(bar));
+    let bar2 = bar.clone();
+    let on_event = Arc::new(move |e: Event<'_>| {
+        let Ok(bar) = bar2.lock() else { return };
+        match e {
+            Event::Started { id, total } => {
+                bar.set_length(total as u64);
+                bar.set_message(format!("started {id}"));
+            }
+            Event::Finished {
+                outcome,
+                done,
+                total,
+            } => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                if outcome.status == Status::Failed {
+                    bar.println(format!(
+                        "job {} failed: {}",
+                        outcome.id,
+                        outcome.error.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    });
+    let opts = BatchOptions {
+        workers: a.jobs,
+        force: a.force,
+        shard: a.shard,
+        state_dir,
+        cache,
+    };
+    let summary = batch::run_batch(bundle.clone(), &manifest, &opts, cancel.clone(), on_event)?;
+    if let Ok(b) = bar.lock() {
+        b.finish_and_clear();
+    }
+    crate::fsutil::write_json_atomic(&summary_path, &summary)
+        .with_context(|| format!("writing the summary {}", summary_path.display()))?;
+    print!("{}", batch::format_table(&summary));
+    println!("summary {}", summary_path.display());
+    if summary.failed > 0 {
+        bail!(
+            "{} of {} jobs failed (see the table above or {})",
+            summary.failed,
+            summary.jobs_in_shard,
+            summary_path.display()
+        );
+    }
+    if cancel.load(Ordering::SeqCst) {
+        bail!(
+            "interrupted: {} jobs not started; run the same command again to resume",
+            summary.cancelled
+        );
+    }
+    Ok(())
+}
+
+fn install_signal_handlers(cancel: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            #[cfg(unix)]
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                #[cfg(unix)]
+                let got = match term.as_mut() {
+                    Some(t) => tokio::select! {
+                        r = tokio::signal::ctrl_c() => r.is_ok(),
+                        r = t.recv() => r.is_some(),
+                    },
+                    None => tokio::signal::ctrl_c().await.is_ok(),
+                };
+                #[cfg(not(unix))]
+                let got = tokio::signal::ctrl_c().await.is_ok();
+                if !got {
+                    return;
+                }
+                if cancel.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nsecond interrupt: exiting now (finished outputs are kept)");
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupt: no new jobs will start; waiting for running jobs (interrupt again to exit now)");
+            }
+        });
+    });
+}
+
+/// `bench --suite ...` with morph and/or family: runs each asked suite and prints its table;
+/// `--json` then holds `{"invert": ..., "morph": [...], "family": {...}}` (present suites only).
+pub fn run_bench_suites(common: &Common, a: &super::args::BenchArgs) -> Result<()> {
+    use crate::jobs::{bench, bench_latent};
+    let bundle = Arc::new(open_bundle(common)?);
+    let mut json = serde_json::Map::new();
+    if a.suite.iter().any(|s| s == "invert") {
+        let params = bench::BenchParams {
+            steps: a.steps,
+            warmup: a.warmup,
+            batch_sizes: a.batch_sizes.clone(),
+            inversion_steps: a.inversion_steps,
+        };
+        let reference = bench::read_references(&a.reference_json)?;
+        let report = bench::run_bench(&bundle, &params, &mut |_, _, _| {})?;
+        print!("{}", bench::format_table(&report, reference.as_ref()));
+        json.insert("invert".into(), serde_json::to_value(&report)?);
+    }
+    let morph = if a.suite.iter().any(|s| s == "morph") {
+        let mut sizes = a.batch_sizes.clone();
+        if !sizes.contains(&1) {
+            sizes.insert(0, 1);
+        }
+        Some(bench_latent::morph_bench(
+            &bundle,
+            a.morph_frames,
+            &sizes,
+            3,
+        )?)
+    } else {
+        None
+    };
+    let family = if a.suite.iter().any(|s| s == "family") {
+        Some(bench_latent::family_bench(
+            bundle.clone(),
+            a.family_jobs,
+            4,
+            2,
+        )?)
+    } else {
+        None
+    };
+    report_provider(&bundle);
+    println!(
+        "bundle {} on {} ({} threads)",
+        bundle.name(),
+        bundle.provider_summary(),
+        bundle
+            .options()
+            .threads
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "default".into())
+    );
+    print!(
+        "{}",
+        bench_latent::format_tables(morph.as_deref(), family.as_ref())
+    );
+    if let Some(m) = &morph {
+        json.insert("morph".into(), serde_json::to_value(m)?);
+    }
+    if let Some(f) = &family {
+        json.insert("family".into(), serde_json::to_value(f)?);
+    }
+    if let Some(p) = &a.json {
+        crate::fsutil::write_json_atomic(p, &serde_json::Value::Object(json))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! The family engine: a child's W+ code from two parents' codes.
+//!
+//! Pure maths on W+ codes (`[num_ws * w_dim]`) plus the bundle's manifest (layer ranges,
+//! directions, W statistics); no files, no ONNX. The recipe follows FamilyGan and
+//! StyleGene (see `shared/RESEARCH.md` §6), made explicit and seedable:
+//!
+//! 1. **Genes.** Every W+ row gets a share `s` of parent B: the share of its layer group
+//!    (`--coarse`, `--middle`, `--fine`, over the manifest's `layers` ranges), else the
+//!    overall `--mix`. Blend: `row = (1 - s) a + s b` — with `s = 0` or `1` this is the
+//!    parent's row bit for bit. Crossover instead takes each row whole from B with
+//!    probability `s`, else from A (StyleGene's per-region inheritance).
+//! 2. **Mutations.** Sibling `k >= 2` adds Gaussian noise `mutation * w_std[d]` to the
+//!    rows of the `middle` and `fine` groups (appearance details, not face shape), and
+//!    draws its own crossover; child 1 is the plain blend. Siblings therefore differ but
+//!    share the coarse structure of the same parents.
+//! 3. **Age and gender edits** along the manifest's `directions`, on the rows each
+//!    direction lists. A group name (`child`, `female`, ...) moves the child's projection
+//!    `mean over layers of (row - w_avg) . v` to the group's value; a number moves it by
+//!    that many `projection_std` (plain units when the manifest has none). When several
+//!    edits are asked for, their step sizes are solved together so that each direction's
+//!    projection lands where it was asked even when the directions are not orthogonal.
+//!
+//! Every child is a function of (parents, parameters, seed, child index) only.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+
+use crate::model::manifest::{Direction, Manifest};
+use crate::rng::{mix64, Rng};
+
+/// An edit along one direction.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum EditTarget {
+    /// Move by this many `projection_std` (plain units without one).
+    Strength(f64),
+    /// Move the projection to the value of this group of `directions.X.groups`.
+    Group(String),
+}
+
+impl std::str::FromStr for EditTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("empty value".into());
+        }
+        match t.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(EditTarget::Strength(v)),
+            Ok(_) => Err(format!("`{t}` is not a finite number")),
+            Err(_) => Ok(EditTarget::Group(t.to_ascii_lowercase())),
+        }
+    }
+}
+
+impl std::fmt::Display for EditTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EditTarget::Strength(v) => write!(f, "{v:+}"),
+            EditTarget::Group(g) => f.write_str(g),
+        }
+    }
+}
+
+/// Every knob of a family, with defaults in [`FamilyParams::default`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyParams {
+    /// Overall share of parent B in [0, 1].
+    pub mix: f32,
+    /// Shares of parent B for the manifest's layer groups; `None` = `mix`.
+    pub coarse: Option<f32>,
+    pub middle: Option<f32>,
+    pub fine: Option<f32>,
+    /// Take each row whole from one parent (probability = the row's share of B).
+    pub crossover: bool,
+    /// Direction edits by direction name (`age`, `gender`, ...), applied in name order.
+    pub edits: BTreeMap<String, EditTarget>,
+    /// Number of children (siblings), >= 1.
+    pub children: usize,
+    /// Strength of siblings' mutations, times `w_std` per dimension.
+    pub mutation: f32,
+    pub seed: u64,
+}
+
+impl Default for FamilyParams {
+    fn default() -> Self {
+        FamilyParams {
+            mix: 0.5,
+            coarse: None,
+            middle: None,
+            fine: None,
+            crossover: false,
+            edits: BTreeMap::new(),
+            children: 1,
+            mutation: 0.25,
+            seed: 0,
+        }
+    }
+}
+
+impl FamilyParams {
+    /// Checks the numbers and that every edit names a direction (and group) the
+    /// manifest has.
+    pub fn validate(&self, m: &Manifest) -> Result<()> {
+        for (name, v) in [
+            ("mix", Some(self.mix)),
+            ("coarse", self.coarse),
+            ("middle", self.middle),
+            ("fine", self.fine),
+        ] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(&v) {
+                    bail!("--{name} is a share of parent B in [0, 1], got {v}");
+                }
+            }
+        }
+        for (name, v) in [
+            ("coarse", self.coarse),
+            ("middle", self.middle),
+            ("fine", self.fine),
+        ] {
+            if v.is_some() && !m.layers.contains_key(name) {
+                bail!(
+                    "--{name}: the bundle's manifest has no `layers.{name}` range (it has: {})",
+                    list(m.layers.keys())
+                );
+            }
+        }
+        if self.children == 0 {
+            bail!("--children must be at least 1");
+        }
+        if !(self.mutation >= 0.0 && self.mutation.is_finite()) {
+            bail!("--mutation must be a number >= 0, got {}", self.mutation);
+        }
+        for (dir, target) in &self.edits {
+            let Some(d) = m.directions.get(dir) else {
+                bail!(
+                    "--{dir}: the bundle has no `{dir}` direction (it has: {})",
+                    list(m.directions.keys())
+                );
+            };
+            if let EditTarget::Group(g) = target {
+                if !d.groups.contains_key(g) {
+                    bail!(
+                        "--{dir} {g}: unknown group; the bundle's `{dir}` direction has groups: {} (or give a signed strength such as -1.5)",
+                        list(d.groups.keys())
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(|s| s.as_str()).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The share of parent B of every W+ row.
+pub fn row_shares(m: &Manifest, p: &FamilyParams) -> Vec<f32> {
+    let mut shares = vec![p.mix; m.num_ws];
+    for (name, v) in [("coarse", p.coarse), ("middle", p.middle), ("fine", p.fine)] {
+        if let (Some(v), Some([a, b])) = (v, m.layers.get(name)) {
+            for s in shares.iter_mut().take((*b).min(m.num_ws)).skip(*a) {
+                *s = v;
+            }
+        }
+    }
+    shares
+}
+
+/// The rows mutated for siblings: the `middle` and `fine` ranges (all rows past the
+/// `coarse` range when the manifest names neither).
+pub fn mutated_rows(m: &Manifest) -> Vec<usize> {
+    let mut rows: Vec<usize> = ["middle", "fine"]
+        .iter()
+        .filter_map(|g| m.layers.get(*g))
+        .flat_map(|[a, b]| *a..*b)
+        .collect();
+    if rows.is_empty() {
+        let start = m.layers.get("coarse").map(|r| r[1]).unwrap_or(m.num_ws / 2);
+        rows = (start..m.num_ws).collect();
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    rows
+}
+
+/// The projection of a W+ code on a direction: mean over its layers of `(row - w_avg) . v`.
+pub fn projection(ws: &[f32], m: &Manifest, d: &Direction) -> f64 {
+    let wd = m.w_dim;
+    if d.layers.is_empty() {
+        return 0.0;
+    }
+    d.layers
+        .iter()
+        .map(|&l| {
+            ws[l * wd..(l + 1) * wd]
+                .iter()
+                .zip(&m.w_avg)
+                .zip(&d.vector)
+                .map(|((&x, &a), &v)| (x - a) as f64 * v as f64)
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / d.layers.len() as f64
+}
+
+/// Applies direction edits to a W+ code in place (see module docs, step 3).
+pub fn apply_edits(
+    ws: &mut [f32],
+    m: &Manifest,
+    edits: &BTreeMap<String, EditTarget>,
+) -> Result<()> {
+    let dirs: Vec<(&String, &Direction, &EditTarget)> = edits
+        .iter()
+        .map(|(n, t)| {
+            m.directions
+                .get(n)
+                .map(|d| (n, d, t))
+                .ok_or_else(|| anyhow::anyhow!("the bundle has no `{n}` direction"))
+        })
+        .collect::<Result<_>>()?;
+    let k = dirs.len();
+    if k == 0 {
+        return Ok(());
+    }
+    // Wanted change of each direction's projection.
+    let mut delta = Vec::with_capacity(k);
+    for (n, d, t) in &dirs {
+        delta.push(match t {
+            EditTarget::Strength(s) => s * d.projection_std.unwrap_or(1.0),
+            EditTarget::Group(g) => {
+                let want = d
+                    .groups
+                    .get(g)
+                    .ok_or_else(|| anyhow::anyhow!("direction `{n}` has no group `{g}`"))?;
+                want - projection(ws, m, d)
+            }
+        });
+    }
+    // Adding c_i * u_i (u_i = v_i / |v_i|^2) to the rows L_i of direction i changes the
+    // projection of direction j by c_i (u_i . v_j) |L_i & L_j| / |L_j|.
+    let unit: Vec<Vec<f64>> = dirs
+        .iter()
+        .map(|(_, d, _)| {
+            let n2: f64 = d.vector.iter().map(|&v| (v as f64).powi(2)).sum();
+            d.vector.iter().map(|&v| v as f64 / n2).collect()
+        })
+        .collect();
+    let mut a = vec![vec![0.0f64; k]; k];
+    for j in 0..k {
+        let dj = dirs[j].1;
+        for i in 0..k {
+            let di = dirs[i].1;
+            let shared = di.layers.iter().filter(|l| dj.layers.contains(l)).count();
+            let dot: f64 = unit[i]
+                .iter()
+                .zip(&dj.vector)
+                .map(|(u, &v)| u * v as f64)
+                .sum();
+            a[j][i] = if dj.layers.is_empty() {
+                0.0
+            } else {
+                dot * shared as f64 / dj.layers.len() as f64
+            };
+        }
+    }
+    let c = solve(a, delta.clone()).unwrap_or(delta);
+    let wd = m.w_dim;
+    for (i, (_, d, _)) in dirs.iter().enumerate() {
+        for &l in &d.layers {
+            for (x, u) in ws[l * wd..(l + 1) * wd].iter_mut().zip(&unit[i]) {
+                *x += (c[i] * u) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Solves `a x = b` by Gaussian elimination with partial pivoting; `None` if singular.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let piv = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        let (pivot_row, pivot_b) = (a[col].clone(), b[col]);
+        for (row, rb) in a.iter_mut().zip(b.iter_mut()).skip(col + 1) {
+            let f = row[col] / pivot_row[col];
+            for (x, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                *x -= f * p;
+            }
+            *rb -= f * pivot_b;
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|c| a[r][c] * x[c]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    Some(x)
+}
+
+/// One child.
+#[derive(Clone, Debug)]
+pub struct Child {
+    /// 1-based index among the siblings.
+    pub index: usize,
+    /// `[num_ws * w_dim]`.
+    pub ws: Vec<f32>,
+    /// Which parent each row came from under crossover (`'A'`/`'B'`), else `'~'` (blend).
+    pub rows_from: Vec<char>,
+    pub mutated: bool,
+    /// Projections on every edited direction after the edits.
+    pub projections: BTreeMap<String, f64>,
+}
+
+/// Makes `p.children` children of parents `a` and `b` (`[num_ws * w_dim]` each).
+pub fn make_children(a: &[f32], b: &[f32], m: &Manifest, p: &FamilyParams) -> Result<Vec<Child>> {
+    p.validate(m)?;
+    let (l, wd) = (m.num_ws, m.w_dim);
+    if a.len() != l * wd || b.len() != l * wd {
+        bail!(
+            "parent latents have {} and {} values, the model needs [{l}, {wd}]",
+            a.len(),
+            b.len()
+        );
+    }
+    let shares = row_shares(m, p);
+    let mutate = mutated_rows(m);
+    let mut out = Vec::with_capacity(p.children);
+    for k in 1..=p.children {
+        let mut rng = Rng::new(mix64(p.seed ^ mix64(k as u64)));
+        let mut ws = Vec::with_capacity(l * wd);
+        let mut rows_from = Vec::with_capacity(l);
+        for (row, &s) in shares.iter().enumerate() {
+            let (ra, rb) = (&a[row * wd..(row + 1) * wd], &b[row * wd..(row + 1) * wd]);
+            if p.crossover {
+                let from_b = rng.uniform() < s as f64;
+                ws.extend_from_slice(if from_b { rb } else { ra });
+                rows_from.push(if from_b { 'B' } else { 'A' });
+            } else {
+                ws.extend(ra.iter().zip(rb).map(|(&x, &y)| (1.0 - s) * x + s * y));
+                rows_from.push('~');
+            }
+        }
+        let mutated = k > 1 && p.mutation > 0.0;
+        if mutated {
+            for &row in &mutate {
+                for (x, &sd) in ws[row * wd..(row + 1) * wd].iter_mut().zip(&m.w_std) {
+                    *x += rng.normal() as f32 * p.mutation * sd;
+                }
+            }
+        }
+        apply_edits(&mut ws, m, &p.edits)?;
+        let projections = p
+            .edits
+            .keys()
+            .filter_map(|n| {
+                m.directions
+                    .get(n)
+                    .map(|d| (n.clone(), projection(&ws, m, d)))
+            })
+            .collect();
+        out.push(Child {
+            index: k,
+            ws,
+            rows_from,
+            mutated,
+            projections,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        // The tiny bundle's manifest: layer ranges and age/gender directions with groups.
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/tiny/manifest.json"),
+        )
+        .unwrap();
+        Manifest::parse(&text).unwrap()
+    }
+
+    fn parents(m: &Manifest) -> (Vec<f32>, Vec<f32>) {
+        let n = m.num_ws * m.w_dim;
+        let mut r = Rng::new(5);
+        let a = (0..n).map(|_| r.normal() as f32).collect();
+        let b = (0..n).map(|_| r.normal() as f32 + 1.0).collect();
+        (a, b)
+    }
+
+    #[test]
+    fn mix_zero_and_one_are_the_parents_bit_for_bit() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        for (mix, want) in [(0.0, &a), (1.0, &b)] {
+            for crossover in [false, true] {
+                let p = FamilyParams {
+                    mix,
+                    crossover,
+                    ..Default::default()
+                };
+                let c = make_children(&a, &b, &m, &p).unwrap();
+                assert_eq!(&c[0].ws, want, "mix {mix} crossover {crossover}");
+            }
+        }
+    }
+
+    #[test]
+    fn genes_choose_rows_and_siblings_differ() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let [c0, c1] = m.layers["coarse"];
+        let p = FamilyParams {
+            mix: 0.5,
+            coarse: Some(1.0),
+            fine: Some(0.0),
+            children: 3,
+            ..Default::default()
+        };
+        let kids = make_children(&a, &b, &m, &p).unwrap();
+        let wd = m.w_dim;
+        assert_eq!(&kids[0].ws[c0 * wd..c1 * wd], &b[c0 * wd..c1 * wd]);
+        let [f0, f1] = m.layers["fine"];
+        assert_eq!(&kids[0].ws[f0 * wd..f1 * wd], &a[f0 * wd..f1 * wd]);
+        assert_ne!(kids[0].ws, kids[1].ws);
+        assert_ne!(kids[1].ws, kids[2].ws);
+        // Mutations leave the coarse rows alone: siblings share the face's structure.
+        assert_eq!(&kids[1].ws[c0 * wd..c1 * wd], &kids[0].ws[c0 * wd..c1 * wd]);
+        // Deterministic under the seed, different under another.
+        assert_eq!(make_children(&a, &b, &m, &p).unwrap()[2].ws, kids[2].ws);
+        let q = FamilyParams { seed: 9, ..p };
+        assert_ne!(make_children(&a, &b, &m, &q).unwrap()[2].ws, kids[2].ws);
+    }
+
+    #[test]
+    fn crossover_takes_whole_rows() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let p = FamilyParams {
+            crossover: true,
+            children: 4,
+            mutation: 0.0,
+            ..Default::default()
+        };
+        let kids = make_children(&a, &b, &m, &p).unwrap();
+        let wd = m.w_dim;
+        for k in &kids {
+            for (row, from) in k.rows_from.iter().enumerate() {
+                let src = if *from == 'A' { &a } else { &b };
+                assert_eq!(
+                    &k.ws[row * wd..(row + 1) * wd],
+                    &src[row * wd..(row + 1) * wd]
+                );
+            }
+        }
+        assert!(kids.iter().any(|k| k.rows_from != kids[0].rows_from));
+    }
+
+    #[test]
+    fn group_edits_land_on_the_group_values_together() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let mut edits = BTreeMap::new();
+        edits.insert("age".to_string(), EditTarget::Group("child".into()));
+        edits.insert("gender".to_string(), EditTarget::Group("female".into()));
+        let p = FamilyParams {
+            edits,
+            ..Default::default()
+        };
+        let kid = &make_children(&a, &b, &m, &p).unwrap()[0];
+        let age = projection(&kid.ws, &m, &m.directions["age"]);
+        let gender = projection(&kid.ws, &m, &m.directions["gender"]);
+        assert!(
+            (age - m.directions["age"].groups["child"]).abs() < 1e-3,
+            "{age}"
+        );
+        assert!(
+            (gender - m.directions["gender"].groups["female"]).abs() < 1e-3,
+            "{gender}"
+        );
+        // Rows outside the directions' layers are untouched.
+        let plain = &make_children(&a, &b, &m, &FamilyParams::default()).unwrap()[0];
+        let wd = m.w_dim;
+        for l in 0..m.num_ws {
+            if !m.directions["age"].layers.contains(&l)
+                && !m.directions["gender"].layers.contains(&l)
+            {
+                assert_eq!(
+                    &kid.ws[l * wd..(l + 1) * wd],
+                    &plain.ws[l * wd..(l + 1) * wd]
+                );
+            }
+        }
+        // A signed strength moves by that much (no projection_std in the tiny bundle).
+        let mut edits = BTreeMap::new();
+        edits.insert("age".to_string(), EditTarget::Strength(1.5));
+        let moved = &make_children(
+            &a,
+            &b,
+            &m,
+            &FamilyParams {
+                edits,
+                ..Default::default()
+            },
+        )
+        .unwrap()[0];
+        let d = projection(&moved.ws, &m, &m.directions["age"])
+            - projection(&plain.ws, &m, &m.directions["age"]);
+        assert!((d - 1.5).abs() < 1e-3, "{d}");
+    }
+
+    #[test]
+    fn bad_parameters_name_the_flag() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let e = |p: FamilyParams| format!("{:#}", make_children(&a, &b, &m, &p).unwrap_err());
+        assert!(e(FamilyParams {
+            mix: 1.5,
+            ..Default::default()
+        })
+        .contains("--mix"));
+        let mut edits = BTreeMap::new();
+        edits.insert("age".to_string(), EditTarget::Group("toddler".into()));
+        let msg = e(FamilyParams {
+            edits,
+            ..Default::default()
+        });
+        assert!(msg.contains("toddler") && msg.contains("child"), "{msg}");
+        let mut edits = BTreeMap::new();
+        edits.insert("smile".to_string(), EditTarget::Strength(1.0));
+        assert!(e(FamilyParams {
+            edits,
+            ..Default::default()
+        })
+        .contains("smile"));
+        assert!(e(FamilyParams {
+            children: 0,
+            ..Default::default()
+        })
+        .contains("--children"));
+        assert_eq!(
+            "-1.5".parse::<EditTarget>().unwrap(),
+            EditTarget::Strength(-1.5)
+        );
+        assert_eq!(
+            "Senior".parse::<EditTarget>().unwrap(),
+            EditTarget::Group("senior".into())
+        );
+    }
+}

@@ -1,0 +1,666 @@
+//! `batch`: many invert / family / morph jobs from one manifest, resumable and shardable.
+//!
+//! Shape of the run (see `docs/batch.md` for the manifest format and cluster recipes):
+//! - **Concurrency.** A tokio runtime runs up to `workers` jobs at once; each job's model
+//!   work runs on tokio's blocking pool (`spawn_blocking`), never on the async threads.
+//!   All jobs share one opened bundle (ONNX sessions are created once).
+//! - **Isolation.** A job that fails (missing photo, broken latent, bad setting) records
+//!   its error and the others go on; a manifest entry that does not parse fails only
+//!   itself. The run's exit status says whether any job failed.
+//! - **Resumability.** Every output is written atomically, and when a job has finished a
+//!   marker `STATE/<id>.done` records its *job hash* and its outputs. A later run skips a
+//!   job whose marker hash matches and whose outputs all exist (`force` redoes it). The
+//!   job hash covers the job's normalised spec, the content of its input files and the
+//!   bundle's manifest, so editing a job, replacing a photo or changing the model re-runs
+//!   exactly the affected jobs. A run killed at any point loses only the jobs in flight.
+//! - **Sharding.** `shard = (i, n)` keeps the jobs whose id hashes to `i` modulo `n`
+//!   (first 8 bytes of sha256(id), big-endian): deterministic, so `n` machines given the
+//!   same manifest and `i = 0..n-1` split it exactly, with no coordination.
+//! - **Interruption.** A cancel flag (set on Ctrl-C / SIGTERM by the command line) stops
+//!   new jobs from starting; running jobs finish and are recorded, the rest are listed as
+//!   `cancelled` in the summary.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::sources::LatentCache;
+use super::spec::{FamilySpec, InvertSpec, Job, JobSpec, MorphSpec};
+use super::{family, invert, morph};
+use crate::fsutil;
+use crate::model::Bundle;
+
+/// One entry of a manifest after parsing: its spec, or why it is invalid.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub id: String,
+    pub kind: String,
+    pub spec: Result<JobSpec, String>,
+}
+
+/// A parsed manifest.
+#[derive(Clone, Debug)]
+pub struct BatchManifest {
+    pub path: PathBuf,
+    pub entries: Vec<Entry>,
+}
+
+/// Reads a TOML (`.toml`) or JSON (anything else) manifest. Relative paths in jobs are
+/// relative to the manifest's folder. Errors that concern the whole file (syntax, no
+/// `jobs` list, duplicate ids) fail here; an entry with a bad field becomes an invalid
+/// entry that fails alone.
+pub fn read_manifest(path: &Path) -> Result<BatchManifest> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read batch manifest {}", path.display()))?;
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let value: serde_json::Value = if is_toml {
+        toml::from_str(&text).map_err(|e| anyhow!("batch manifest {}: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("batch manifest {}: not valid JSON: {e}", path.display()))?
+    };
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse_manifest(&value, &base)
+        .with_context(|| format!("batch manifest {}", path.display()))
+        .map(|entries| BatchManifest {
+            path: path.to_path_buf(),
+            entries,
+        })
+}
+
+/// Parses `{"defaults": {"family": {...}, ...}, "jobs": [{"id", "kind", ...}, ...]}`.
+pub fn parse_manifest(value: &serde_json::Value, base: &Path) -> Result<Vec<Entry>> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| anyhow!("the top level must be a table/object"))?;
+    for k in obj.keys() {
+        if k != "jobs" && k != "defaults" {
+            bail!("unknown top-level key `{k}` (expected `jobs` and optionally `defaults`)");
+        }
+    }
+    let defaults = obj.get("defaults").cloned().unwrap_or_default();
+    if !(defaults.is_null() || defaults.is_object()) {
+        bail!("`defaults` must be a table of per-kind tables (invert, family, morph)");
+    }
+    let jobs = obj
+        .get("jobs")
+        .and_then(|j| j.as_array())
+        .ok_or_else(|| anyhow!("no `jobs` list (TOML: [[jobs]] tables; JSON: \"jobs\": [...])"))?;
+    let mut entries = Vec::with_capacity(jobs.len());
+    let mut seen = BTreeMap::new();
+    let mut outputs: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(table) = job.as_object() else {
+            bail!("jobs[{i}] is not a table/object");
+        };
+        let mut table = table.clone();
+        let kind = table
+            .remove("kind")
+            .and_then(|k| k.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let id = match table.remove("id") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+            Some(other) if !other.is_null() => bail!("jobs[{i}]: `id` must be a non-empty string"),
+            _ => match table.get("output").and_then(|o| o.as_str()) {
+                Some(o) => o.to_string(),
+                None => bail!("jobs[{i}] has neither an `id` nor an `output` to name it"),
+            },
+        };
+        if let Some(first) = seen.insert(id.clone(), i) {
+            bail!("jobs[{first}] and jobs[{i}] have the same id `{id}`; ids must be unique");
+        }
+        if let Some(d) = defaults.get(&kind).and_then(|d| d.as_object()) {
+            for (k, v) in d {
+                table.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let value = serde_json::Value::Object(table);
+        let spec = match kind.as_str() {
+            "invert" => serde_json::from_value::<InvertSpec>(value).map(JobSpec::Invert),
+            "family" => serde_json::from_value::<FamilySpec>(value).map(JobSpec::Family),
+            "morph" => serde_json::from_value::<MorphSpec>(value).map(JobSpec::Morph),
+            "" => {
+                entries.push(Entry {
+                    id,
+                    kind,
+                    spec: Err("no `kind` (expected invert, family or morph)".into()),
+                });
+                continue;
+            }
+            other => {
+                entries.push(Entry {
+                    id,
+                    kind: other.to_string(),
+                    spec: Err(format!(
+                        "unknown kind `{other}` (expected invert, family or morph)"
+                    )),
+                });
+                continue;
+            }
+        };
+        let spec = spec
+            .map(|mut s| {
+                s.rebase(base);
+                s
+            })
+            .map_err(|e| format!("invalid {kind} job: {e}"));
+        if let Ok(spec) = &spec {
+            if let Some(other) = outputs.insert(spec.output().to_path_buf(), id.clone()) {
+                bail!(
+                    "jobs `{other}` and `{id}` both write to {}; every job needs its own output",
+                    spec.output().display()
+                );
+            }
+        }
+        entries.push(Entry { id, kind, spec });
+    }
+    Ok(entries)
+}
+
+/// The shard (0-based, of `n`) a job id belongs to: first 8 bytes of sha256(id),
+/// big-endian, modulo `n`.
+pub fn shard_of(id: &str, n: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    (u64::from_be_bytes(b) % n.max(1) as u64) as u32
+}
+
+/// Parses `I/N` (0 <= I < N).
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not I/N (e.g. 0/4)"))?;
+    let i: u32 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{i}` is not a shard index"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{n}` is not a shard count"))?;
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+/// How a batch runs.
+#[derive(Clone, Debug)]
+pub struct BatchOptions {
+    /// Jobs at once (>= 1).
+    pub workers: usize,
+    /// Redo jobs even when their markers say they are done.
+    pub force: bool,
+    pub shard: Option<(u32, u32)>,
+    /// Folder of the `.done` markers.
+    pub state_dir: PathBuf,
+    pub cache: LatentCache,
+}
+
+/// Where a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Failed,
+    Cancelled,
+}
+
+/// One line of the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub kind: String,
+    pub status: Status,
+    pub seconds: f64,
+    pub outputs: Vec<PathBuf>,
+    pub error: Option<String>,
+}
+
+/// The summary of a run (written as JSON, printed as a table).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub format: &'static str,
+    pub manifest: PathBuf,
+    pub shard: Option<String>,
+    pub jobs_in_manifest: usize,
+    pub jobs_in_shard: usize,
+    pub ok: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    pub seconds: f64,
+    pub jobs: Vec<Outcome>,
+}
+
+/// The marker written when a job has finished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DoneMarker {
+    pub format: String,
+    pub id: String,
+    pub job_hash: String,
+    pub outputs: Vec<PathBuf>,
+    pub seconds: f64,
+    pub finished_unix: u64,
+}
+
+const MARKER_FORMAT: &str = "latentface-batch-done/1";
+
+/// Marker path of a job: a readable, file-system-safe form of the id plus a short hash
+/// of the exact id (so distinct ids never share a marker).
+pub fn marker_path(state_dir: &Path, id: &str) -> PathBuf {
+    let safe: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let h = &fsutil::sha256_hex(id.as_bytes())[..12];
+    state_dir.join(format!("{safe}-{h}.done"))
+}
+
+/// The job hash: sha256 over the normalised spec, the input files' content hashes and
+/// the bundle's manifest hash.
+pub fn job_hash(spec: &JobSpec, bundle_manifest_sha256: &str) -> Result<String> {
+    let mut inputs = Vec::new();
+    for p in spec.inputs() {
+        let h = fsutil::sha256_file(&p)
+            .with_context(|| format!("input {} cannot be read", p.display()))?;
+        inputs.push((p.display().to_string(), h));
+    }
+    let v = serde_json::json!({
+        "spec": spec,
+        "inputs": inputs,
+        "bundle": bundle_manifest_sha256,
+    });
+    Ok(fsutil::sha256_hex(serde_json::to_string(&v)?.as_bytes()))
+}
+
+fn already_done(marker: &Path, hash: &str) -> Option<DoneMarker> {
+    let m: DoneMarker = serde_json::from_slice(&std::fs::read(marker).ok()?).ok()?;
+    (m.format == MARKER_FORMAT && m.job_hash == hash && m.outputs.iter().all(|p| p.exists()))
+        .then_some(m)
+}
+
+/// Runs one job synchronously; returns its outputs.
+pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<Vec<PathBuf>> {
+    match spec.into_job(bundle.manifest(), cache)? {
+        Job::Invert(j) => {
+            let reports = invert::run_invert(bundle, &j, &mut invert::Quiet)?;
+            Ok(reports
+                .iter()
+                .flat_map(|r| {
+                    let o = &r.outputs;
+                    [
+                        o.latent.clone(),
+                        o.sidecar.clone(),
+                        o.reconstruction.clone(),
+                        o.comparison.clone(),
+                        o.report.clone(),
+                    ]
+                })
+                .collect())
+        }
+        Job::Family(j) => Ok(family::run_family(bundle, &j, &mut family::Quiet)?.outputs()),
+        Job::Morph(j) => {
+            let r = morph::run_morph(bundle, &j, &mut morph::Quiet)?;
+            Ok(vec![r.output.path, r.report])
+        }
+    }
+}
+
+/// Events for progress display.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    Started {
+        id: &'a str,
+        total: usize,
+    },
+    Finished {
+        outcome: &'a Outcome,
+        done: usize,
+        total: usize,
+    },
+}
+
+/// Runs the manifest's jobs (of this shard) and returns the summary. `cancel` may be
+/// set at any time (see module docs).
+pub fn run_batch(
+    bundle: Arc<Bundle>,
+    manifest: &BatchManifest,
+    opts: &BatchOptions,
+    cancel: Arc<AtomicBool>,
+    on_event: Arc<dyn Fn(Event<'_>) + Send + Sync>,
+) -> Result<Summary> {
+    if opts.workers == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("cannot create state folder {}", opts.state_dir.display()))?;
+    let started = Instant::now();
+    let selected: Vec<Entry> = manifest
+        .entries
+        .iter()
+        .filter(|e| opts.shard.is_none_or(|(i, n)| shard_of(&e.id, n) == i))
+        .cloned()
+        .collect();
+    let total = selected.len();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(opts.workers.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let outcomes: Vec<Outcome> = runtime.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers));
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        for (index, entry) in selected.into_iter().enumerate() {
+            let (sem, bundle, cancel, on_event, done) = (
+                sem.clone(),
+                bundle.clone(),
+                cancel.clone(),
+                on_event.clone(),
+                done.clone(),
+            );
+            let (force, state_dir, cache) =
+                (opts.force, opts.state_dir.clone(), opts.cache.clone());
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore never closed");
+                let outcome = if cancel.load(Ordering::SeqCst) {
+                    Outcome {
+                        id: entry.id.clone(),
+                        kind: entry.kind.clone(),
+                        status: Status::Cancelled,
+                        seconds: 0.0,
+                        outputs: Vec::new(),
+                        error: None,
+                    }
+                } else {
+                    on_event(Event::Started {
+                        id: &entry.id,
+                        total,
+                    });
+                    let id = entry.id.clone();
+                    let kind = entry.kind.clone();
+                    let t0 = Instant::now();
+                    let res = tokio::task::spawn_blocking(move || {
+                        one_job(&bundle, &entry, force, &state_dir, &cache)
+                    })
+                    .await;
+                    let seconds = t0.elapsed().as_secs_f64();
+                    match res {
+                        Ok(Ok((status, outputs))) => Outcome {
+                            id,
+                            kind,
+                            status,
+                            seconds,
+                            outputs,
+                            error: None,
+                        },
+                        Ok(Err(e)) => Outcome {
+                            id,
+                            kind,
+                            status: Status::Failed,
+                            seconds,
+                            outputs: Vec::new(),
+                            error: Some(format!("{e:#}")),
+                        },
+                        Err(join) => Outcome {
+                            id,
+                            kind,
+                            status: Status::Failed,
+                            seconds,
+                            outputs: Vec::new(),
+                            error: Some(format!("the job crashed: {join}")),
+                        },
+                    }
+                };
+                let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                on_event(Event::Finished {
+                    outcome: &outcome,
+                    done: n,
+                    total,
+                });
+                (index, outcome)
+            });
+        }
+        let mut out: Vec<(usize, Outcome)> = Vec::with_capacity(total);
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(x) => out.push(x),
+                Err(e) => return Err(anyhow!("a batch task failed: {e}")),
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, o)| o).collect())
+    })?;
+    let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
+    Ok(Summary {
+        format: "latentface-batch-summary/1",
+        manifest: manifest.path.clone(),
+        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
+        jobs_in_manifest: manifest.entries.len(),
+        jobs_in_shard: total,
+        ok: count(Status::Ok),
+        skipped: count(Status::Skipped),
+        failed: count(Status::Failed),
+        cancelled: count(Status::Cancelled),
+        seconds: started.elapsed().as_secs_f64(),
+        jobs: outcomes,
+    })
+}
+
+/// Runs (or skips) one entry on the blocking pool.
+fn one_job(
+    bundle: &Bundle,
+    entry: &Entry,
+    force: bool,
+    state_dir: &Path,
+    cache: &LatentCache,
+) -> Result<(Status, Vec<PathBuf>)> {
+    let spec = entry.spec.as_ref().map_err(|e| anyhow!("{e}"))?;
+    let hash = job_hash(spec, bundle.manifest_sha256())?;
+    let marker = marker_path(state_dir, &entry.id);
+    if !force {
+        if let Some(m) = already_done(&marker, &hash) {
+            return Ok((Status::Skipped, m.outputs));
+        }
+    }
+    let t0 = Instant::now();
+    let outputs = run_job(bundle, spec, cache)?;
+    let unique: BTreeSet<PathBuf> = outputs.iter().cloned().collect();
+    fsutil::write_json_atomic(
+        &marker,
+        &DoneMarker {
+            format: MARKER_FORMAT.into(),
+            id: entry.id.clone(),
+            job_hash: hash,
+            outputs: unique.into_iter().collect(),
+            seconds: t0.elapsed().as_secs_f64(),
+            finished_unix: crate::latent::unix_now(),
+        },
+    )?;
+    Ok((Status::Ok, outputs))
+}
+
+/// The summary as a table.
+pub fn format_table(s: &Summary) -> String {
+    let idw = s
+        .jobs
+        .iter()
+        .map(|j| j.id.chars().count())
+        .max()
+        .unwrap_or(2)
+        .clamp(2, 40);
+    let mut t = format!(
+        "{:<idw$}  {:<7} {:<9} {:>8}  {}\n",
+        "id", "kind", "status", "seconds", "outputs / error"
+    );
+    for j in &s.jobs {
+        let status = match j.status {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "cancelled",
+        };
+        let detail = match &j.error {
+            Some(e) => e.replace('\n', " "),
+            None if j.outputs.is_empty() => String::new(),
+            None => {
+                let first = j.outputs[0].display().to_string();
+                if j.outputs.len() > 1 {
+                    format!("{first} (+{} more)", j.outputs.len() - 1)
+                } else {
+                    first
+                }
+            }
+        };
+        let id: String = if j.id.chars().count() > idw {
+            let mut s: String = j.id.chars().take(idw - 1).collect();
+            s.push('~');
+            s
+        } else {
+            j.id.clone()
+        };
+        t.push_str(&format!(
+            "{id:<idw$}  {:<7} {status:<9} {:>8.2}  {detail}\n",
+            j.kind, j.seconds
+        ));
+    }
+    t.push_str(&format!(
+        "{} jobs{}: {} ok, {} skipped (already done), {} failed, {} cancelled in {:.1} s\n",
+        s.jobs_in_shard,
+        s.shard
+            .as_ref()
+            .map(|sh| format!(" (shard {sh} of a {}-job manifest)", s.jobs_in_manifest))
+            .unwrap_or_default(),
+        s.ok,
+        s.skipped,
+        s.failed,
+        s.cancelled,
+        s.seconds
+    ));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_ids() {
+        let ids: Vec<String> = (0..200).map(|i| format!("job-{i}")).collect();
+        for n in [1u32, 3, 7] {
+            let mut count = vec![0; n as usize];
+            for id in &ids {
+                let s = shard_of(id, n);
+                assert!(s < n);
+                assert_eq!(s, shard_of(id, n));
+                count[s as usize] += 1;
+            }
+            assert_eq!(count.iter().sum::<usize>(), 200);
+            assert!(count.iter().all(|&c| c > 0), "{count:?}");
+        }
+        assert_eq!(parse_shard("1/4").unwrap(), (1, 4));
+        assert!(
+            parse_shard("4/4").is_err() && parse_shard("x").is_err() && parse_shard("0/0").is_err()
+        );
+    }
+
+    #[test]
+    fn manifest_parsing_defaults_ids_and_bad_entries() {
+        let v: serde_json::Value = toml::from_str(
+            r#"
+[defaults.family]
+children = 3
+steps = 10
+
+[[jobs]]
+id = "f1"
+kind = "family"
+parent_a = "a.png"
+parent_b = "/abs/b.npy"
+output = "out/f1"
+age = "child"
+
+[[jobs]]
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "out/m.gif"
+loop = true
+easing = "ease-in-out"
+
+[[jobs]]
+id = "bad"
+kind = "family"
+parent_a = "a.png"
+output = "x"
+
+[[jobs]]
+id = "weird"
+kind = "paint"
+"#,
+        )
+        .unwrap();
+        let e = parse_manifest(&v, Path::new("/base")).unwrap();
+        assert_eq!(e.len(), 4);
+        match &e[0].spec {
+            Ok(JobSpec::Family(f)) => {
+                assert_eq!(f.children, 3);
+                assert_eq!(f.steps, 10);
+                assert_eq!(f.parent_a, Path::new("/base/a.png"));
+                assert_eq!(f.parent_b, Path::new("/abs/b.npy"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e[1].id, "out/m.gif");
+        match &e[1].spec {
+            Ok(JobSpec::Morph(m)) => {
+                assert!(m.looped && m.easing == crate::interp::Easing::EaseInOut)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e[2].spec.as_ref().unwrap_err().contains("parent_b"));
+        assert!(e[3].spec.as_ref().unwrap_err().contains("paint"));
+
+        let dup = serde_json::json!({"jobs": [
+            {"id": "x", "kind": "invert", "photos": [], "output": "o"},
+            {"id": "x", "kind": "invert", "photos": [], "output": "p"}]});
+        assert!(
+            format!("{:#}", parse_manifest(&dup, Path::new(".")).unwrap_err()).contains("same id")
+        );
+        assert!(parse_manifest(&serde_json::json!({"job": []}), Path::new(".")).is_err());
+        let clash = serde_json::json!({"jobs": [
+            {"id": "x", "kind": "invert", "photos": ["a.png"], "output": "o"},
+            {"id": "y", "kind": "invert", "photos": ["b.png"], "output": "o"}]});
+        let e = format!("{:#}", parse_manifest(&clash, Path::new(".")).unwrap_err());
+        assert!(e.contains("both write"), "{e}");
+    }
+
+    #[test]
+    fn markers_are_distinct_per_id() {
+        let d = Path::new("/s");
+        assert_ne!(marker_path(d, "a/b"), marker_path(d, "a_b"));
+        assert!(marker_path(d, "fam 1").to_string_lossy().ends_with(".done"));
+    }
+}

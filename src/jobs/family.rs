@@ -1,0 +1,347 @@
+//! `family`: children of two parents (photos or latents), their latents and a family sheet.
+//!
+//! The parents are resolved to W+ codes by [`sources`](super::sources) (photos are
+//! inverted once and cached), the children are made by the [`family`](crate::family)
+//! engine, and parents and children are rendered in one `synthesis` call. Into the output
+//! folder go:
+//! - `child_NN.png`, `child_NN.npy` (`[1, num_ws, w_dim]`) and `child_NN.json` (a latent
+//!   sidecar, readable as one by every tool, plus the family settings that made it);
+//! - `parent_a.npy`, `parent_a_recon.png`, and the same for `b` (the codes really used);
+//! - `family.png`: parents, their reconstructions and the children, labelled;
+//! - `family.json`: the report, listing every file above.
+//!
+//! Each file is written atomically; the report is written last, so its presence means
+//! the folder is complete.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::sources::{self, Resolved, SourceKind, SourceOptions};
+use crate::family::{make_children, FamilyParams};
+use crate::fsutil;
+use crate::imageio;
+use crate::latent::{BundleRef, Latent, LatentSidecar, LatentSpace, SourceRef, SIDECAR_FORMAT};
+use crate::model::{Bundle, GraphKind};
+use crate::sheet::{render_sheet, SheetLayout, Tile};
+
+/// Everything a family needs besides the bundle.
+#[derive(Clone, Debug)]
+pub struct FamilyJob {
+    pub parent_a: PathBuf,
+    pub parent_b: PathBuf,
+    pub out_dir: PathBuf,
+    pub params: FamilyParams,
+    pub sources: SourceOptions,
+}
+
+/// Progress hooks.
+pub trait FamilyObserver {
+    fn warning(&mut self, _msg: &str) {}
+}
+
+pub struct Quiet;
+impl FamilyObserver for Quiet {}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ParentReport {
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    pub sha256: String,
+    /// The photo's latent came from the cache.
+    pub cached: bool,
+    pub latent: PathBuf,
+    pub reconstruction: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChildReport {
+    pub index: usize,
+    pub image: PathBuf,
+    pub latent: PathBuf,
+    pub sidecar: PathBuf,
+    pub mutated: bool,
+    /// Per W+ row: `A`/`B` (crossover) or `~` (blend).
+    pub rows_from: String,
+    /// Projection on each edited direction.
+    pub projections: BTreeMap<String, f64>,
+}
+
+/// The family settings, as recorded in reports and sidecars.
+#[derive(Clone, Debug, Serialize)]
+pub struct FamilySettings {
+    pub mix: f32,
+    pub coarse: Option<f32>,
+    pub middle: Option<f32>,
+    pub fine: Option<f32>,
+    /// Share of parent B of every W+ row.
+    pub row_shares: Vec<f32>,
+    pub crossover: bool,
+    pub edits: BTreeMap<String, String>,
+    pub children: usize,
+    pub mutation: f32,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FamilyReport {
+    pub format: &'static str,
+    pub bundle: BundleRef,
+    pub execution_provider: String,
+    pub parents: Vec<ParentReport>,
+    pub settings: FamilySettings,
+    pub children: Vec<ChildReport>,
+    pub sheet: PathBuf,
+    pub report: PathBuf,
+    pub seconds: f64,
+}
+
+impl FamilyReport {
+    /// Every file the job wrote.
+    pub fn outputs(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for p in &self.parents {
+            v.push(p.latent.clone());
+            v.push(p.reconstruction.clone());
+        }
+        for c in &self.children {
+            v.extend([c.image.clone(), c.latent.clone(), c.sidecar.clone()]);
+        }
+        v.push(self.sheet.clone());
+        v.push(self.report.clone());
+        v
+    }
+}
+
+#[derive(Serialize)]
+struct ChildSidecar<'a> {
+    #[serde(flatten)]
+    latent: LatentSidecar,
+    family: ChildInfo<'a>,
+}
+
+#[derive(Serialize)]
+struct ChildInfo<'a> {
+    index: usize,
+    parents: [SourceRef; 2],
+    settings: &'a FamilySettings,
+    mutated: bool,
+    rows_from: String,
+}
+
+fn settings_of(bundle: &Bundle, p: &FamilyParams) -> FamilySettings {
+    FamilySettings {
+        mix: p.mix,
+        coarse: p.coarse,
+        middle: p.middle,
+        fine: p.fine,
+        row_shares: crate::family::row_shares(bundle.manifest(), p),
+        crossover: p.crossover,
+        edits: p
+            .edits
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        children: p.children,
+        mutation: p.mutation,
+        seed: p.seed,
+    }
+}
+
+/// Runs the job; returns its report (also written as `family.json`).
+pub fn run_family(
+    bundle: &Bundle,
+    job: &FamilyJob,
+    observer: &mut dyn FamilyObserver,
+) -> Result<FamilyReport> {
+    let started = Instant::now();
+    job.params.validate(bundle.manifest())?;
+    if job.out_dir.exists() && !job.out_dir.is_dir() {
+        bail!(
+            "output {} exists and is not a folder",
+            job.out_dir.display()
+        );
+    }
+    bundle.prepare(&[GraphKind::Synthesis])?;
+    let mut warnings = Vec::new();
+    let parents = sources::resolve(
+        bundle,
+        &[job.parent_a.clone(), job.parent_b.clone()],
+        &job.sources,
+        &mut warnings,
+    )?;
+    for w in &warnings {
+        observer.warning(w);
+    }
+    let (a, b) = (&parents[0], &parents[1]);
+    let children = make_children(&a.ws, &b.ws, bundle.manifest(), &job.params)?;
+
+    // Parents and children in one synthesis call.
+    let all: Vec<&[f32]> = [a.ws.as_slice(), b.ws.as_slice()]
+        .into_iter()
+        .chain(children.iter().map(|c| c.ws.as_slice()))
+        .collect();
+    let ws: Vec<f32> = all.iter().flat_map(|w| w.iter().copied()).collect();
+    let images = bundle
+        .synthesis(&ws, all.len())
+        .context("rendering parents and children")?;
+    let r = bundle.resolution() as u32;
+    let img_len = 3 * (r as usize) * (r as usize);
+    let pics: Vec<image::RgbImage> = images
+        .chunks(img_len)
+        .map(|t| imageio::tensor_to_rgb(t, r, r))
+        .collect::<Result<_>>()?;
+
+    std::fs::create_dir_all(&job.out_dir)
+        .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
+    let dir = &job.out_dir;
+    let (num_ws, w_dim) = (bundle.num_ws(), bundle.w_dim());
+    let bundle_ref = BundleRef {
+        name: bundle.name().into(),
+        manifest_sha256: bundle.manifest_sha256().into(),
+    };
+    let settings = settings_of(bundle, &job.params);
+    let wplus = |ws: &[f32]| Latent::WPlus {
+        num_ws,
+        w_dim,
+        data: ws.to_vec(),
+    };
+
+    let mut parent_reports = Vec::new();
+    for (tag, p, pic) in [("a", a, &pics[0]), ("b", b, &pics[1])] {
+        let latent = dir.join(format!("parent_{tag}.npy"));
+        let recon = dir.join(format!("parent_{tag}_recon.png"));
+        wplus(&p.ws).write_npy(&latent, num_ws)?;
+        imageio::save_png(&recon, pic)?;
+        parent_reports.push(ParentReport {
+            path: p.path.clone(),
+            kind: p.kind,
+            sha256: p.sha256.clone(),
+            cached: p.cached,
+            latent,
+            reconstruction: recon,
+        });
+    }
+
+    let source_ref = |p: &Resolved| SourceRef {
+        path: p.path.display().to_string(),
+        sha256: p.sha256.clone(),
+    };
+    let mut child_reports = Vec::new();
+    for (c, pic) in children.iter().zip(&pics[2..]) {
+        let stem = format!("child_{:02}", c.index);
+        let image = dir.join(format!("{stem}.png"));
+        let latent = dir.join(format!("{stem}.npy"));
+        let sidecar = LatentSidecar::path_for(&latent);
+        imageio::save_png(&image, pic)?;
+        wplus(&c.ws).write_npy(&latent, num_ws)?;
+        let rows_from: String = c.rows_from.iter().collect();
+        fsutil::write_json_atomic(
+            &sidecar,
+            &ChildSidecar {
+                latent: LatentSidecar {
+                    format: SIDECAR_FORMAT.into(),
+                    space: LatentSpace::WPlus,
+                    shape: vec![1, num_ws, w_dim],
+                    bundle: bundle_ref.clone(),
+                    source: None,
+                    steps: 0,
+                    loss: None,
+                    seconds: 0.0,
+                    seed: Some(job.params.seed),
+                    created_by: format!("latentface {} family", crate::VERSION),
+                    created_unix: crate::latent::unix_now(),
+                },
+                family: ChildInfo {
+                    index: c.index,
+                    parents: [source_ref(a), source_ref(b)],
+                    settings: &settings,
+                    mutated: c.mutated,
+                    rows_from: rows_from.clone(),
+                },
+            },
+        )?;
+        child_reports.push(ChildReport {
+            index: c.index,
+            image,
+            latent,
+            sidecar,
+            mutated: c.mutated,
+            rows_from,
+            projections: c.projections.clone(),
+        });
+    }
+
+    // The sheet: parents' photos (when photos) and reconstructions, then the children.
+    let photos: Vec<Option<image::RgbImage>> = [a, b]
+        .iter()
+        .map(|p| {
+            p.photo
+                .as_ref()
+                .map(|t| imageio::tensor_to_rgb(t, r, r))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut top: Vec<Tile<'_>> = Vec::new();
+    top.push(
+        photos[0]
+            .as_ref()
+            .map(|i| (i, format!("A {}", name(&a.path)))),
+    );
+    top.push(Some((&pics[0], "A recon".to_string())));
+    top.push(Some((&pics[1], "B recon".to_string())));
+    top.push(
+        photos[1]
+            .as_ref()
+            .map(|i| (i, format!("B {}", name(&b.path)))),
+    );
+    let mut rows = vec![top];
+    let kids: Vec<Tile<'_>> = children
+        .iter()
+        .zip(&pics[2..])
+        .map(|(c, p)| Some((p, format!("child {}", c.index))))
+        .collect();
+    rows.extend(kids.chunks(4).map(|c| c.to_vec()));
+    let mut title = format!("mix {:.2}", job.params.mix);
+    for (k, v) in [
+        ("coarse", job.params.coarse),
+        ("middle", job.params.middle),
+        ("fine", job.params.fine),
+    ] {
+        if let Some(v) = v {
+            title.push_str(&format!(" {k} {v:.2}"));
+        }
+    }
+    if job.params.crossover {
+        title.push_str(" crossover");
+    }
+    for (k, v) in &job.params.edits {
+        title.push_str(&format!(" {k} {v}"));
+    }
+    title.push_str(&format!(" seed {}", job.params.seed));
+    let sheet_img = render_sheet(&title, &rows, &SheetLayout::default())?;
+    let sheet = dir.join("family.png");
+    imageio::save_png(&sheet, &sheet_img)?;
+
+    let report = FamilyReport {
+        format: "latentface-family-report/1",
+        bundle: bundle_ref,
+        execution_provider: bundle.provider_summary(),
+        parents: parent_reports,
+        settings,
+        children: child_reports,
+        sheet,
+        report: dir.join("family.json"),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    fsutil::write_json_atomic(&report.report, &report)?;
+    Ok(report)
+}

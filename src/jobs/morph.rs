@@ -1,0 +1,221 @@
+//! `morph`: a video (GIF, MP4) or a folder of frames moving through several faces.
+//!
+//! Keys are photos (inverted, with the latent cache of [`sources`](super::sources)) or
+//! latent files. The path through them is planned by [`interp`](crate::interp); the
+//! frames are rendered `batch_size` at a time — one `synthesis` call per batch, which is
+//! where the speed comes from (see `latentface bench --suite morph`) — and streamed into
+//! a [`FrameWriter`](crate::media::FrameWriter), so memory stays flat however long the
+//! morph is, and the video appears under its name only when complete. A JSON report is
+//! written next to the output (`OUT.json`, e.g. `walk.gif.json`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+use serde::Serialize;
+
+use super::sources::{self, SourceKind, SourceOptions};
+use crate::fsutil;
+use crate::imageio;
+use crate::interp::{plan_frames, PathSpec};
+use crate::latent::BundleRef;
+use crate::media::{FrameWriter, MediaKind, MediaOptions, MediaSummary};
+use crate::model::{Bundle, GraphKind};
+
+/// Everything a morph needs besides the bundle.
+#[derive(Clone, Debug)]
+pub struct MorphJob {
+    /// At least two photos or latent files, in order.
+    pub keys: Vec<PathBuf>,
+    /// `.gif`, `.mp4`, or a folder (no extension) of PNG frames.
+    pub output: PathBuf,
+    pub path: PathSpec,
+    pub fps: f64,
+    /// Frames rendered per synthesis call.
+    pub batch_size: usize,
+    /// Output frame size in pixels (square); `None` = the model's resolution.
+    pub size: Option<u32>,
+    pub sources: SourceOptions,
+}
+
+impl MorphJob {
+    pub fn validate(&self) -> Result<()> {
+        if self.keys.len() < 2 {
+            bail!(
+                "a morph needs at least 2 keys (photos or latent files), got {}",
+                self.keys.len()
+            );
+        }
+        if self.path.frames_per_key == 0 {
+            bail!("--frames-per-key must be at least 1");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 240.0) {
+            bail!("--fps must be in (0, 240], got {}", self.fps);
+        }
+        if matches!(self.size, Some(s) if !(8..=4096).contains(&s)) {
+            bail!("--size must be in [8, 4096] pixels");
+        }
+        MediaKind::from_path(&self.output)?;
+        Ok(())
+    }
+}
+
+/// Progress hooks.
+pub trait MorphObserver {
+    fn warning(&mut self, _msg: &str) {}
+    /// Called once the keys are resolved, before rendering.
+    fn start(&mut self, _frames: usize) {}
+    fn frames_done(&mut self, _done: usize, _total: usize) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl MorphObserver for Quiet {}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyReport {
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    pub sha256: String,
+    pub cached: bool,
+}
+
+/// The JSON report of a morph.
+#[derive(Clone, Debug, Serialize)]
+pub struct MorphReport {
+    pub format: &'static str,
+    pub bundle: BundleRef,
+    pub execution_provider: String,
+    pub keys: Vec<KeyReport>,
+    pub interp: String,
+    pub easing: String,
+    pub frames_per_key: usize,
+    pub looped: bool,
+    pub batch_size: usize,
+    pub output: MediaSummary,
+    pub report: PathBuf,
+    pub seconds_resolving_keys: f64,
+    /// Synthesis only (graph calls and tensor -> picture).
+    pub seconds_rendering: f64,
+    pub seconds_total: f64,
+    pub frames_per_second_rendered: f64,
+}
+
+/// Path of the JSON report of a morph written to `output`.
+pub fn report_path(output: &Path) -> PathBuf {
+    let mut name = output
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "morph".into());
+    name.push(".json");
+    output.with_file_name(name)
+}
+
+/// Renders `plan` (each `[num_ws * w_dim]`) `batch` frames per graph call, handing every
+/// frame (`R x R` RGB) to `sink` in order. Returns the seconds spent in synthesis.
+pub fn render_batches(
+    bundle: &Bundle,
+    plan: &[Vec<f32>],
+    batch: usize,
+    sink: &mut dyn FnMut(RgbImage) -> Result<()>,
+) -> Result<f64> {
+    let r = bundle.resolution() as u32;
+    let img_len = 3 * (r as usize) * (r as usize);
+    let mut seconds = 0.0;
+    for (ci, chunk) in plan.chunks(batch.max(1)).enumerate() {
+        let ws: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let t = Instant::now();
+        let images = bundle
+            .synthesis(&ws, chunk.len())
+            .with_context(|| format!("rendering frames from {}", ci * batch))?;
+        let pics: Vec<RgbImage> = images
+            .chunks(img_len)
+            .map(|t| imageio::tensor_to_rgb(t, r, r))
+            .collect::<Result<_>>()?;
+        seconds += t.elapsed().as_secs_f64();
+        for p in pics {
+            sink(p)?;
+        }
+    }
+    Ok(seconds)
+}
+
+/// Runs the morph; the output and its report are complete when this returns `Ok`.
+pub fn run_morph(
+    bundle: &Bundle,
+    job: &MorphJob,
+    observer: &mut dyn MorphObserver,
+) -> Result<MorphReport> {
+    job.validate()?;
+    let started = Instant::now();
+    bundle.prepare(&[GraphKind::Synthesis])?;
+    let mut warnings = Vec::new();
+    let keys = sources::resolve(bundle, &job.keys, &job.sources, &mut warnings)?;
+    for w in &warnings {
+        observer.warning(w);
+    }
+    let resolving = started.elapsed().as_secs_f64();
+    let key_ws: Vec<Vec<f32>> = keys.iter().map(|k| k.ws.clone()).collect();
+    let plan = plan_frames(&key_ws, &bundle.manifest().w_avg, &job.path)?;
+    let total = plan.len();
+    observer.start(total);
+
+    let r = bundle.resolution() as u32;
+    let side = job.size.unwrap_or(r);
+    let mut writer = FrameWriter::create(
+        &job.output,
+        side,
+        side,
+        MediaOptions {
+            fps: job.fps,
+            repeat: true,
+        },
+    )?;
+    let mut done = 0usize;
+    let rendering = render_batches(bundle, &plan, job.batch_size, &mut |pic| {
+        let pic = if side != r {
+            image::imageops::resize(&pic, side, side, image::imageops::FilterType::Lanczos3)
+        } else {
+            pic
+        };
+        writer.push(&pic)?;
+        done += 1;
+        observer.frames_done(done, total);
+        Ok(())
+    })?;
+    let output = writer.finish()?;
+    let report = MorphReport {
+        format: "latentface-morph-report/1",
+        bundle: BundleRef {
+            name: bundle.name().into(),
+            manifest_sha256: bundle.manifest_sha256().into(),
+        },
+        execution_provider: bundle.provider_summary(),
+        keys: keys
+            .iter()
+            .map(|k| KeyReport {
+                path: k.path.clone(),
+                kind: k.kind,
+                sha256: k.sha256.clone(),
+                cached: k.cached,
+            })
+            .collect(),
+        interp: job.path.interp.to_string(),
+        easing: job.path.easing.to_string(),
+        frames_per_key: job.path.frames_per_key,
+        looped: job.path.looped,
+        batch_size: job.batch_size,
+        report: report_path(&job.output),
+        output,
+        seconds_resolving_keys: resolving,
+        seconds_rendering: rendering,
+        seconds_total: started.elapsed().as_secs_f64(),
+        frames_per_second_rendered: total as f64 / rendering.max(1e-9),
+    };
+    fsutil::write_json_atomic(&report.report, &report)?;
+    Ok(report)
+}

@@ -1,0 +1,199 @@
+//! Labelled contact sheets: a grid of pictures with a caption under each and a title.
+//!
+//! Text is drawn with the 8x8 bitmap glyphs of the `font8x8` crate (MIT; the glyphs are
+//! the public-domain font8x8 set; Basic Latin, other characters show as `?`), scaled by
+//! whole pixels. A bitmap font needs no
+//! font file, no rasteriser and no licence notice, and 8 px glyphs stay legible on the
+//! small tiles these models make. Tiles smaller than [`SheetLayout::min_tile`] are
+//! enlarged (Catmull-Rom) so the captions fit under them.
+
+use anyhow::{bail, Result};
+use font8x8::UnicodeFonts;
+use image::{imageops, Rgb, RgbImage};
+
+/// Glyph cell size in font pixels.
+pub const GLYPH: u32 = 8;
+
+/// Width in pixels of `text` at `scale`.
+pub fn text_width(text: &str, scale: u32) -> u32 {
+    text.chars().count() as u32 * GLYPH * scale
+}
+
+/// Draws `text` with its top-left corner at (`x`, `y`); pixels outside are skipped.
+pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, color: Rgb<u8>) {
+    let scale = scale.max(1) as i64;
+    for (i, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
+        let x0 = x + i as i64 * GLYPH as i64 * scale;
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let px = x0 + col as i64 * scale + dx;
+                        let py = y + row as i64 * scale + dy;
+                        if px >= 0
+                            && py >= 0
+                            && (px as u32) < img.width()
+                            && (py as u32) < img.height()
+                        {
+                            img.put_pixel(px as u32, py as u32, color);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shortens `text` with a trailing `~` so that it fits in `max_px` at `scale`.
+pub fn fit_text(text: &str, max_px: u32, scale: u32) -> String {
+    let max_chars = (max_px / (GLYPH * scale.max(1))) as usize;
+    let n = text.chars().count();
+    if n <= max_chars {
+        return text.to_string();
+    }
+    if max_chars == 0 {
+        return String::new();
+    }
+    let mut s: String = text.chars().take(max_chars - 1).collect();
+    s.push('~');
+    s
+}
+
+/// Sizes and colours of a sheet.
+#[derive(Clone, Debug)]
+pub struct SheetLayout {
+    /// Tiles are enlarged to at least this many pixels wide.
+    pub min_tile: u32,
+    pub columns: usize,
+    pub gap: u32,
+    pub background: Rgb<u8>,
+    pub ink: Rgb<u8>,
+}
+
+impl Default for SheetLayout {
+    fn default() -> Self {
+        SheetLayout {
+            min_tile: 128,
+            columns: 4,
+            gap: 6,
+            background: Rgb([24, 24, 28]),
+            ink: Rgb([235, 235, 235]),
+        }
+    }
+}
+
+/// One picture and its caption; `None` leaves the cell empty (keeps rows aligned).
+pub type Tile<'a> = Option<(&'a RgbImage, String)>;
+
+/// Lays out rows of tiles under a title. Rows may have different lengths; every tile is
+/// drawn at the size of the largest one.
+pub fn render_sheet(title: &str, rows: &[Vec<Tile<'_>>], layout: &SheetLayout) -> Result<RgbImage> {
+    let tiles: Vec<&RgbImage> = rows.iter().flatten().flatten().map(|(i, _)| *i).collect();
+    if tiles.is_empty() {
+        bail!("a sheet needs at least one picture");
+    }
+    let src = tiles
+        .iter()
+        .map(|t| t.width().max(t.height()))
+        .max()
+        .unwrap_or(1);
+    let scale_up = layout.min_tile.div_ceil(src).max(1);
+    let tile = src * scale_up;
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1) as u32;
+    let text_scale = 1 + u32::from(tile >= 256);
+    let caption_h = GLYPH * text_scale + 6;
+    let title_h = GLYPH * 2 + 10;
+    let gap = layout.gap;
+    let width = cols * tile + (cols + 1) * gap;
+    let height = title_h + rows.len() as u32 * (tile + caption_h + gap) + gap;
+    let mut img = RgbImage::from_pixel(width, height, layout.background);
+    // Large title when it fits whole, else small (shortened if it still does not fit).
+    let title_scale = if text_width(title, 2) + 2 * gap <= width {
+        2
+    } else {
+        1
+    };
+    let title_text = fit_text(title, width.saturating_sub(2 * gap), title_scale);
+    draw_text(
+        &mut img,
+        gap as i64,
+        5,
+        &title_text,
+        title_scale,
+        layout.ink,
+    );
+    for (r, row) in rows.iter().enumerate() {
+        let y = title_h + r as u32 * (tile + caption_h + gap);
+        for (c, cell) in row.iter().enumerate() {
+            let Some((pic, caption)) = cell else { continue };
+            let x = gap + c as u32 * (tile + gap);
+            let big = if pic.width() == tile && pic.height() == tile {
+                (*pic).clone()
+            } else {
+                imageops::resize(*pic, tile, tile, imageops::FilterType::CatmullRom)
+            };
+            imageops::replace(&mut img, &big, x as i64, y as i64);
+            let cap = fit_text(caption, tile, text_scale);
+            let cx = x + (tile - text_width(&cap, text_scale)) / 2;
+            draw_text(
+                &mut img,
+                cx as i64,
+                (y + tile + 3) as i64,
+                &cap,
+                text_scale,
+                layout.ink,
+            );
+        }
+    }
+    Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_drawn_where_asked_and_clipped() {
+        let mut img = RgbImage::new(20, 10);
+        draw_text(&mut img, 1, 1, "A", 1, Rgb([255, 0, 0]));
+        let lit = img.pixels().filter(|p| p.0[0] == 255).count();
+        assert!(lit > 8, "{lit}");
+        assert!(img
+            .enumerate_pixels()
+            .all(|(x, y, p)| p.0[0] == 0 || (1..9).contains(&x) && (1..9).contains(&y)));
+        draw_text(&mut img, 15, 5, "WWW", 2, Rgb([0, 255, 0])); // clipped, no panic
+        draw_text(&mut img, -50, -50, "é", 1, Rgb([0, 0, 255]));
+    }
+
+    #[test]
+    fn fit_text_shortens() {
+        assert_eq!(fit_text("hello", 40, 1), "hello");
+        assert_eq!(fit_text("hello world", 40, 1), "hell~");
+        assert_eq!(text_width("abc", 2), 48);
+    }
+
+    #[test]
+    fn sheet_has_room_for_every_tile() {
+        let a = RgbImage::from_pixel(32, 32, Rgb([200, 0, 0]));
+        let rows = vec![
+            vec![
+                Some((&a, "parent A".to_string())),
+                None,
+                Some((&a, "x".to_string())),
+            ],
+            vec![Some((&a, "child 1".to_string()))],
+        ];
+        let s = render_sheet("family", &rows, &SheetLayout::default()).unwrap();
+        assert_eq!(s.width(), 3 * 128 + 4 * 6);
+        // The enlarged red tile is there.
+        assert_eq!(s.get_pixel(6 + 64, 26 + 64).0, [200, 0, 0]);
+        assert!(render_sheet("t", &[vec![None]], &SheetLayout::default()).is_err());
+    }
+}

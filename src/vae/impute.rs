@@ -1,0 +1,472 @@
+//! Filling missing pixels with the VAE: optimise z so the decoder matches the visible
+//! pixels, then blend the decoded fill into the photo.
+//!
+//! The optimisation is the GAN inversion's loop ([`crate::invert::optim`]: Adam per
+//! sample, the projector's learning-rate and noise schedule, plateau stop), over the
+//! `vae_decoder_grad` graph whose mask input is the visible pixels. On top of the graph's
+//! loss a Gaussian prior term `lambda * 0.5 |z|^2` keeps z where the decoder was trained;
+//! `lambda = prior_weight * pixel_weight * 2 mean(sigma_c^2) / (3 * visible pixels)`
+//! makes `prior_weight = 1` the posterior mode (MAP) under the decoder's own likelihood
+//! when the loss is pixel-only. The latent noise of the schedule is relative to the
+//! prior's unit std. The start is the encoder's mean of the photo with its hole filled
+//! by the visible pixels' mean colour, so the encoder sees no arbitrary content.
+//!
+//! Several starts are optimised side by side in one batched graph call per step (the
+//! encoder's mean and `restarts - 1` points scattered around it); the lowest final loss
+//! wins, because a single start lands in a poor local minimum now and then.
+//!
+//! The fill replaces the hole completely and fades into the photo over a Gaussian
+//! feather outside it: `alpha = max(hole, blur(hole))`, `out = alpha * fill + (1 - alpha) * photo`.
+
+use anyhow::{bail, Context, Result};
+
+use super::Vae;
+use crate::invert::{
+    optimise, EarlyStop, LossGrads, Objective, OptimConfig, Sample, Schedule, StepInfo,
+};
+use crate::rng::{derive_seed, Rng};
+
+/// Every knob of an imputation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImputeParams {
+    pub steps: usize,
+    pub schedule: Schedule,
+    pub pixel_weight: f32,
+    pub lpips_weight: f32,
+    /// Multiplier of the MAP prior weight (see module docs); 0 = no prior.
+    pub prior_weight: f64,
+    /// Gaussian feather of the blend, std in pixels at the model's resolution; 0 = hard edge.
+    pub feather: f64,
+    pub early_stop: Option<EarlyStop>,
+    /// Seed of the latent-noise streams and of the restarts' starting points.
+    pub seed: u64,
+    /// Optimisations run side by side (one batched graph call per step): the encoder's
+    /// start and `restarts - 1` starts scattered around it by N(0, I); the one with the
+    /// lowest final loss wins. The fill's loss landscape has local minima that a single
+    /// start falls into now and then.
+    pub restarts: usize,
+}
+
+impl Default for ImputeParams {
+    fn default() -> Self {
+        ImputeParams {
+            steps: 300,
+            schedule: Schedule::default(),
+            pixel_weight: 1.0,
+            lpips_weight: 0.0,
+            prior_weight: 1.0,
+            feather: 1.5,
+            early_stop: Some(EarlyStop {
+                patience: 50,
+                min_rel_improvement: 1e-4,
+            }),
+            seed: 0,
+            restarts: 4,
+        }
+    }
+}
+
+impl ImputeParams {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("steps must be at least 1");
+        }
+        if !(self.schedule.lr > 0.0 && self.schedule.lr.is_finite()) {
+            bail!(
+                "learning rate must be a positive number, got {}",
+                self.schedule.lr
+            );
+        }
+        if !(self.schedule.noise_strength >= 0.0 && self.schedule.noise_strength.is_finite()) {
+            bail!(
+                "noise strength must be >= 0, got {}",
+                self.schedule.noise_strength
+            );
+        }
+        if !(self.pixel_weight >= 0.0 && self.lpips_weight >= 0.0)
+            || self.pixel_weight + self.lpips_weight <= 0.0
+        {
+            bail!(
+                "loss weights must be >= 0 and not both zero (pixel {}, lpips {})",
+                self.pixel_weight,
+                self.lpips_weight
+            );
+        }
+        if !(self.prior_weight >= 0.0 && self.prior_weight.is_finite()) {
+            bail!("prior weight must be >= 0, got {}", self.prior_weight);
+        }
+        if self.restarts == 0 {
+            bail!("restarts must be at least 1");
+        }
+        if !(self.feather >= 0.0 && self.feather.is_finite()) {
+            bail!("feather must be >= 0 pixels, got {}", self.feather);
+        }
+        Ok(())
+    }
+
+    fn optim_config(&self) -> OptimConfig {
+        OptimConfig {
+            steps: self.steps,
+            schedule: self.schedule,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            early_stop: self.early_stop,
+        }
+    }
+}
+
+/// The result of one imputation.
+#[derive(Clone, Debug)]
+pub struct Imputation {
+    /// The optimised latent `[z_dim]`.
+    pub z: Vec<f32>,
+    /// The encoder's start `[z_dim]`.
+    pub z_init: Vec<f32>,
+    /// `decode(z)`, `[3, R, R]`.
+    pub fill: Vec<f32>,
+    /// The photo with the hole replaced by the fill, feathered, `[3, R, R]`.
+    pub blended: Vec<f32>,
+    /// Blend weight of the fill per pixel `[R, R]`.
+    pub alpha: Vec<f32>,
+    pub loss_history: Vec<f32>,
+    pub initial_loss: f32,
+    pub final_loss: f32,
+    pub steps_run: usize,
+    pub early_stopped: bool,
+    /// Which start won (0 = the encoder's).
+    pub best_start: usize,
+}
+
+/// The VAE side of the shared loop: every sample is one start's z for the same photo.
+struct VaeObjective<'a> {
+    vae: &'a Vae<'a>,
+    target: &'a [f32],
+    visible: &'a [f32],
+    weights: [f32; 2],
+    lambda: f64,
+    steps: usize,
+    schedule: Schedule,
+    /// One latent-noise stream per sample.
+    rngs: Vec<Rng>,
+}
+
+impl VaeObjective<'_> {
+    /// Graph loss + prior and its gradient for each `z` (the graph sees `fed`, the
+    /// prior sees `z`), one graph call; also the decoded images.
+    fn eval(&self, z: &[&[f32]], fed: &[f32]) -> Result<(LossGrads, Vec<f32>)> {
+        let b = z.len();
+        let zd = self.vae.z_dim();
+        let target: Vec<f32> = (0..b).flat_map(|_| self.target.iter().copied()).collect();
+        let mask: Vec<f32> = (0..b).flat_map(|_| self.visible.iter().copied()).collect();
+        let weights: Vec<f32> = (0..b).flat_map(|_| self.weights).collect();
+        let out = self.vae.decoder_grad(fed, &target, &mask, &weights, b)?;
+        let res = z
+            .iter()
+            .enumerate()
+            .map(|(j, zj)| {
+                let prior: f64 =
+                    0.5 * self.lambda * zj.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+                let grad: Vec<f32> = out.grad[j * zd..(j + 1) * zd]
+                    .iter()
+                    .zip(zj.iter())
+                    .map(|(&g, &v)| g + (self.lambda * v as f64) as f32)
+                    .collect();
+                ((out.loss[j] as f64 + prior) as f32, grad)
+            })
+            .collect();
+        Ok((res, out.image))
+    }
+
+    /// Noise-free evaluation of every sample.
+    fn eval_plain(&self, zs: &[Vec<f32>]) -> Result<(LossGrads, Vec<f32>)> {
+        let refs: Vec<&[f32]> = zs.iter().map(|z| z.as_slice()).collect();
+        let fed: Vec<f32> = zs.iter().flatten().copied().collect();
+        self.eval(&refs, &fed)
+    }
+}
+
+impl Objective for VaeObjective<'_> {
+    fn loss_grad(
+        &mut self,
+        step: usize,
+        active: &[usize],
+        samples: &[Sample],
+    ) -> Result<LossGrads> {
+        let noise = self.schedule.noise_factor(step, self.steps) as f32;
+        let mut fed = Vec::with_capacity(active.len() * self.vae.z_dim());
+        for &i in active {
+            for &v in &samples[i].param {
+                let n = if noise > 0.0 {
+                    self.rngs[i].normal() as f32 * noise
+                } else {
+                    0.0
+                };
+                fed.push(v + n);
+            }
+        }
+        let z: Vec<&[f32]> = active
+            .iter()
+            .map(|&i| samples[i].param.as_slice())
+            .collect();
+        Ok(self.eval(&z, &fed)?.0)
+    }
+}
+
+/// Separable Gaussian blur of an `[r, r]` plane (std `sigma` px, zero outside).
+fn blur(plane: &[f32], r: usize, sigma: f64) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return plane.to_vec();
+    }
+    let rad = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f64> = (-rad..=rad)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let ks: f64 = k.iter().sum();
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        let mut dst = vec![0f32; r * r];
+        for y in 0..r {
+            for x in 0..r {
+                let mut acc = 0.0;
+                for (j, &w) in k.iter().enumerate() {
+                    let o = j as isize - rad;
+                    let (xx, yy) = if horizontal {
+                        (x as isize + o, y as isize)
+                    } else {
+                        (x as isize, y as isize + o)
+                    };
+                    if xx >= 0 && yy >= 0 && (xx as usize) < r && (yy as usize) < r {
+                        acc += w * src[yy as usize * r + xx as usize] as f64;
+                    }
+                }
+                dst[y * r + x] = (acc / ks) as f32;
+            }
+        }
+        dst
+    };
+    pass(&pass(plane, true), false)
+}
+
+/// Blend weights of the fill: 1 in the hole, a Gaussian fade outside it.
+pub fn feather_alpha(visible: &[f32], r: usize, feather: f64) -> Vec<f32> {
+    let hole: Vec<f32> = visible.iter().map(|&v| (1.0 - v).clamp(0.0, 1.0)).collect();
+    let soft = blur(&hole, r, feather);
+    hole.iter().zip(&soft).map(|(&h, &s)| h.max(s)).collect()
+}
+
+/// `alpha * fill + (1 - alpha) * photo` per pixel, all channels.
+pub fn blend(photo: &[f32], fill: &[f32], alpha: &[f32]) -> Vec<f32> {
+    let plane = alpha.len();
+    photo
+        .iter()
+        .zip(fill)
+        .enumerate()
+        .map(|(i, (&p, &f))| {
+            let a = alpha[i % plane];
+            a * f + (1.0 - a) * p
+        })
+        .collect()
+}
+
+/// A visibility mask `[r, r]` for a box given in pixels of a `width x height` photo that
+/// is centre-cropped to a square and scaled to `r` (as `imageio::load_image` does): each
+/// model pixel's hole value is the fraction of its area the box covers.
+pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result<Vec<f32>> {
+    let [x, y, w, h] = bx;
+    if w == 0 || h == 0 {
+        bail!("box {x},{y},{w},{h} is empty");
+    }
+    if x as u64 + w as u64 > width as u64 || y as u64 + h as u64 > height as u64 {
+        bail!("box {x},{y},{w},{h} reaches outside the {width}x{height} photo");
+    }
+    let side = width.min(height) as f64;
+    let (ox, oy) = (
+        ((width - width.min(height)) / 2) as f64,
+        ((height - width.min(height)) / 2) as f64,
+    );
+    let s = r as f64 / side;
+    let (x0, x1) = ((x as f64 - ox) * s, (x as f64 + w as f64 - ox) * s);
+    let (y0, y1) = ((y as f64 - oy) * s, (y as f64 + h as f64 - oy) * s);
+    let overlap = |a0: f64, a1: f64, p: usize| -> f64 {
+        (a1.min(p as f64 + 1.0) - a0.max(p as f64)).clamp(0.0, 1.0)
+    };
+    let mut vis = vec![1f32; r * r];
+    for py in 0..r {
+        let oy = overlap(y0, y1, py);
+        for px in 0..r {
+            vis[py * r + px] = (1.0 - overlap(x0, x1, px) * oy) as f32;
+        }
+    }
+    if vis.iter().all(|&v| v >= 1.0) {
+        bail!(
+            "box {x},{y},{w},{h} lies outside the centre square the model sees of the \
+             {width}x{height} photo"
+        );
+    }
+    Ok(vis)
+}
+
+/// Fills the pixels of `photo` (`[3, R, R]` in [-1, 1]) where `visible` (`[R, R]` in
+/// [0, 1], 1 = keep) is below 1.
+pub fn impute(
+    vae: &Vae<'_>,
+    photo: &[f32],
+    visible: &[f32],
+    params: &ImputeParams,
+    progress: &mut dyn FnMut(StepInfo),
+) -> Result<Imputation> {
+    params.validate()?;
+    vae.require_grad()?;
+    let r = vae.resolution();
+    let plane = r * r;
+    if photo.len() != 3 * plane {
+        bail!(
+            "photo has {} values, the model needs [3, {r}, {r}]",
+            photo.len()
+        );
+    }
+    if visible.len() != plane {
+        bail!(
+            "mask has {} values, the model needs [{r}, {r}]",
+            visible.len()
+        );
+    }
+    if visible.iter().any(|v| !(0.0..=1.0).contains(v)) {
+        bail!("mask values must lie in [0, 1]");
+    }
+    let n_visible: f64 = visible.iter().map(|&v| v as f64).sum();
+    if n_visible < 1.0 {
+        bail!("the mask hides (almost) every pixel: nothing is left to condition the fill on");
+    }
+    if visible.iter().all(|&v| v >= 1.0) {
+        bail!("the mask hides no pixel: there is nothing to fill");
+    }
+
+    // Start: encoder mean of the photo with the hole set to the visible mean colour.
+    let mut holed = photo.to_vec();
+    for c in 0..3 {
+        let ch = &photo[c * plane..(c + 1) * plane];
+        let mean = ch
+            .iter()
+            .zip(visible)
+            .map(|(&p, &v)| p as f64 * v as f64)
+            .sum::<f64>()
+            / n_visible;
+        for i in 0..plane {
+            let v = visible[i];
+            holed[c * plane + i] = v * ch[i] + (1.0 - v) * mean as f32;
+        }
+    }
+    let (z_init, _) = vae.encode(&holed, 1).context("encoding the masked photo")?;
+
+    let ls = vae.log_sigma();
+    let mean_var = ls.iter().map(|l| (2.0 * l).exp()).sum::<f64>() / 3.0;
+    let lambda =
+        params.prior_weight * params.pixel_weight as f64 * 2.0 * mean_var / (3.0 * n_visible);
+    let k = params.restarts;
+    let mut objective = VaeObjective {
+        vae,
+        target: photo,
+        visible,
+        weights: [params.pixel_weight, params.lpips_weight],
+        lambda,
+        steps: params.steps,
+        schedule: params.schedule,
+        rngs: (0..k)
+            .map(|i| Rng::new(derive_seed(params.seed, &(2 * i as u64).to_le_bytes())))
+            .collect(),
+    };
+    let starts: Vec<Vec<f32>> = (0..k)
+        .map(|i| {
+            if i == 0 {
+                return z_init.clone();
+            }
+            let mut rng = Rng::new(derive_seed(params.seed, &(2 * i as u64 + 1).to_le_bytes()));
+            z_init.iter().map(|&v| v + rng.normal() as f32).collect()
+        })
+        .collect();
+    let cfg = params.optim_config();
+    let (initial, _) = objective
+        .eval_plain(&starts[..1])
+        .context("evaluating the starting latent")?;
+    let initial_loss = initial[0].0;
+    let mut samples: Vec<Sample> = starts.into_iter().map(|z| Sample::new(z, &cfg)).collect();
+    optimise(&mut samples, &cfg, &mut objective, progress)?;
+    let finals: Vec<Vec<f32>> = samples.iter().map(|s| s.param.clone()).collect();
+    let (last, images) = objective
+        .eval_plain(&finals)
+        .context("evaluating the final latents")?;
+    let best = (0..k)
+        .min_by(|&a, &b| last[a].0.total_cmp(&last[b].0))
+        .unwrap_or(0);
+    let final_loss = last[best].0;
+    let il = 3 * plane;
+    let fill = images[best * il..(best + 1) * il].to_vec();
+    let s = samples.swap_remove(best);
+    let alpha = feather_alpha(visible, r, params.feather);
+    let blended = blend(photo, &fill, &alpha);
+    Ok(Imputation {
+        early_stopped: s.early_stopped(),
+        z: s.param,
+        z_init,
+        fill,
+        blended,
+        alpha,
+        loss_history: s.history,
+        initial_loss,
+        final_loss,
+        steps_run: s.steps_run,
+        best_start: best,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_covers_the_right_model_pixels() {
+        // A 64x32 photo: centre square is x in [16, 48); model 8 px -> 4 photo px per pixel.
+        let v = box_visibility([16, 0, 8, 4], 64, 32, 8).unwrap();
+        assert_eq!(v[0], 0.0);
+        assert_eq!(v[1], 0.0);
+        assert_eq!(v[2], 1.0);
+        assert_eq!(v[8], 1.0);
+        // Half a model pixel: a soft value.
+        let v = box_visibility([16, 0, 2, 4], 64, 32, 8).unwrap();
+        assert!((v[0] - 0.5).abs() < 1e-6);
+        assert!(
+            box_visibility([0, 0, 4, 4], 64, 32, 8).is_err(),
+            "outside the square"
+        );
+        assert!(
+            box_visibility([60, 0, 8, 4], 64, 32, 8).is_err(),
+            "outside the photo"
+        );
+        assert!(box_visibility([0, 0, 0, 4], 64, 32, 8).is_err(), "empty");
+    }
+
+    #[test]
+    fn feather_keeps_the_hole_full_and_fades_outside() {
+        let r = 16;
+        let mut vis = vec![1f32; r * r];
+        for y in 6..10 {
+            for x in 6..10 {
+                vis[y * r + x] = 0.0;
+            }
+        }
+        let a = feather_alpha(&vis, r, 1.5);
+        assert_eq!(a[7 * r + 7], 1.0);
+        let near = a[7 * r + 10];
+        let far = a[7 * r + 14];
+        assert!(near > 0.1 && near < 1.0, "{near}");
+        assert!(far < near && far < 0.01, "{far}");
+        let hard = feather_alpha(&vis, r, 0.0);
+        assert_eq!(hard[7 * r + 10], 0.0);
+        let photo = vec![0.5f32; 3 * r * r];
+        let fill = vec![-0.5f32; 3 * r * r];
+        let out = blend(&photo, &fill, &a);
+        assert_eq!(out[r * r + 7 * r + 7], -0.5);
+        assert_eq!(out[2 * r * r], 0.5);
+    }
+}

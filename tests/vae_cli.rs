@@ -1,0 +1,439 @@
+//! `latentface vae ...` end to end on the tiny bundle: every subcommand writes what its
+//! help promises, and bad inputs fail with the input and the problem named and nothing
+//! written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{files_under, run, tiny_dir};
+
+/// Runs `latentface --bundle tiny --device cpu --threads 1 vae ARGS`.
+fn vae(args: &[&str]) -> (i32, String, String) {
+    let tiny = tiny_dir().display().to_string();
+    let mut all = vec![
+        "--bundle",
+        &tiny,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "vae",
+    ];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = vae(args);
+    assert_eq!(code, 0, "vae {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Writes `n` pictures of the tiny generator into `dir` (UTKFace-style names).
+fn faces(dir: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let tiny = tiny_dir().display().to_string();
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("{}_{}_{}_2017.png", 10 + 7 * i, i % 2, i % 5));
+            let (code, _, err) = run(&[
+                "--bundle",
+                &tiny,
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "generate",
+                "--seed",
+                &i.to_string(),
+                "-o",
+                s(&p),
+            ]);
+            assert_eq!(code, 0, "{err}");
+            p
+        })
+        .collect()
+}
+
+fn fails_cleanly(args: &[&str], outputs: &[&Path], needles: &[&str]) {
+    let (code, out, err) = vae(args);
+    assert_ne!(code, 0, "expected failure\n{out}\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention `{n}`:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    for o in outputs {
+        assert!(!o.exists(), "{} was written", o.display());
+    }
+}
+
+#[test]
+fn every_subcommand_writes_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = faces(&tmp.path().join("faces"), 6);
+    let (a, b) = (s(&photos[0]), s(&photos[1]));
+
+    let enc = tmp.path().join("enc");
+    ok(&["encode", a, b, "-o", s(&enc)]);
+    let stem = photos[0]
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mu = enc.join(format!("{stem}_mu.npy"));
+    for f in [
+        &mu,
+        &enc.join(format!("{stem}_logvar.npy")),
+        &enc.join(format!("{stem}_vae.json")),
+    ] {
+        assert!(f.is_file(), "{} missing", f.display());
+    }
+
+    let dec = tmp.path().join("dec.png");
+    ok(&["decode", s(&mu), "-o", s(&dec), "--size", "64"]);
+    assert_eq!(image::open(&dec).unwrap().width(), 64);
+
+    let rec = tmp.path().join("rec");
+    ok(&["reconstruct", a, b, "-o", s(&rec)]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["images"].as_array().unwrap().len(), 2);
+    assert!(report["mean_psnr_db"].as_f64().unwrap().is_finite());
+    let cmp = image::open(rec.join(format!("{stem}_compare.png"))).unwrap();
+    assert_eq!((cmp.width(), cmp.height()), (64, 32));
+
+    let gif = tmp.path().join("ab.gif");
+    ok(&[
+        "interpolate",
+        a,
+        s(&mu),
+        "--steps",
+        "5",
+        "--size",
+        "48",
+        "-o",
+        s(&gif),
+    ]);
+    assert_eq!(&std::fs::read(&gif).unwrap()[..6], b"GIF89a");
+    let sheet = tmp.path().join("ab.png");
+    ok(&[
+        "interpolate",
+        a,
+        b,
+        "--steps",
+        "4",
+        "--path",
+        "slerp",
+        "--size",
+        "32",
+        "-o",
+        s(&sheet),
+    ]);
+    let sheet_img = image::open(&sheet).unwrap();
+    assert!(sheet_img.width() > 4 * 32 && sheet_img.width() > sheet_img.height());
+    let frames = tmp.path().join("frames");
+    ok(&["interpolate", a, b, "--steps", "3", "-o", s(&frames)]);
+    assert_eq!(files_under(&frames).len(), 3);
+
+    let smp = tmp.path().join("samples");
+    ok(&["sample", "--n", "5", "--seed", "3", "-o", s(&smp)]);
+    assert!(smp.join("grid.png").is_file() && smp.join("sample_0004.png").is_file());
+    // Same seed, same pictures; the first samples do not depend on --n.
+    let smp2 = tmp.path().join("samples2");
+    ok(&["sample", "--n", "2", "--seed", "3", "-o", s(&smp2)]);
+    assert_eq!(
+        std::fs::read(smp.join("sample_0001.png")).unwrap(),
+        std::fs::read(smp2.join("sample_0001.png")).unwrap()
+    );
+
+    let csv = tmp.path().join("scores.csv");
+    let out = ok(&[
+        "anomaly",
+        s(&tmp.path().join("faces")),
+        "--csv",
+        s(&csv),
+        "--samples",
+        "4",
+    ]);
+    assert!(out.contains("6 images:"), "{out}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "{text}");
+    assert!(lines[0].starts_with("path,neg_elbo_nats,neg_elbo_percentile"));
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split(',').collect();
+        assert!(
+            f[1].parse::<f64>().is_ok() && f[2].parse::<f64>().is_ok(),
+            "{l}"
+        );
+        assert!(["normal", "unusual", "anomalous"].contains(&f[6]), "{l}");
+    }
+    // Deterministic: the same run gives the same CSV (seeded Monte-Carlo draws).
+    let csv2 = tmp.path().join("scores2.csv");
+    ok(&[
+        "anomaly",
+        s(&tmp.path().join("faces")),
+        "--csv",
+        s(&csv2),
+        "--samples",
+        "4",
+        "--batch-size",
+        "4",
+    ]);
+    assert_eq!(
+        text,
+        std::fs::read_to_string(&csv2).unwrap(),
+        "batching changed the scores"
+    );
+
+    let filled = tmp.path().join("filled.png");
+    let compare = tmp.path().join("filled_compare.png");
+    let out = ok(&[
+        "impute",
+        a,
+        "--box",
+        "8,8,10,10",
+        "-o",
+        s(&filled),
+        "--compare",
+        s(&compare),
+        "--steps",
+        "40",
+    ]);
+    assert!(out.contains("100 hole pixels"), "{out}");
+    let (f, p) = (
+        image::open(&filled).unwrap().to_rgb8(),
+        image::open(a).unwrap().to_rgb8(),
+    );
+    assert_eq!(
+        f.get_pixel(0, 0),
+        p.get_pixel(0, 0),
+        "far from the hole the photo is kept"
+    );
+    assert_ne!(
+        f.get_pixel(12, 12),
+        p.get_pixel(12, 12),
+        "the hole is filled"
+    );
+    assert_eq!(image::open(&compare).unwrap().width(), 96);
+    // The same hole as a mask file (white = keep).
+    let mask = tmp.path().join("mask.png");
+    let m = image::GrayImage::from_fn(32, 32, |x, y| {
+        image::Luma([if (8..18).contains(&x) && (8..18).contains(&y) {
+            0
+        } else {
+            255
+        }])
+    });
+    m.save(&mask).unwrap();
+    let filled2 = tmp.path().join("filled2.png");
+    ok(&[
+        "impute",
+        a,
+        "--mask",
+        s(&mask),
+        "-o",
+        s(&filled2),
+        "--steps",
+        "40",
+    ]);
+    assert_eq!(
+        std::fs::read(&filled).unwrap(),
+        std::fs::read(&filled2).unwrap()
+    );
+
+    // A photo larger than the model and not square: the fill is blended in at the
+    // photo's own size, and nothing outside the hole's feather changes.
+    let big = tmp.path().join("big.png");
+    let face = image::open(a).unwrap().to_rgb8();
+    let mut canvas = image::RgbImage::from_pixel(80, 64, image::Rgb([200, 30, 30]));
+    image::imageops::replace(
+        &mut canvas,
+        &image::imageops::resize(&face, 64, 64, image::imageops::FilterType::Triangle),
+        8,
+        0,
+    );
+    canvas.save(&big).unwrap();
+    let big_out = tmp.path().join("big_filled.png");
+    let out = ok(&[
+        "impute",
+        s(&big),
+        "--box",
+        "30,20,16,16",
+        "-o",
+        s(&big_out),
+        "--steps",
+        "30",
+    ]);
+    assert!(out.contains("256 hole pixels"), "{out}");
+    let f = image::open(&big_out).unwrap().to_rgb8();
+    assert_eq!(f.dimensions(), (80, 64));
+    assert_eq!(f.get_pixel(2, 2), canvas.get_pixel(2, 2));
+    assert_eq!(f.get_pixel(70, 60), canvas.get_pixel(70, 60));
+    assert_eq!(f.get_pixel(12, 5), canvas.get_pixel(12, 5));
+    assert_ne!(f.get_pixel(38, 28), canvas.get_pixel(38, 28));
+    // A hole outside the centre square cannot be filled.
+    fails_cleanly(
+        &[
+            "impute",
+            s(&big),
+            "--box",
+            "1,1,4,4",
+            "-o",
+            s(&tmp.path().join("no.png")),
+        ],
+        &[&tmp.path().join("no.png")],
+        &["outside the centre square", "big.png"],
+    );
+
+    let map = tmp.path().join("map.png");
+    let grid = tmp.path().join("grid.png");
+    let out = ok(&[
+        "map",
+        s(&tmp.path().join("faces")),
+        "-o",
+        s(&map),
+        "--size",
+        "256",
+        "--thumb",
+        "24",
+        "--grid",
+        s(&grid),
+        "--grid-n",
+        "3",
+    ]);
+    assert!(out.contains("age 10..45"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("map.json")).unwrap()).unwrap();
+    assert_eq!(j["points"].as_array().unwrap().len(), 6);
+    assert_eq!(j["points"][0]["labels"]["age"], 10);
+    assert_eq!(image::open(&grid).unwrap().width(), 3 * 32 + 4 * 2);
+}
+
+#[test]
+fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = faces(&tmp.path().join("faces"), 2);
+    let a = s(&photos[0]);
+    let out_dir = tmp.path().join("out");
+    let missing = tmp.path().join("nope.png");
+
+    fails_cleanly(
+        &["encode", a, s(&missing), "-o", s(&out_dir)],
+        &[&out_dir],
+        &["nope.png", "does not exist"],
+    );
+
+    // A latent of the wrong size names the file and the expected size.
+    let wrong = tmp.path().join("wrong.npy");
+    let arr = ndarray::Array2::<f32>::zeros((1, 7));
+    ndarray_npy::write_npy(&wrong, &arr).unwrap();
+    let png = tmp.path().join("d.png");
+    fails_cleanly(
+        &["decode", s(&wrong), "-o", s(&png)],
+        &[&png],
+        &["wrong.npy", "7 values", "16"],
+    );
+    fails_cleanly(
+        &["decode", s(&wrong), "-o", s(&tmp.path().join("d.jpg"))],
+        &[],
+        &[".png"],
+    );
+
+    // Boxes outside the photo, masks with no hole.
+    fails_cleanly(
+        &["impute", a, "--box", "30,30,10,10", "-o", s(&png)],
+        &[&png],
+        &["box 30,30,10,10", "outside"],
+    );
+    fails_cleanly(
+        &["impute", a, "--box", "1,2,3", "-o", s(&png)],
+        &[&png],
+        &["--box", "x,y,w,h"],
+    );
+    let white = tmp.path().join("white.png");
+    image::GrayImage::from_pixel(32, 32, image::Luma([255]))
+        .save(&white)
+        .unwrap();
+    fails_cleanly(
+        &["impute", a, "--mask", s(&white), "-o", s(&png)],
+        &[&png],
+        &["white.png", "no pixel to fill"],
+    );
+
+    // A folder with a broken image: the scores stop with the file named, no CSV...
+    let broken = tmp.path().join("faces").join("broken.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let csv = tmp.path().join("a.csv");
+    fails_cleanly(
+        &["anomaly", s(&tmp.path().join("faces")), "--csv", s(&csv)],
+        &[&csv],
+        &["broken.png"],
+    );
+    // ...unless asked to go on, when it becomes an error row.
+    ok(&[
+        "anomaly",
+        s(&tmp.path().join("faces")),
+        "--csv",
+        s(&csv),
+        "--skip-unreadable",
+        "--samples",
+        "0",
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("broken.png") && !l.ends_with(",,") && l.contains("image")),
+        "{text}"
+    );
+
+    // Unknown sequence format, too few frames.
+    let avi = tmp.path().join("x.avi");
+    fails_cleanly(
+        &["interpolate", a, a, "-o", s(&avi)],
+        &[&avi],
+        &["x.avi", ".gif"],
+    );
+    let gif = tmp.path().join("x.gif");
+    fails_cleanly(
+        &["interpolate", a, a, "--steps", "1", "-o", s(&gif)],
+        &[&gif],
+        &["--steps"],
+    );
+
+    // A bundle without the VAE graphs says so.
+    let bundle = tmp.path().join("novae");
+    std::fs::create_dir_all(&bundle).unwrap();
+    for e in std::fs::read_dir(tiny_dir()).unwrap().flatten() {
+        std::fs::copy(e.path(), bundle.join(e.file_name())).unwrap();
+    }
+    let mpath = bundle.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    for g in ["vae_encoder", "vae_decoder", "vae_decoder_grad"] {
+        m["graphs"].as_object_mut().unwrap().remove(g);
+    }
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let (code, _, err) = run(&[
+        "--bundle",
+        s(&bundle),
+        "--device",
+        "cpu",
+        "vae",
+        "encode",
+        a,
+        "-o",
+        s(&out_dir),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("has no VAE") && err.contains("vae_encoder"),
+        "{err}"
+    );
+    assert!(!out_dir.exists());
+}
