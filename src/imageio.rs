@@ -1,16 +1,22 @@
-//! Images <-> tensors, and PNG output.
+//! Images <-> tensors, robust photo decoding, and PNG output.
 //!
 //! The tensor layout at every model boundary is float32, CHW, RGB, range [-1, 1],
-//! square at the bundle's resolution (`onnx/BUNDLE.md`). Photos of another size are
-//! centre-cropped to a square and resized with Lanczos3; the caller gets a warning
-//! string to show, because proper face alignment is a later feature.
+//! square at the bundle's resolution (`onnx/BUNDLE.md`).
+//!
+//! [`load_photo`] is the one door every photo comes through. It never panics and never
+//! lets a file exhaust memory: the file size, the declared dimensions and the decoder's
+//! allocations are limited ([`PhotoLimits`]) before any pixel is decoded, so a
+//! decompression bomb or a gigantic picture is refused with a message naming the file.
+//! EXIF orientation is applied; grayscale, 16-bit and CMYK JPEGs (as far as the decoder
+//! goes) become 8-bit RGB; transparency is composited over a neutral grey. Faces are then
+//! aligned by `crate::align`; [`load_image`] is the no-alignment path (centre crop).
 
 use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::fsutil;
 
@@ -19,27 +25,164 @@ use crate::fsutil;
 pub struct LoadedImage {
     /// `[3, R, R]` float32 in [-1, 1].
     pub tensor: Vec<f32>,
-    /// Width and height of the file as read.
+    /// Width and height of the file as read (after EXIF orientation).
     pub original_size: (u32, u32),
     /// Human-readable notes (e.g. "cropped and resized").
     pub warnings: Vec<String>,
 }
 
-fn decode(path: &Path) -> Result<DynamicImage> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    if reader.format().is_none() {
+/// What a photo may cost before it is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhotoLimits {
+    /// Largest file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest width or height, in pixels.
+    pub max_side: u32,
+    /// Largest width x height, in pixels.
+    pub max_pixels: u64,
+    /// Largest single allocation the decoder may make, in bytes.
+    pub max_alloc: u64,
+}
+
+impl Default for PhotoLimits {
+    /// 256 MiB files, 20,000 px sides, 100 megapixels, 1 GiB of decoded pixels: far above
+    /// any camera photo, far below what would take the machine down.
+    fn default() -> PhotoLimits {
+        PhotoLimits {
+            max_file_bytes: 256 << 20,
+            max_side: 20_000,
+            max_pixels: 100_000_000,
+            max_alloc: 1 << 30,
+        }
+    }
+}
+
+/// Photos smaller than this (shorter side, pixels) get a warning: a face in them has
+/// too few pixels for a faithful inversion.
+pub const TINY_PHOTO_SIDE: u32 = 64;
+
+/// The colour transparent pixels are composited over (neutral mid-grey).
+pub const ALPHA_BACKGROUND: [u8; 3] = [128, 128, 128];
+
+/// A decoded photo: upright (EXIF applied), 8-bit RGB.
+#[derive(Clone, Debug)]
+pub struct Photo {
+    pub image: RgbImage,
+    /// Notes for the user (alpha dropped, tiny picture, ...), each naming the file.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and decodes a photo with the given limits (see the module docs).
+pub fn load_photo(path: &Path, limits: &PhotoLimits) -> Result<Photo> {
+    let name = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {name}"))?;
+    if !meta.is_file() {
+        bail!("{name} is not a file");
+    }
+    if meta.len() > limits.max_file_bytes {
         bail!(
-            "{} is not an image this program reads (PNG or JPEG)",
-            path.display()
+            "{name} is {} MiB, more than the {} MiB this program reads for a photo",
+            meta.len() >> 20,
+            limits.max_file_bytes >> 20
         );
     }
-    reader
-        .decode()
-        .map_err(|e| anyhow!("{} is not a readable image: {e}", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read image {name}"))?;
+    decode_photo(&bytes, &name.to_string(), limits)
+}
+
+/// Decodes photo bytes (`name` is used in messages). See [`load_photo`].
+pub fn decode_photo(bytes: &[u8], name: &str, limits: &PhotoLimits) -> Result<Photo> {
+    if bytes.is_empty() {
+        bail!("{name} is an empty file, not an image");
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {name}"))?;
+    match reader.format() {
+        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
+        Some(f) => bail!(
+            "{name} is a {} image; this program reads PNG and JPEG",
+            f.extensions_str().first().copied().unwrap_or("?")
+        ),
+        None => bail!("{name} is not an image this program reads (PNG or JPEG)"),
+    }
+    let mut lim = Limits::default();
+    lim.max_image_width = Some(limits.max_side);
+    lim.max_image_height = Some(limits.max_side);
+    lim.max_alloc = Some(limits.max_alloc);
+    reader.limits(lim);
+    let refused = |e: image::ImageError| -> anyhow::Error {
+        match e {
+            image::ImageError::Limits(l) => anyhow!(
+                "{name} is refused: it is larger than this program decodes ({l}; at most \
+                 {} px a side, {} megapixels)",
+                limits.max_side,
+                limits.max_pixels / 1_000_000
+            ),
+            other => anyhow!("{name} is not a readable image: {other}"),
+        }
+    };
+    let mut decoder = reader.into_decoder().map_err(refused)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        bail!("{name} is an empty image ({w}x{h})");
+    }
+    if w > limits.max_side || h > limits.max_side || (w as u64) * (h as u64) > limits.max_pixels {
+        bail!(
+            "{name} is refused: {w}x{h} is larger than this program decodes (at most {} px a \
+             side, {} megapixels)",
+            limits.max_side,
+            limits.max_pixels / 1_000_000
+        );
+    }
+    // A damaged EXIF block is not worth refusing the photo for.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    img.apply_orientation(orientation);
+    let mut warnings = Vec::new();
+    let rgb = flatten_alpha(img, name, &mut warnings);
+    if rgb.width().min(rgb.height()) < TINY_PHOTO_SIDE {
+        warnings.push(format!(
+            "{name} is only {}x{} pixels: a face this small gives a blurry, unfaithful result",
+            rgb.width(),
+            rgb.height()
+        ));
+    }
+    Ok(Photo {
+        image: rgb,
+        warnings,
+    })
+}
+
+/// Any colour type -> 8-bit RGB; transparency over [`ALPHA_BACKGROUND`].
+fn flatten_alpha(img: DynamicImage, name: &str, warnings: &mut Vec<String>) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.to_rgb8();
+    }
+    // 16-bit alpha is rare in photos; 8 bits are plenty for a composite.
+    let rgba = img.to_rgba8();
+    let mut translucent = false;
+    let out = RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y).0;
+        let a = p[3] as u32;
+        if a < 255 {
+            translucent = true;
+        }
+        let mix = |c: u8, bg: u8| ((c as u32 * a + bg as u32 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([
+            mix(p[0], ALPHA_BACKGROUND[0]),
+            mix(p[1], ALPHA_BACKGROUND[1]),
+            mix(p[2], ALPHA_BACKGROUND[2]),
+        ])
+    });
+    if translucent {
+        warnings.push(format!(
+            "{name} has transparent pixels: composited over neutral grey"
+        ));
+    }
+    out
 }
 
 /// Centre-crops to a square and resizes (Lanczos3) to `res` x `res`.
@@ -56,21 +199,38 @@ fn square(img: DynamicImage, res: u32, path: &Path, warnings: &mut Vec<String>) 
     };
     warnings.push(format!(
         "{}: {w}x{h} is not the model's {res}x{res}: centre-cropped to {side}x{side} and resized \
-         (no face alignment yet; results are best on aligned face crops)",
+         (not aligned; results are best on aligned face crops)",
         path.display()
     ));
     cropped.resize_exact(res, res, FilterType::Lanczos3)
 }
 
-/// Loads a photo as a `[3, res, res]` tensor in [-1, 1].
-pub fn load_image(path: &Path, res: u32) -> Result<LoadedImage> {
-    let img = decode(path)?;
-    let original_size = (img.width(), img.height());
-    if original_size.0 == 0 || original_size.1 == 0 {
-        bail!("{} is an empty image", path.display());
+/// A decoded photo, centre-cropped to a square and resized to `res` (Lanczos3); a
+/// warning names the file when that changed anything.
+pub fn square_photo(
+    photo: &RgbImage,
+    res: u32,
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> RgbImage {
+    if photo.width() == res && photo.height() == res {
+        return photo.clone();
     }
-    let mut warnings = Vec::new();
-    let rgb = square(img, res, path, &mut warnings).to_rgb8();
+    square(DynamicImage::ImageRgb8(photo.clone()), res, path, warnings).to_rgb8()
+}
+
+/// Loads a photo as a `[3, res, res]` tensor in [-1, 1], centre-cropped (no alignment).
+pub fn load_image(path: &Path, res: u32) -> Result<LoadedImage> {
+    let photo = load_photo(path, &PhotoLimits::default())?;
+    let original_size = photo.image.dimensions();
+    let mut warnings = photo.warnings;
+    let rgb = square(
+        DynamicImage::ImageRgb8(photo.image),
+        res,
+        path,
+        &mut warnings,
+    )
+    .to_rgb8();
     Ok(LoadedImage {
         tensor: rgb_to_tensor(&rgb),
         original_size,
@@ -80,7 +240,9 @@ pub fn load_image(path: &Path, res: u32) -> Result<LoadedImage> {
 
 /// Loads a mask image as `[res, res]` values in [0, 1] (luma; white = pixel counts).
 pub fn load_mask(path: &Path, res: u32) -> Result<Vec<f32>> {
-    let img = decode(path).with_context(|| format!("mask {}", path.display()))?;
+    let img = load_photo(path, &PhotoLimits::default())
+        .map(|p| DynamicImage::ImageRgb8(p.image))
+        .with_context(|| format!("mask {}", path.display()))?;
     let mut ignored = Vec::new();
     let luma = square(img, res, path, &mut ignored).to_luma8();
     let mask: Vec<f32> = luma.pixels().map(|p| p.0[0] as f32 / 255.0).collect();
@@ -160,13 +322,13 @@ mod tests {
     fn non_square_is_cropped_resized_and_warned() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("wide.png");
-        RgbImage::from_pixel(40, 20, image::Rgb([255, 0, 0]))
+        RgbImage::from_pixel(160, 80, image::Rgb([255, 0, 0]))
             .save(&p)
             .unwrap();
         let l = load_image(&p, 8).unwrap();
         assert_eq!(l.tensor.len(), 3 * 8 * 8);
-        assert_eq!(l.original_size, (40, 20));
-        assert_eq!(l.warnings.len(), 1);
+        assert_eq!(l.original_size, (160, 80));
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
         assert!((l.tensor[0] - 1.0).abs() < 1e-6 && (l.tensor[64] + 1.0).abs() < 1e-6);
     }
 

@@ -2,11 +2,12 @@
 //!
 //! The crate is layered so that data only flows downwards (see `shared/DESIGN.md`):
 //! `cli` (argument parsing, progress) -> `jobs` (reading inputs, writing outputs) ->
-//! engines (`invert`) -> `model` (ONNX Runtime and the model bundle) -> data types
+//! engines (`invert`, `align`) -> `model` (ONNX Runtime and the model bundle) -> data types
 //! (`latent`, `imageio`, `metrics`, `rng`). Engines and jobs are plain library
 //! functions with explicit parameters so tests and future jobs (`batch`, `family`)
 //! call exactly the code the command line runs.
 
+pub mod align;
 pub mod cli;
 pub mod family;
 pub mod fsutil;

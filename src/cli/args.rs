@@ -65,6 +65,49 @@ pub enum Command {
     Batch(super::latent_jobs::BatchArgs),
     /// The VAE: encode, decode, reconstruct, interpolate, sample, anomaly, impute, map
     Vae(super::vae::VaeArgs),
+    /// Find the face in photos and cut crops aligned to the model's template (+ the transform as JSON)
+    Align(AlignArgs),
+}
+
+/// How photos are aligned before the model sees them (invert, family, morph).
+#[derive(Debug, Args, Clone, Default)]
+pub struct FaceArgs {
+    /// The photos are ready aligned face crops: centre-crop and resize only, no face detection
+    #[arg(long)]
+    pub no_align: bool,
+    /// Use the N-th face counted from the left of the picture, from 1 [default: the largest]
+    #[arg(long, value_name = "N", conflicts_with = "no_align")]
+    pub face: Option<usize>,
+    /// Face detector (RetinaFace ONNX) [default: $LATENTFACE_DETECTOR, else
+    /// .deps/face_detector/retinaface_mnet025.onnx as installed by scripts/setup.sh]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_align")]
+    pub detector: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AlignArgs {
+    /// Photos (PNG or JPEG, any size and orientation)
+    #[arg(required = true, value_name = "PHOTO")]
+    pub photos: Vec<PathBuf>,
+    /// Output folder: NAME.png (the crop) and NAME.json (face, landmarks, transform) per photo
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Crop side in pixels [default: the bundle's resolution if a bundle is found, else 256]
+    #[arg(long, value_name = "PX")]
+    pub size: Option<u32>,
+    /// Use the N-th face counted from the left of the picture, from 1 [default: the largest]
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub face: Option<usize>,
+    /// Crop every face: NAME_face1.png, NAME_face2.png, ... (from the left)
+    #[arg(long)]
+    pub all: bool,
+    /// Face detector (RetinaFace ONNX) [default: $LATENTFACE_DETECTOR, else
+    /// .deps/face_detector/retinaface_mnet025.onnx as installed by scripts/setup.sh]
+    #[arg(long, value_name = "FILE")]
+    pub detector: Option<PathBuf>,
+    /// Smallest detector confidence that counts as a face
+    #[arg(long, default_value_t = 0.8, value_name = "0..1")]
+    pub min_score: f32,
 }
 
 #[derive(Debug, Args)]
@@ -89,9 +132,18 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct InvertArgs {
-    /// Photos (PNG or JPEG); not-square or other-size photos are centre-cropped and resized
+    /// Photos (PNG or JPEG): the face is found and aligned to the model's template
+    /// (with --no-align, photos are centre-cropped and resized instead)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
+    #[command(flatten)]
+    pub faces: FaceArgs,
+    /// Invert every face of each photo (outputs NAME_face1..., from the left)
+    #[arg(long, conflicts_with_all = ["face", "no_align"])]
+    pub all: bool,
+    /// Also write NAME_pasted.png: the reconstruction pasted back into the original photo
+    #[arg(long, conflicts_with = "no_align")]
+    pub paste_back: bool,
     /// Output folder
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,

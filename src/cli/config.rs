@@ -5,11 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::args::{GenerateArgs, GlobalArgs, InvertArgs};
+use super::args::{AlignArgs, FaceArgs, GenerateArgs, GlobalArgs, InvertArgs};
+use crate::align::Template;
+use crate::align::{AlignSettings, FaceChoice};
 use crate::invert::{EarlyStop, InitStrategy, InvertParams, Schedule};
+use crate::jobs::align::AlignJob;
 use crate::jobs::generate::GenerateSource;
 use crate::jobs::invert::InvertJob;
 use crate::model::bundle::locate_bundle;
+use crate::model::Manifest;
 use crate::model::RuntimeOptions;
 
 /// Options every command shares.
@@ -99,11 +103,91 @@ pub fn invert_job(a: &InvertArgs) -> Result<InvertJob> {
     };
     params.validate()?;
     Ok(InvertJob {
+        align: align_settings(&a.faces, a.all)?,
+        paste_back: a.paste_back,
         photos: a.photos.clone(),
         masks: a.mask.clone(),
         out_dir: a.output.clone(),
         batch_size: a.batch_size,
         seed: a.seed,
         params,
+    })
+}
+
+/// Alignment settings from the face flags (`all`: every face of a photo).
+pub fn align_settings(f: &FaceArgs, all: bool) -> Result<AlignSettings> {
+    if f.no_align {
+        return Ok(AlignSettings::off());
+    }
+    let choice = match (f.face, all) {
+        (Some(0), _) => bail!("--face counts from 1 (the leftmost face)"),
+        (Some(_), true) => bail!("give --face N or --all, not both"),
+        (Some(n), false) => FaceChoice::Index(n),
+        (None, true) => FaceChoice::All,
+        (None, false) => FaceChoice::Largest,
+    };
+    if let Some(d) = &f.detector {
+        if !d.is_file() {
+            bail!(
+                "face detector {} (from --detector) does not exist",
+                d.display()
+            );
+        }
+    }
+    Ok(AlignSettings {
+        detector: f.detector.clone(),
+        choice,
+        ..AlignSettings::default()
+    })
+}
+
+/// Builds the `align` job. The template and the default size come from the bundle's
+/// manifest when a bundle is given or found (only the manifest is read); otherwise
+/// UTKFace's template and 256 px.
+pub fn align_job(g: &GlobalArgs, a: &AlignArgs) -> Result<AlignJob> {
+    let manifest = match locate_bundle(g.bundle.as_deref()) {
+        Ok(dir) => {
+            let path = dir.join("manifest.json");
+            let text = std::fs::read_to_string(&path);
+            match (text, g.bundle.is_some()) {
+                (Ok(t), _) => Some(Manifest::parse(&t).map_err(|e| {
+                    anyhow::anyhow!("bundle {}: manifest.json: {e}", dir.display())
+                })?),
+                (Err(e), true) => bail!("bundle {}: cannot read manifest.json: {e}", dir.display()),
+                (Err(_), false) => None,
+            }
+        }
+        Err(e) if g.bundle.is_some() => return Err(e),
+        Err(_) => None,
+    };
+    let template = match &manifest {
+        Some(m) => Template::from_manifest(m)?,
+        None => Template::UTKFACE,
+    };
+    let size = a.size.unwrap_or_else(|| {
+        manifest
+            .as_ref()
+            .map(|m| m.resolution as u32)
+            .unwrap_or(256)
+    });
+    if size == 0 || size > 4096 {
+        bail!("--size must be between 1 and 4096 pixels");
+    }
+    if !(a.min_score > 0.0 && a.min_score < 1.0) {
+        bail!("--min-score must be between 0 and 1");
+    }
+    let faces = FaceArgs {
+        no_align: false,
+        face: a.face,
+        detector: a.detector.clone(),
+    };
+    let mut settings = align_settings(&faces, a.all)?;
+    settings.detect.score_threshold = a.min_score;
+    Ok(AlignJob {
+        photos: a.photos.clone(),
+        out_dir: a.output.clone(),
+        size,
+        settings,
+        template,
     })
 }

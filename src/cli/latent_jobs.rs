@@ -37,9 +37,25 @@ pub struct SourceArgs {
     /// Do not read or write the latent cache
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub faces: super::args::FaceArgs,
 }
 
 impl SourceArgs {
+    /// Puts the flags a spec cannot hold (the detector file) into a built job's settings.
+    fn apply_detector(&self, align: &mut crate::align::AlignSettings) -> Result<()> {
+        if let Some(d) = &self.faces.detector {
+            if !d.is_file() {
+                bail!(
+                    "face detector {} (from --detector) does not exist",
+                    d.display()
+                );
+            }
+            align.detector = Some(d.clone());
+        }
+        Ok(())
+    }
+
     pub fn cache(&self) -> LatentCache {
         if self.no_cache {
             LatentCache::Off
@@ -96,6 +112,10 @@ pub struct FamilyArgs {
     /// Seed of crossover and mutations
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write child_NN_pasted.png: each child's face pasted into parent A's photo
+    /// (parent B's when A is a latent)
+    #[arg(long, conflicts_with = "no_align")]
+    pub paste_back: bool,
     #[command(flatten)]
     pub sources: SourceArgs,
 }
@@ -118,6 +138,8 @@ impl FamilyArgs {
             seed: self.seed,
             steps: self.sources.steps,
             invert_seed: self.sources.invert_seed,
+            align: !self.sources.faces.no_align,
+            face: self.sources.faces.face,
         })
     }
 }
@@ -171,6 +193,8 @@ impl MorphArgs {
             size: self.size,
             steps: self.sources.steps,
             invert_seed: self.sources.invert_seed,
+            align: !self.sources.faces.no_align,
+            face: self.sources.faces.face,
         })
     }
 }
@@ -227,9 +251,11 @@ impl family::FamilyObserver for PrintWarnings {
 
 pub fn run_family(common: &Common, a: &FamilyArgs) -> Result<()> {
     let bundle = open_bundle(common)?;
-    let Job::Family(job) = a.spec().into_job(bundle.manifest(), &a.sources.cache())? else {
+    let Job::Family(mut job) = a.spec().into_job(bundle.manifest(), &a.sources.cache())? else {
         unreachable!("a family spec builds a family job");
     };
+    a.sources.apply_detector(&mut job.sources.align)?;
+    job.paste_back = a.paste_back;
     let photos = [&job.parent_a, &job.parent_b]
         .iter()
         .filter(|p| !crate::jobs::sources::is_latent_path(p))
@@ -312,9 +338,10 @@ impl morph::MorphObserver for MorphBar {
 
 pub fn run_morph(common: &Common, a: &MorphArgs) -> Result<()> {
     let bundle = open_bundle(common)?;
-    let Job::Morph(job) = a.spec().into_job(bundle.manifest(), &a.sources.cache())? else {
+    let Job::Morph(mut job) = a.spec().into_job(bundle.manifest(), &a.sources.cache())? else {
         unreachable!("a morph spec builds a morph job");
     };
+    a.sources.apply_detector(&mut job.sources.align)?;
     let photos = job
         .keys
         .iter()

@@ -39,6 +39,10 @@ fn report_provider(bundle: &Bundle, graph: GraphKind) {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // `align` works without a bundle (then with UTKFace's template and 256 px crops).
+    if let Command::Align(a) = &cli.command {
+        return run_align(&cli.global, a);
+    }
     let common = config::Common::from_args(&cli.global)?;
     match cli.command {
         Command::Info => {
@@ -103,6 +107,41 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Vae(a) => vae::run(&common, a)?,
+        Command::Align(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+struct PrintAlignWarnings;
+impl crate::jobs::align::AlignObserver for PrintAlignWarnings {
+    fn warning(&mut self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
+}
+
+fn run_align(g: &args::GlobalArgs, a: &args::AlignArgs) -> Result<()> {
+    let job = config::align_job(g, a)?;
+    let runtime = crate::model::RuntimeOptions {
+        ort_lib: g.ort_lib.clone(),
+        device: g.device,
+        threads: g.threads,
+        spin: g.ort_spin,
+    };
+    let outputs = crate::jobs::align::run_align(&job, &runtime, &mut PrintAlignWarnings)?;
+    for o in &outputs {
+        let r = &o.alignment;
+        println!(
+            "{} -> {}  face {}/{} (score {:.3})  rotated {:+.1} deg, {:.0} px square  fit {:.1}%  {:.0} ms",
+            o.photo.display(),
+            o.crop.display(),
+            r.face_index,
+            r.faces_found,
+            r.face.score,
+            r.rotation_degrees,
+            r.crop_side_photo_px,
+            100.0 * r.fit_rms,
+            1000.0 * o.seconds
+        );
     }
     Ok(())
 }

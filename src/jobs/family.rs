@@ -36,6 +36,9 @@ pub struct FamilyJob {
     pub out_dir: PathBuf,
     pub params: FamilyParams,
     pub sources: SourceOptions,
+    /// Also paste each child's face into parent A's photo (`child_NN_pasted.png`; parent B's
+    /// when A is a latent). Needs a parent that is an aligned photo.
+    pub paste_back: bool,
 }
 
 /// Progress hooks.
@@ -68,6 +71,9 @@ pub struct ChildReport {
     pub rows_from: String,
     /// Projection on each edited direction.
     pub projections: BTreeMap<String, f64>,
+    /// The child's face pasted into a parent's photo (`paste_back`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pasted: Option<PathBuf>,
 }
 
 /// The family settings, as recorded in reports and sidecars.
@@ -109,6 +115,7 @@ impl FamilyReport {
         }
         for c in &self.children {
             v.extend([c.image.clone(), c.latent.clone(), c.sidecar.clone()]);
+            v.extend(c.pasted.clone());
         }
         v.push(self.sheet.clone());
         v.push(self.report.clone());
@@ -164,6 +171,17 @@ pub fn run_family(
             "output {} exists and is not a folder",
             job.out_dir.display()
         );
+    }
+    if job.paste_back {
+        if !job.sources.align.enabled {
+            bail!("pasting back needs alignment (it is off: --no-align)");
+        }
+        if [&job.parent_a, &job.parent_b]
+            .iter()
+            .all(|p| sources::is_latent_path(p))
+        {
+            bail!("pasting back needs a parent that is a photo; both are latents");
+        }
     }
     bundle.prepare(&[GraphKind::Synthesis])?;
     let mut warnings = Vec::new();
@@ -230,6 +248,17 @@ pub fn run_family(
         path: p.path.display().to_string(),
         sha256: p.sha256.clone(),
     };
+    // The photo the children are pasted into (read once, at its full size).
+    let host = if job.paste_back {
+        let p = [a, b]
+            .into_iter()
+            .find(|p| p.alignment.is_some())
+            .context("pasting back needs a parent that is an aligned photo")?;
+        let photo = imageio::load_photo(&p.path, &imageio::PhotoLimits::default())?;
+        Some((photo.image, p.alignment.clone().expect("found above")))
+    } else {
+        None
+    };
     let mut child_reports = Vec::new();
     for (c, pic) in children.iter().zip(&pics[2..]) {
         let stem = format!("child_{:02}", c.index);
@@ -238,6 +267,14 @@ pub fn run_family(
         let sidecar = LatentSidecar::path_for(&latent);
         imageio::save_png(&image, pic)?;
         wplus(&c.ws).write_npy(&latent, num_ws)?;
+        let pasted = match &host {
+            Some((photo, rec)) => {
+                let path = dir.join(format!("{stem}_pasted.png"));
+                imageio::save_png(&path, &crate::align::paste_into(photo, pic, rec)?)?;
+                Some(path)
+            }
+            None => None,
+        };
         let rows_from: String = c.rows_from.iter().collect();
         fsutil::write_json_atomic(
             &sidecar,
@@ -272,6 +309,7 @@ pub fn run_family(
             mutated: c.mutated,
             rows_from,
             projections: c.projections.clone(),
+            pasted,
         });
     }
 

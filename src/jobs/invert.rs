@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::align::{self, AlignRecord, AlignSettings, Aligner, FaceChoice, Template};
 use crate::fsutil;
 use crate::imageio;
 use crate::invert::{invert_batch, InitStrategy, InitUsed, InvertParams, StepInfo, Target};
@@ -34,6 +35,10 @@ pub struct InvertJob {
     /// Base seed; each photo's noise stream is derived from it and the photo's sha256.
     pub seed: u64,
     pub params: InvertParams,
+    /// How photos are aligned (on by default; off for ready crops).
+    pub align: AlignSettings,
+    /// Also paste each reconstruction back into its original photo (needs alignment).
+    pub paste_back: bool,
 }
 
 /// Progress hooks (the command line draws a bar; tests ignore them).
@@ -56,6 +61,9 @@ pub struct OutputPaths {
     pub reconstruction: PathBuf,
     pub comparison: PathBuf,
     pub report: PathBuf,
+    /// The reconstruction pasted into the original photo (`--paste-back`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pasted: Option<PathBuf>,
 }
 
 /// The JSON report of one photo.
@@ -87,6 +95,8 @@ pub struct PhotoReport {
     pub pixel_weight: f32,
     pub lpips_weight: f32,
     pub loss_history: Vec<f32>,
+    /// How the face was cut from the photo; `null` with alignment off.
+    pub alignment: Option<AlignRecord>,
     pub outputs: OutputPaths,
 }
 
@@ -97,15 +107,17 @@ struct Prepared {
     tensor: Vec<f32>,
     mask: Option<Vec<f32>>,
     original_size: (u32, u32),
+    alignment: Option<AlignRecord>,
 }
 
-fn output_paths(dir: &Path, stem: &str) -> OutputPaths {
+fn output_paths(dir: &Path, stem: &str, paste_back: bool) -> OutputPaths {
     OutputPaths {
         latent: dir.join(format!("{stem}.npy")),
         sidecar: dir.join(format!("{stem}.json")),
         reconstruction: dir.join(format!("{stem}_recon.png")),
         comparison: dir.join(format!("{stem}_compare.png")),
         report: dir.join(format!("{stem}_report.json")),
+        pasted: paste_back.then(|| dir.join(format!("{stem}_pasted.png"))),
     }
 }
 
@@ -135,7 +147,17 @@ fn prepare_inputs(
         );
     }
     job.params.validate()?;
+    if job.paste_back && !job.align.enabled {
+        bail!("pasting back needs alignment (it is off: --no-align)");
+    }
     let res = bundle.resolution() as u32;
+    let aligner = if job.align.enabled {
+        let template = Template::from_manifest(bundle.manifest())
+            .with_context(|| format!("bundle {}", bundle.dir().display()))?;
+        Some(Aligner::new(&job.align, template, bundle.options())?)
+    } else {
+        None
+    };
     let mut stems = BTreeSet::new();
     let mut masks_cache: Vec<Vec<f32>> = Vec::new();
     for m in &job.masks {
@@ -151,13 +173,7 @@ fn prepare_inputs(
             .map(|s| s.to_string_lossy().into_owned())
             .filter(|s| !s.is_empty())
             .with_context(|| format!("photo {} has no file name", path.display()))?;
-        if !stems.insert(stem.clone()) {
-            bail!(
-                "two photos share the name `{stem}` ({}); their outputs would collide",
-                path.display()
-            );
-        }
-        let loaded = imageio::load_image(path, res)?;
+        let loaded = align::prepare_photo(path, res, aligner.as_ref())?;
         for w in &loaded.warnings {
             observer.warning(w);
         }
@@ -168,14 +184,27 @@ fn prepare_inputs(
             1 => Some(masks_cache[0].clone()),
             _ => Some(masks_cache[i].clone()),
         };
-        prepared.push(Prepared {
-            path: path.clone(),
-            stem,
-            sha256,
-            tensor: loaded.tensor,
-            mask,
-            original_size: loaded.original_size,
-        });
+        for face in loaded.faces {
+            let name = match (&face.alignment, job.align.choice) {
+                (Some(a), FaceChoice::All) => format!("{stem}_face{}", a.face_index),
+                _ => stem.clone(),
+            };
+            if !stems.insert(name.clone()) {
+                bail!(
+                    "two photos share the name `{name}` ({}); their outputs would collide",
+                    path.display()
+                );
+            }
+            prepared.push(Prepared {
+                path: path.clone(),
+                stem: name,
+                sha256: sha256.clone(),
+                tensor: face.tensor,
+                mask: mask.clone(),
+                original_size: loaded.original_size,
+                alignment: face.alignment,
+            });
+        }
     }
     Ok(prepared)
 }
@@ -262,7 +291,7 @@ pub fn run_invert(
             .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
         let mut batch_reports = Vec::with_capacity(chunk.len());
         for (k, (p, r)) in chunk.iter().zip(&results).enumerate() {
-            let out = output_paths(&job.out_dir, &p.stem);
+            let out = output_paths(&job.out_dir, &p.stem, job.paste_back);
             let target_img = imageio::tensor_to_rgb(&p.tensor, res as u32, res as u32)?;
             let recon_img = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
             r.latent.write_npy(&out.latent, bundle.num_ws())?;
@@ -288,6 +317,13 @@ pub fn run_invert(
                 &out.comparison,
                 &imageio::side_by_side(&[&target_img, &recon_img])?,
             )?;
+            if let (Some(pasted), Some(rec)) = (&out.pasted, &p.alignment) {
+                // Read again rather than keeping every full-size photo in memory.
+                let photo = imageio::load_photo(&p.path, &imageio::PhotoLimits::default())?;
+                let composite = align::paste_into(&photo.image, &recon_img, rec)
+                    .with_context(|| format!("pasting back into {}", p.path.display()))?;
+                imageio::save_png(pasted, &composite)?;
+            }
             let report = PhotoReport {
                 format: "latentface-inversion-report/1",
                 photo: p.path.clone(),
@@ -313,6 +349,7 @@ pub fn run_invert(
                 pixel_weight: job.params.pixel_weight,
                 lpips_weight: job.params.lpips_weight,
                 loss_history: r.loss_history.clone(),
+                alignment: p.alignment.clone(),
                 outputs: out.clone(),
             };
             fsutil::write_json_atomic(&out.report, &report)?;

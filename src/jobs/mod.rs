@@ -6,6 +6,7 @@
 //! themselves and report progress through small observer traits, so the command line,
 //! tests and later batch jobs share them.
 
+pub mod align;
 pub mod batch;
 pub mod bench;
 pub mod bench_latent;
@@ -14,6 +15,6 @@ pub mod generate;
 pub mod info;
 pub mod invert;
 pub mod morph;
-pub mod vae;
 pub mod sources;
 pub mod spec;
+pub mod vae;

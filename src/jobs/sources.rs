@@ -1,11 +1,12 @@
 //! Faces given on the command line as photos or saved latents, turned into W+ codes.
 //!
 //! `family` and `morph` (and the batch runner) accept either kind: a `.npy`/`.npz` path is
-//! read as a latent, anything else as a photo, which is inverted with the inversion
+//! read as a latent, anything else as a photo, which is aligned (unless alignment is off;
+//! `crate::align`) and inverted with the inversion
 //! engine ([`invert_batch`], all uncached photos of a call in one batch). Inverting is the
 //! slow part, so each photo's latent is cached by the sha256 of the photo's bytes:
 //! `CACHE/<manifest-sha256>/<photo-sha256>.npy` with a `.json` beside it recording the
-//! inversion settings. A cached latent is used only when bundle and settings match; a
+//! inversion and alignment settings. A cached latent is used only when bundle and settings match; a
 //! parent that appears in many families is inverted once. Cache writes are atomic, so
 //! concurrent jobs may share a cache folder; a damaged entry is ignored and rewritten.
 
@@ -15,8 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::align::{self, AlignRecord, AlignSettings, Aligner, FaceChoice, Template};
 use crate::fsutil;
-use crate::imageio;
 use crate::invert::{invert_batch, InvertParams, Target};
 use crate::latent::Latent;
 use crate::model::{Bundle, GraphKind};
@@ -56,6 +57,8 @@ pub struct SourceOptions {
     pub params: InvertParams,
     pub seed: u64,
     pub cache: LatentCache,
+    /// How photos are aligned (part of the cache key).
+    pub align: AlignSettings,
 }
 
 /// What a source path was.
@@ -81,6 +84,8 @@ pub struct Resolved {
     pub cached: bool,
     /// Photo only: seconds spent inverting (0 when cached).
     pub invert_seconds: f64,
+    /// Photo only: how the face was cut from it (`None` with alignment off).
+    pub alignment: Option<AlignRecord>,
 }
 
 /// Whether `path` names a latent file (by extension).
@@ -107,7 +112,13 @@ const CACHE_FORMAT: &str = "latentface-latent-cache/1";
 
 fn settings_key(o: &SourceOptions) -> String {
     // Debug output of the parameters is stable within a version and covers every knob.
-    format!("{} seed={} {:?}", crate::VERSION, o.seed, o.params)
+    format!(
+        "{} seed={} {:?} {}",
+        crate::VERSION,
+        o.seed,
+        o.params,
+        o.align.key()
+    )
 }
 
 fn cache_paths(dir: &Path, bundle: &Bundle, sha: &str) -> (PathBuf, PathBuf) {
@@ -140,6 +151,10 @@ pub fn resolve(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Resolved>> {
     let res = bundle.resolution() as u32;
+    if o.align.choice == FaceChoice::All {
+        bail!("every face of a photo (--all) is for invert and align; choose one with --face N");
+    }
+    let mut aligner: Option<Aligner> = None;
     let mut out = Vec::with_capacity(paths.len());
     let mut to_invert: Vec<usize> = Vec::new();
     for path in paths {
@@ -160,10 +175,17 @@ pub fn resolve(
                 photo: None,
                 cached: false,
                 invert_seconds: 0.0,
+                alignment: None,
             });
         } else {
-            let loaded = imageio::load_image(path, res)?;
+            if o.align.enabled && aligner.is_none() {
+                let template = Template::from_manifest(bundle.manifest())
+                    .with_context(|| format!("bundle {}", bundle.dir().display()))?;
+                aligner = Some(Aligner::new(&o.align, template, bundle.options())?);
+            }
+            let mut loaded = align::prepare_photo(path, res, aligner.as_ref())?;
             warnings.extend(loaded.warnings.iter().cloned());
+            let face = loaded.faces.swap_remove(0);
             let cached = cache_lookup(o, bundle, &sha256);
             let hit = cached.is_some();
             if !hit {
@@ -174,9 +196,10 @@ pub fn resolve(
                 kind: SourceKind::Photo,
                 sha256,
                 ws: cached.unwrap_or_default(),
-                photo: Some(loaded.tensor),
+                photo: Some(face.tensor),
                 cached: hit,
                 invert_seconds: 0.0,
+                alignment: face.alignment,
             });
         }
     }

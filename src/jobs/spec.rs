@@ -17,6 +17,7 @@ use super::family::FamilyJob;
 use super::invert::InvertJob;
 use super::morph::MorphJob;
 use super::sources::{LatentCache, SourceOptions};
+use crate::align::{AlignSettings, FaceChoice};
 use crate::family::{EditTarget, FamilyParams};
 use crate::interp::{Easing, Interp, PathSpec};
 use crate::invert::{InitStrategy, InvertParams};
@@ -52,7 +53,16 @@ pub mod defaults {
     pub fn init() -> String {
         "auto".into()
     }
+    pub fn align() -> bool {
+        true
+    }
+    pub fn is_align(v: &bool) -> bool {
+        *v
+    }
 }
+
+// `align` and `face` are left out of the serialised spec at their defaults, so the job
+// hashes of manifests written before alignment existed do not change.
 
 /// `invert`: photos -> latents and reports in a folder.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -72,6 +82,15 @@ pub struct InvertSpec {
     /// `auto`, `mean` or `encoder`.
     #[serde(default = "defaults::init")]
     pub init: String,
+    /// Align photos to the model's template (`false`: ready crops, like `--no-align`).
+    #[serde(
+        default = "defaults::align",
+        skip_serializing_if = "defaults::is_align"
+    )]
+    pub align: bool,
+    /// Which face of each photo, counted from the left from 1 [default: the largest].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<usize>,
 }
 
 /// `family`: children of two parents.
@@ -106,6 +125,15 @@ pub struct FamilySpec {
     pub steps: usize,
     #[serde(default)]
     pub invert_seed: u64,
+    /// Align photos to the model's template (`false`: ready crops, like `--no-align`).
+    #[serde(
+        default = "defaults::align",
+        skip_serializing_if = "defaults::is_align"
+    )]
+    pub align: bool,
+    /// Which face of each photo, counted from the left from 1 [default: the largest].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<usize>,
 }
 
 /// `morph`: a sequence through several keys.
@@ -133,6 +161,15 @@ pub struct MorphSpec {
     pub steps: usize,
     #[serde(default)]
     pub invert_seed: u64,
+    /// Align photos to the model's template (`false`: ready crops, like `--no-align`).
+    #[serde(
+        default = "defaults::align",
+        skip_serializing_if = "defaults::is_align"
+    )]
+    pub align: bool,
+    /// Which face of each photo, counted from the left from 1 [default: the largest].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<usize>,
 }
 
 /// One job of any kind.
@@ -168,7 +205,29 @@ fn normalise_edit(t: &EditTarget) -> EditTarget {
     }
 }
 
-fn source_options(steps: usize, seed: u64, cache: &LatentCache) -> Result<SourceOptions> {
+/// Alignment settings of a spec's `align` and `face` fields (the detector is searched
+/// for; see `align::detect::locate_detector`).
+pub fn align_settings(align: bool, face: Option<usize>) -> Result<AlignSettings> {
+    if !align {
+        return Ok(AlignSettings::off());
+    }
+    let choice = match face {
+        None => FaceChoice::Largest,
+        Some(0) => bail!("face counts from 1 (the leftmost face)"),
+        Some(n) => FaceChoice::Index(n),
+    };
+    Ok(AlignSettings {
+        choice,
+        ..AlignSettings::default()
+    })
+}
+
+fn source_options(
+    steps: usize,
+    seed: u64,
+    cache: &LatentCache,
+    align: AlignSettings,
+) -> Result<SourceOptions> {
     let params = InvertParams {
         steps,
         ..InvertParams::default()
@@ -178,6 +237,7 @@ fn source_options(steps: usize, seed: u64, cache: &LatentCache) -> Result<Source
         params,
         seed,
         cache: cache.clone(),
+        align,
     })
 }
 
@@ -258,6 +318,8 @@ impl JobSpec {
                     batch_size: s.batch_size,
                     seed: s.seed,
                     params,
+                    align: align_settings(s.align, s.face)?,
+                    paste_back: false,
                 })
             }
             JobSpec::Family(s) => {
@@ -285,7 +347,13 @@ impl JobSpec {
                     parent_b: s.parent_b.clone(),
                     out_dir: s.output.clone(),
                     params,
-                    sources: source_options(s.steps, s.invert_seed, cache)?,
+                    sources: source_options(
+                        s.steps,
+                        s.invert_seed,
+                        cache,
+                        align_settings(s.align, s.face)?,
+                    )?,
+                    paste_back: false,
                 })
             }
             JobSpec::Morph(s) => {
@@ -301,7 +369,12 @@ impl JobSpec {
                     fps: s.fps,
                     batch_size: s.batch_size,
                     size: s.size,
-                    sources: source_options(s.steps, s.invert_seed, cache)?,
+                    sources: source_options(
+                        s.steps,
+                        s.invert_seed,
+                        cache,
+                        align_settings(s.align, s.face)?,
+                    )?,
                 };
                 job.validate()?;
                 Job::Morph(job)

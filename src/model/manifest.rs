@@ -104,7 +104,11 @@ pub struct Manifest {
     /// (RGB, [-1, 1] data scale); needed for the VAE's likelihood scores.
     #[serde(default)]
     pub vae_log_sigma: Option<Vec<f32>>,
-    #[serde(default)]
+    /// Where the eyes and mouth centre sit in the training crops, in fractions of the
+    /// side: `{"left_eye": [x, y], "right_eye": [x, y], "mouth": [x, y]}` (also read under
+    /// the name `alignment`); faces are aligned to it (`crate::align::Template`), and
+    /// UTKFace's template is used when it is absent.
+    #[serde(default, alias = "alignment")]
     pub face_template: Option<serde_json::Value>,
     pub graphs: BTreeMap<String, GraphSpec>,
     #[serde(default)]
