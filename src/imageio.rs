@@ -99,7 +99,13 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: &PhotoLimits) -> Result<Ph
         .with_guessed_format()
         .with_context(|| format!("cannot read image {name}"))?;
     match reader.format() {
-        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
+        Some(ImageFormat::Png) => {}
+        // The JPEG decoder fills a cut-off file with grey instead of failing.
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => bail!(
+            "{name} is a truncated JPEG: the file ends before the image data does (an \
+             interrupted download or copy?)"
+        ),
+        Some(ImageFormat::Jpeg) => {}
         Some(f) => bail!(
             "{name} is a {} image; this program reads PNG and JPEG",
             f.extensions_str().first().copied().unwrap_or("?")
@@ -154,6 +160,18 @@ pub fn decode_photo(bytes: &[u8], name: &str, limits: &PhotoLimits) -> Result<Ph
         image: rgb,
         warnings,
     })
+}
+
+/// Whether an end-of-image marker follows the last start-of-scan. In entropy-coded JPEG
+/// data 0xFF is always followed by 0x00 or a restart marker, so `FF D9` after the last
+/// `FF DA` is the real end (an EXIF thumbnail's markers all come before the main scan).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        (None, _) => true, // no scan at all: let the decoder say what is wrong
+        (Some(_), None) => false,
+    }
 }
 
 /// Any colour type -> 8-bit RGB; transparency over [`ALPHA_BACKGROUND`].
