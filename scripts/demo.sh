@@ -4,7 +4,7 @@
 #   scripts/demo.sh [BUNDLE_DIR]      (default: onnx/default, else onnx/tiny)
 #
 # Writes into demo-out/: a generated face, then the inversion of every photo in
-# samples/ (or of the generated face when samples/ has none).
+# samples/ (faces found and aligned), or of the generated face when samples/ has none.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
@@ -26,8 +26,12 @@ mkdir -p "${OUT}"
 shopt -s nullglob nocaseglob
 PHOTOS=(samples/*.png samples/*.jpg samples/*.jpeg)
 shopt -u nullglob nocaseglob
+ALIGN=()
 if [[ ${#PHOTOS[@]} -eq 0 ]]; then
+    # The model's own render is aligned by construction (and the tiny bundle's holds no face).
     PHOTOS=("${OUT}/seed42.png")
+    ALIGN=(--no-align)
 fi
-"${BIN}" invert --bundle "${BUNDLE}" "${PHOTOS[@]}" -o "${OUT}/inverted" --steps "${STEPS:-200}"
+"${BIN}" invert --bundle "${BUNDLE}" "${PHOTOS[@]}" -o "${OUT}/inverted" --steps "${STEPS:-200}" \
+    ${ALIGN[@]+"${ALIGN[@]}"}
 echo "demo: outputs in ${OUT}"

@@ -589,3 +589,67 @@ pub fn paste_into(photo: &RgbImage, face: &RgbImage, record: &AlignRecord) -> Re
 
 /// Weights of left eye, right eye and mouth in the fit.
 pub const FIT_WEIGHTS: [f64; 3] = [1.0, 1.0, 0.1];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_with(template: Option<serde_json::Value>) -> Manifest {
+        let mut v = crate::model::manifest::tests::tiny_manifest();
+        if let Some(t) = template {
+            v["alignment"] = t;
+        }
+        Manifest::parse(&v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn template_comes_from_the_manifest_or_defaults_to_utkface() {
+        assert_eq!(
+            Template::from_manifest(&manifest_with(None)).unwrap(),
+            Template::UTKFACE
+        );
+        let t = Template::from_manifest(&manifest_with(Some(serde_json::json!({
+            "left_eye": [0.3, 0.4], "right_eye": [0.7, 0.4], "mouth": [0.5, 0.75]
+        }))))
+        .unwrap();
+        assert_eq!(t.mouth, [0.5, 0.75]);
+        let bad = manifest_with(Some(serde_json::json!({
+            "left_eye": [0.3], "right_eye": [0.7, 0.4], "mouth": [0.5, 0.75]
+        })));
+        let e = Template::from_manifest(&bad).unwrap_err();
+        assert!(format!("{e}").contains("left_eye"), "{e}");
+    }
+
+    #[test]
+    fn fit_puts_template_faces_on_the_target() {
+        // A face whose landmarks are exactly the target, scaled by 300 px and shifted.
+        let tg = detector_target(&Template::UTKFACE);
+        let p = |q: [f64; 2]| [(q[0] * 300.0 + 40.0) as f32, (q[1] * 300.0 + 10.0) as f32];
+        let face = Face {
+            score: 1.0,
+            bbox: [0.0, 0.0, 300.0, 300.0],
+            landmarks: [
+                p(tg[0]),
+                p(tg[1]),
+                [0.0, 0.0],
+                p([tg[2][0] - 0.1, tg[2][1]]),
+                p([tg[2][0] + 0.1, tg[2][1]]),
+            ],
+        };
+        let t = fit(&face, &Template::UTKFACE).unwrap();
+        let le = t.apply(face.left_eye());
+        assert!((le[0] - tg[0][0]).abs() < 1e-6 && (le[1] - tg[0][1]).abs() < 1e-6);
+        assert!((t.scale() - 1.0 / 300.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn settings_keys_differ_when_the_crop_would() {
+        let on = AlignSettings::default();
+        let face2 = AlignSettings {
+            choice: FaceChoice::Index(2),
+            ..AlignSettings::default()
+        };
+        assert_ne!(on.key(), AlignSettings::off().key());
+        assert_ne!(on.key(), face2.key());
+    }
+}

@@ -297,6 +297,9 @@ pub fn run_family(common: &Common, a: &FamilyArgs) -> Result<()> {
                 format!("  ({})", proj.join(", "))
             }
         );
+        if let Some(p) = &c.pasted {
+            println!("  pasted into the photo: {}", p.display());
+        }
     }
     println!(
         "sheet {}  report {}  ({:.1} s)",

@@ -437,7 +437,7 @@ fn check_specs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec(name: &str, shape: &[Dim]) -> serde_json::Value {
