@@ -368,6 +368,47 @@ fn invert_pastes_the_reconstruction_back_into_the_photo() {
         (pasted.get_pixel(x, y).0[c] as i32 - canvas.get_pixel(x, y).0[c] as i32).abs() > 3
     });
     assert!(changed, "the face centre ({x}, {y}) was not replaced");
+    // family: each child pasted into parent A's photo; morph: frames are that photo.
+    let fam = tmp.path().join("fam");
+    let (code, stdout, err) = run(&[
+        "family",
+        "--bundle",
+        &tiny(),
+        s(&photo),
+        s(&photo),
+        "-o",
+        s(&fam),
+        "--steps",
+        "2",
+        "--no-cache",
+        "--paste-back",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("child_01_pasted.png"), "{stdout}");
+    let child = image::open(fam.join("child_01_pasted.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(child.dimensions(), canvas.dimensions());
+    let gif = tmp.path().join("m.gif");
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny(),
+        s(&photo),
+        s(&photo),
+        "-o",
+        s(&gif),
+        "--steps",
+        "2",
+        "--no-cache",
+        "--frames-per-key",
+        "2",
+        "--paste-back",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("m.gif.json")).unwrap()).unwrap();
+    assert_eq!(report["output"]["width"], cw, "{report}");
     // --no-align and --paste-back do not go together.
     let (code, _, _) = run(&[
         "invert",

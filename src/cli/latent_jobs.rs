@@ -172,9 +172,13 @@ pub struct MorphArgs {
     /// Frames rendered per synthesis call
     #[arg(long, default_value_t = defaults::batch_size(), value_name = "N")]
     pub batch_size: usize,
-    /// Output frame size in pixels [default: the model's resolution]
+    /// Output frame size in pixels [default: the model's resolution; with --paste-back the
+    /// longer side, default the photo's, at most 1024]
     #[arg(long, value_name = "PX")]
     pub size: Option<u32>,
+    /// Frames are the first photo key with the morphing face pasted in
+    #[arg(long, conflicts_with = "no_align")]
+    pub paste_back: bool,
     #[command(flatten)]
     pub sources: SourceArgs,
 }
@@ -345,6 +349,8 @@ pub fn run_morph(common: &Common, a: &MorphArgs) -> Result<()> {
         unreachable!("a morph spec builds a morph job");
     };
     a.sources.apply_detector(&mut job.sources.align)?;
+    job.paste_back = a.paste_back;
+    job.validate()?;
     let photos = job
         .keys
         .iter()

@@ -34,9 +34,12 @@ pub struct MorphJob {
     pub fps: f64,
     /// Frames rendered per synthesis call.
     pub batch_size: usize,
-    /// Output frame size in pixels (square); `None` = the model's resolution.
+    /// Output frame size in pixels (square); `None` = the model's resolution. With
+    /// `paste_back`, the longer side of the frames [default: the photo's, at most 1024].
     pub size: Option<u32>,
     pub sources: SourceOptions,
+    /// Paste every frame's face into the first photo key (frames are that photo).
+    pub paste_back: bool,
 }
 
 impl MorphJob {
@@ -60,9 +63,20 @@ impl MorphJob {
             bail!("--size must be in [8, 4096] pixels");
         }
         MediaKind::from_path(&self.output)?;
+        if self.paste_back {
+            if !self.sources.align.enabled {
+                bail!("pasting back needs alignment (it is off: --no-align)");
+            }
+            if self.keys.iter().all(|k| sources::is_latent_path(k)) {
+                bail!("pasting back needs a key that is a photo; all keys are latents");
+            }
+        }
         Ok(())
     }
 }
+
+/// Longest frame side used for pasted-back morphs when `--size` is not given.
+pub const PASTE_BACK_MAX_SIDE: u32 = 1024;
 
 /// Progress hooks.
 pub trait MorphObserver {
@@ -166,10 +180,43 @@ pub fn run_morph(
 
     let r = bundle.resolution() as u32;
     let side = job.size.unwrap_or(r);
+    // With paste-back the frames are the first photo key, scaled, with the face replaced.
+    let host = if job.paste_back {
+        let key = keys
+            .iter()
+            .find(|k| k.alignment.is_some())
+            .context("pasting back needs a key that is an aligned photo")?;
+        let rec = key.alignment.clone().expect("found above");
+        let photo = imageio::load_photo(&key.path, &imageio::PhotoLimits::default())?.image;
+        let long = photo.width().max(photo.height());
+        let want = job.size.unwrap_or(long.min(PASTE_BACK_MAX_SIDE));
+        let f = want as f64 / long as f64;
+        let (w, h) = (
+            ((photo.width() as f64 * f).round() as u32).max(1),
+            ((photo.height() as f64 * f).round() as u32).max(1),
+        );
+        let scaled = if (w, h) == photo.dimensions() {
+            photo
+        } else {
+            image::imageops::resize(&photo, w, h, image::imageops::FilterType::Lanczos3)
+        };
+        let mut rec = rec;
+        // Frame pixels -> photo pixels -> crop fractions.
+        rec.transform =
+            rec.transform
+                .compose(&crate::align::Similarity::new(1.0 / f, 0.0, 0.0, 0.0));
+        Some((scaled, rec))
+    } else {
+        None
+    };
+    let (fw, fh) = match &host {
+        Some((img, _)) => img.dimensions(),
+        None => (side, side),
+    };
     let mut writer = FrameWriter::create(
         &job.output,
-        side,
-        side,
+        fw,
+        fh,
         MediaOptions {
             fps: job.fps,
             repeat: true,
@@ -177,7 +224,9 @@ pub fn run_morph(
     )?;
     let mut done = 0usize;
     let rendering = render_batches(bundle, &plan, job.batch_size, &mut |pic| {
-        let pic = if side != r {
+        let pic = if let Some((photo, rec)) = &host {
+            crate::align::paste_into(photo, &pic, rec)?
+        } else if side != r {
             image::imageops::resize(&pic, side, side, image::imageops::FilterType::Lanczos3)
         } else {
             pic

@@ -375,6 +375,7 @@ impl JobSpec {
                         cache,
                         align_settings(s.align, s.face)?,
                     )?,
+                    paste_back: false,
                 };
                 job.validate()?;
                 Job::Morph(job)
