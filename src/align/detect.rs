@@ -329,8 +329,9 @@ pub fn decode(
     let mut faces: Vec<Face> = Vec::new();
     for (i, p) in pri.iter().enumerate() {
         let score = conf[2 * i + 1];
-        if !(score >= params.score_threshold) {
-            continue; // also drops NaN
+        // `is_nan` too: a NaN score is no face.
+        if score.is_nan() || score < params.score_threshold {
+            continue;
         }
         let l = &loc[4 * i..4 * i + 4];
         let cx = p[0] + l[0] * VARIANCE[0] * p[2];

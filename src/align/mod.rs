@@ -370,12 +370,20 @@ impl Aligner {
     fn fit_refined(&self, photo: &RgbImage, face: &Face) -> Option<(Similarity, Face)> {
         let mut t = fit(face, &self.template)?;
         let mut best = face.clone();
+        // The refinement crops are small: filter the region around the face down once,
+        // rather than in each of the dozen warps (a 12 MP photo: 1.3 s -> well under).
+        let (small, small_from_photo) = shrink_around(photo, &t, REFINE_SIZE);
+        let photo_from_small = small_from_photo.inverse()?;
         for _ in 0..REFINE_PASSES {
-            let Some(landmarks) = self.measure_on_crop(photo, &t) else {
+            let Some(landmarks) = self.measure_on_crop(&small, &t.compose(&photo_from_small))
+            else {
                 break;
             };
             let mut refined = face.clone();
-            refined.landmarks = landmarks;
+            refined.landmarks = landmarks.map(|p| {
+                let q = photo_from_small.apply([p[0] as f64, p[1] as f64]);
+                [q[0] as f32, q[1] as f32]
+            });
             let Some(t2) = fit(&refined, &self.template) else {
                 break;
             };
@@ -454,6 +462,51 @@ impl Aligner {
         (views > 0)
             .then(|| sum.map(|p| [(p[0] / views as f64) as f32, (p[1] / views as f64) as f32]))
     }
+}
+
+/// The region of `photo` around the crop of `t` (photo pixels -> crop fractions), with
+/// margin, shrunk with Lanczos3 to about `size` pixels per crop side when the photo is
+/// finer than that; and the map from photo pixels to that image. Where the region meets
+/// the photo's border it is the border, so mirrored padding stays right.
+fn shrink_around<'a>(
+    photo: &'a RgbImage,
+    t: &Similarity,
+    size: u32,
+) -> (std::borrow::Cow<'a, RgbImage>, Similarity) {
+    let keep = (std::borrow::Cow::Borrowed(photo), Similarity::IDENTITY);
+    let Some(inv) = t.inverse() else {
+        return keep;
+    };
+    let side = inv.scale(); // crop side in photo pixels
+    let f = size as f64 / side;
+    if !(f.is_finite() && f > 0.0 && f < 0.8) {
+        return keep;
+    }
+    let c = inv.apply([0.5, 0.5]);
+    let reach = 1.25 * side; // half-diagonal (0.71) plus shifts and later passes
+    let (pw, ph) = (photo.width() as f64, photo.height() as f64);
+    let x0 = (c[0] - reach).floor().clamp(0.0, pw - 1.0);
+    let y0 = (c[1] - reach).floor().clamp(0.0, ph - 1.0);
+    let x1 = (c[0] + reach).ceil().clamp(x0 + 1.0, pw);
+    let y1 = (c[1] + reach).ceil().clamp(y0 + 1.0, ph);
+    let (rw, rh) = ((x1 - x0) as u32, (y1 - y0) as u32);
+    let (nw, nh) = (
+        ((rw as f64 * f).round() as u32).max(1),
+        ((rh as f64 * f).round() as u32).max(1),
+    );
+    let roi = image::imageops::crop_imm(photo, x0 as u32, y0 as u32, rw, rh).to_image();
+    let small = image::imageops::resize(&roi, nw, nh, FilterType::Lanczos3);
+    // Uniform scale (the rounding of nw, nh changes it by < 0.5 px over the region).
+    let k = nw as f64 / rw as f64;
+    (
+        std::borrow::Cow::Owned(small),
+        Similarity {
+            a: k,
+            b: 0.0,
+            tx: -x0 * k,
+            ty: -y0 * k,
+        },
+    )
 }
 
 /// Side of the crop the landmarks are measured again on: UTKFace's 200 px, where the

@@ -113,7 +113,8 @@ impl Similarity {
             sab += w * (x * u + y * v);
             sba += w * (x * v - y * u);
         }
-        if !(sxx.is_finite() && sxx > 1e-12) || !sab.is_finite() || !sba.is_finite() {
+        let finite = sxx.is_finite() && sab.is_finite() && sba.is_finite();
+        if !finite || sxx <= 1e-12 {
             return None;
         }
         let (a, b) = (sab / sxx, sba / sxx);

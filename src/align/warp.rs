@@ -316,9 +316,9 @@ pub fn paste_back(
             }
             let v = sample(src, uv[0] * sf, uv[1] * sf);
             let p = out.get_pixel_mut(x, y);
-            for c in 0..3 {
-                let blended = p.0[c] as f64 * (1.0 - w) + v[c] * w;
-                p.0[c] = blended.round().clamp(0.0, 255.0) as u8;
+            for (dst, src) in p.0.iter_mut().zip(v) {
+                let blended = *dst as f64 * (1.0 - w) + src * w;
+                *dst = blended.round().clamp(0.0, 255.0) as u8;
             }
         }
     }
