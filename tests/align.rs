@@ -2,8 +2,8 @@
 //! Runtime and the face detector).
 //!
 //! Test photos are made here from a committed face picture: the first image of `samples/`
-//! (faces rendered by our generator: people who don't exist), or the file named by
-//! `LATENTFACE_TEST_FACE`. The picture is shifted, scaled, rotated and pasted onto larger
+//! with exactly one face (faces rendered by our generator: people who don't exist), or the
+//! file named by `LATENTFACE_TEST_FACE`; the face tests skip while `samples/` is empty. The picture is shifted, scaled, rotated and pasted onto larger
 //! canvases by the tests themselves, so the true transform is known. Bad inputs are made
 //! from scratch.
 
@@ -27,10 +27,10 @@ fn tiny() -> String {
     tiny_dir().display().to_string()
 }
 
-/// The committed face picture the tests build their photos from.
-fn sample_face_path() -> Option<PathBuf> {
+/// The candidate face pictures: `LATENTFACE_TEST_FACE`, else `samples/` (sorted).
+fn sample_candidates() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("LATENTFACE_TEST_FACE").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(p));
+        return vec![PathBuf::from(p)];
     }
     let mut found: Vec<PathBuf> = files_under(&repo().join("samples"))
         .into_iter()
@@ -42,13 +42,31 @@ fn sample_face_path() -> Option<PathBuf> {
         })
         .collect();
     found.sort();
-    found.into_iter().next()
+    found
+}
+
+/// The committed face picture the tests build their photos from: the first candidate in
+/// which the detector finds exactly one face. `None` (the tests skip) only while there is
+/// no candidate at all; candidates without a single face are a failure.
+fn sample_face() -> Option<RgbImage> {
+    let candidates = sample_candidates();
+    if candidates.is_empty() {
+        return None;
+    }
+    let a = aligner(FaceChoice::Largest);
+    for p in &candidates {
+        let img = load_photo(p, &PhotoLimits::default()).unwrap().image;
+        if a.faces(&img).map(|f| f.len() == 1).unwrap_or(false) {
+            return Some(img);
+        }
+    }
+    panic!("none of {candidates:?} holds exactly one face the detector finds");
 }
 
 macro_rules! sample_or_skip {
     () => {
-        match sample_face_path() {
-            Some(p) => load_photo(&p, &PhotoLimits::default()).unwrap().image,
+        match sample_face() {
+            Some(img) => img,
             None => {
                 eprintln!("skipped: no face picture in samples/ (or LATENTFACE_TEST_FACE)");
                 return;
