@@ -7,7 +7,9 @@ Each step mixes two kinds of examples:
   inversion engine uses) -> encoder; loss on the latent, in units of w_std;
 - real training faces: encoder -> generator -> image; loss = the bundle's own
   reconstruction loss (pixel MSE + LPIPS), so the guess is judged as inversion judges it.
-Resumable: OUT/ckpt.pt is rewritten every few minutes.
+When the generator checkpoint carries the encoder trained jointly with it (hybrid mode of
+train_gan), that encoder is the starting point. Resumable: OUT/ckpt.pt is rewritten every
+few minutes.
 """
 import argparse
 import os
@@ -59,15 +61,22 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    G, _ = load_generator(args.gan)
+    G, gan_ck = load_generator(args.gan)
     S = G.synthesis
     w_avg, w_std = w_stats(G)
     images, _, _ = data.load_faces(G.resolution, args.data)
     train_idx, hold_idx = data.split_indices(len(images))
     reals = torch.from_numpy(images[train_idx])
     torch.manual_seed(args.seed)
-    E = Encoder(G.resolution, G.num_ws, G.w_dim)
-    E.w_avg.copy_(w_avg)
+    if "E" in gan_ck:
+        # hybrid training (train_gan --recon) already trained an encoder with the
+        # generator: fine-tune that one rather than start from scratch.
+        E = Encoder(**gan_ck["E_config"])
+        E.load_state_dict(gan_ck["E"])
+        print("starting from the encoder trained with the generator", flush=True)
+    else:
+        E = Encoder(G.resolution, G.num_ws, G.w_dim)
+        E.w_avg.copy_(w_avg)
     lpips = LPIPS().eval()
     opt = torch.optim.Adam(E.parameters(), lr=args.lr, betas=(0.9, 0.99))
     step, seconds = 0, 0.0
