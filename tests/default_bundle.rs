@@ -1,0 +1,128 @@
+//! Quality checks on the trained default bundle (`onnx/default/`), with the margins
+//! measured when the bundle was built. The tiny bundle cannot say anything about
+//! quality: its weights are random.
+//!
+//! Targets are faces the default generator renders itself (people who don't exist), so
+//! the tests need no dataset: an inversion must find them again.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use latentface::imageio::load_image;
+use latentface::invert::{invert_batch, InitStrategy, InvertParams, Target};
+use latentface::jobs::generate::{render, w_from_seed};
+use latentface::latent::Latent;
+use latentface::metrics::psnr;
+use latentface::model::{Bundle, Device, RuntimeOptions};
+
+fn default_bundle() -> &'static Bundle {
+    static B: OnceLock<Bundle> = OnceLock::new();
+    B.get_or_init(|| {
+        Bundle::open(
+            &common::repo().join("onnx").join("default"),
+            RuntimeOptions {
+                ort_lib: None,
+                device: Device::Cpu,
+                threads: Some(2),
+                spin: false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("cannot open the default bundle: {e:#}"))
+    })
+}
+
+fn invert(b: &Bundle, targets: &[Vec<f32>], init: InitStrategy, steps: usize) -> Vec<(f64, f32)> {
+    let t: Vec<Target> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, image)| Target {
+            image,
+            mask: None,
+            seed: i as u64,
+        })
+        .collect();
+    let params = InvertParams {
+        steps,
+        init,
+        early_stop: None,
+        ..InvertParams::default()
+    };
+    let out = invert_batch(b, &t, &params, &mut |_| {}).unwrap();
+    let recon: Vec<f32> = out.iter().flat_map(|r| r.image.clone()).collect();
+    let flat: Vec<f32> = targets.concat();
+    let lp = b.lpips(&recon, &flat, targets.len()).unwrap();
+    out.iter()
+        .zip(targets)
+        .zip(lp)
+        .map(|((r, t), l)| (psnr(t, &r.image), l))
+        .collect()
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = v.collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn generated_faces_are_found_again_in_150_steps() {
+    let b = default_bundle();
+    let targets: Vec<Vec<f32>> = (0..4)
+        .map(|s| render(b, &Latent::W(w_from_seed(b, 100 + s, 0.7).unwrap())).unwrap())
+        .collect();
+    let got = invert(b, &targets, InitStrategy::Auto, 150);
+    let (p, l) = (
+        mean(got.iter().map(|g| g.0)),
+        mean(got.iter().map(|g| g.1 as f64)),
+    );
+    eprintln!("default bundle, 4 generated faces, 150 steps: PSNR {p:.2} dB, LPIPS {l:.4}");
+    assert!(p > PSNR_150_MIN, "PSNR {p:.2} dB");
+    assert!(l < LPIPS_150_MAX, "LPIPS {l:.4}");
+}
+
+#[test]
+fn the_encoder_starts_closer_than_the_w_mean() {
+    let b = default_bundle();
+    let n = 4;
+    let targets: Vec<Vec<f32>> = (0..n as u64)
+        .map(|s| render(b, &Latent::W(w_from_seed(b, 200 + s, 0.7).unwrap())).unwrap())
+        .collect();
+    let guess = b
+        .synthesis(&b.encoder(&targets.concat(), n).unwrap(), n)
+        .unwrap();
+    let avg = render(b, &Latent::W(b.manifest().w_avg.clone())).unwrap();
+    let il = avg.len();
+    let pe = mean((0..n).map(|i| psnr(&targets[i], &guess[i * il..(i + 1) * il])));
+    let pa = mean((0..n).map(|i| psnr(&targets[i], &avg)));
+    // measured: encoder 28.1 dB, w_avg 19.7 dB
+    eprintln!("start PSNR: encoder {pe:.2} dB, w_avg {pa:.2} dB");
+    assert!(pe > pa + 4.0, "encoder {pe:.2} dB vs w_avg {pa:.2} dB");
+}
+
+#[test]
+fn the_bundled_sample_photos_invert_faithfully() {
+    // samples/*.png are 256 px renders of the default generator, resized to 64 px here
+    // exactly as `latentface invert --no-align` would.
+    let b = default_bundle();
+    let r = b.resolution() as u32;
+    let mut paths: Vec<_> = std::fs::read_dir(common::repo().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 4, "samples/ should hold the demo photos");
+    let targets: Vec<Vec<f32>> = paths[..4]
+        .iter()
+        .map(|p| load_image(p, r).unwrap().tensor)
+        .collect();
+    let got = invert(b, &targets, InitStrategy::Auto, 150);
+    let p = mean(got.iter().map(|g| g.0));
+    eprintln!("samples/: PSNR {p:.2} dB after 150 steps");
+    assert!(p > SAMPLES_PSNR_MIN, "PSNR {p:.2} dB");
+}
+
+// Margins: measured values when the bundle was built, minus a few dB / plus ~30%.
+const PSNR_150_MIN: f64 = 30.0; // measured 33.9 dB
+const LPIPS_150_MAX: f64 = 0.005; // measured 0.0012
+const SAMPLES_PSNR_MIN: f64 = 30.0; // measured 33.7 dB
