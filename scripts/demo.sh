@@ -32,6 +32,15 @@ if [[ ${#PHOTOS[@]} -eq 0 ]]; then
     PHOTOS=("${OUT}/seed42.png")
     ALIGN=(--no-align)
 fi
-"${BIN}" invert --bundle "${BUNDLE}" "${PHOTOS[@]}" -o "${OUT}/inverted" --steps "${STEPS:-200}" \
+STEPS="${STEPS:-200}"
+"${BIN}" invert --bundle "${BUNDLE}" "${PHOTOS[@]}" -o "${OUT}/inverted" --steps "${STEPS}" --batch-size 8 \
     ${ALIGN[@]+"${ALIGN[@]}"}
-echo "demo: outputs in ${OUT}"
+if [[ ${#PHOTOS[@]} -ge 3 ]]; then
+    # Photos are inverted once and cached by content hash: morph reuses family's parents.
+    CACHE=(--cache "${OUT}/cache")
+    "${BIN}" family --bundle "${BUNDLE}" "${PHOTOS[0]}" "${PHOTOS[1]}" -o "${OUT}/family" \
+        --children 4 --age child --steps "${STEPS}" --seed 1 "${CACHE[@]}"
+    "${BIN}" morph --bundle "${BUNDLE}" "${PHOTOS[0]}" "${PHOTOS[1]}" "${PHOTOS[2]}" -o "${OUT}/morph.gif" \
+        --interp spline --loop --easing ease-in-out --frames-per-key 24 --size 256 --steps "${STEPS}" "${CACHE[@]}"
+fi
+echo "demo: outputs in ${OUT} (family sheet: ${OUT}/family/family.png)"
