@@ -126,3 +126,84 @@ fn the_bundled_sample_photos_invert_faithfully() {
 const PSNR_150_MIN: f64 = 30.0; // measured 33.9 dB
 const LPIPS_150_MAX: f64 = 0.005; // measured 0.0012
 const SAMPLES_PSNR_MIN: f64 = 30.0; // measured 33.7 dB
+
+#[test]
+fn vae_anomaly_passes_the_sample_faces_and_flags_junk() {
+    // Junk made here: uniform noise, flat colours, a smooth ramp, a checkerboard. Flat
+    // pictures are *more* likely than faces under the VAE; the detail floor catches them.
+    let tmp = tempfile::tempdir().unwrap();
+    let r = 64u32;
+    let mut rng = latentface::rng::Rng::new(5);
+    let mut junk = Vec::new();
+    let mut save = |name: &str, f: &dyn Fn(u32, u32, usize) -> u8| {
+        let img = image::RgbImage::from_fn(r, r, |x, y| {
+            image::Rgb([f(x, y, 0), f(x, y, 1), f(x, y, 2)])
+        });
+        let p = tmp.path().join(name);
+        img.save(&p).unwrap();
+        junk.push(p);
+    };
+    let noise: Vec<u8> = (0..3 * r * r)
+        .map(|_| (rng.uniform() * 255.0) as u8)
+        .collect();
+    save("noise.png", &|x, y, c| {
+        noise[((y * r + x) * 3) as usize + c]
+    });
+    for (i, rgb) in [
+        [128u8, 128, 128],
+        [200, 150, 120],
+        [30, 30, 30],
+        [250, 250, 250],
+    ]
+    .iter()
+    .enumerate()
+    {
+        save(&format!("flat{i}.png"), &|_, _, c| rgb[c]);
+    }
+    save("ramp.png", &|x, _, c| (x * 4) as u8 / (c as u8 + 1));
+    save("checker.png", &|x, y, _| {
+        if (x / 8 + y / 8) % 2 == 0 {
+            0
+        } else {
+            255
+        }
+    });
+    let csv = tmp.path().join("scores.csv");
+    let bundle = common::repo().join("onnx").join("default");
+    let samples = common::repo().join("samples");
+    let mut args = vec![
+        "vae".to_string(),
+        "anomaly".into(),
+        "--bundle".into(),
+        bundle.display().to_string(),
+        "--csv".into(),
+        csv.display().to_string(),
+        samples.display().to_string(),
+    ];
+    args.extend(junk.iter().map(|p| p.display().to_string()));
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let (code, out, err) = common::run(&argv);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (vcol, ecol) = (col("verdict"), col("neg_elbo_nats"));
+    let (mut faces, mut other) = (Vec::new(), Vec::new());
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let is_face = f[0].contains("samples");
+        assert_eq!(
+            f[vcol],
+            if is_face { "normal" } else { "anomalous" },
+            "{line}"
+        );
+        let e: f64 = f[ecol].parse().unwrap();
+        if is_face {
+            faces.push(e)
+        } else {
+            other.push(e)
+        }
+    }
+    assert_eq!((faces.len(), other.len()), (6, 7));
+}

@@ -30,6 +30,7 @@ REBUILD = [
     ".venv/bin/python -m latentface_train.train_gan --out runs/gan --minutes 70 --threads 1 --ema-kimg 2",
     ".venv/bin/python -m latentface_train.train_vae --out runs/vae --minutes 35",
     ".venv/bin/python -m latentface_train.eval_vae --calib-n 3000",
+    ".venv/bin/python -m latentface_train.calibrate_detail",
     ".venv/bin/python -m latentface_train.train_encoder --gan runs/gan/ckpt.pt --out runs/encoder --minutes 8",
     ".venv/bin/python -m latentface_train.fit_directions --gan runs/gan/ckpt.pt --encoder runs/encoder/ckpt.pt",
     ".venv/bin/python -m latentface_train.export_bundle --out default",

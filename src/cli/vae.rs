@@ -473,7 +473,11 @@ pub fn run(common: &Common, args: VaeArgs) -> Result<()> {
                             row.recon_logprob_nats
                                 .map(|v| format!("{v:.1}"))
                                 .unwrap_or_else(|| "-".into()),
-                            v.as_str()
+                            if row.too_plain == Some(true) {
+                                format!("{} (too plain for a face photo)", v.as_str())
+                            } else {
+                                v.as_str().to_string()
+                            }
                         ),
                         _ => println!(
                             "{}  error: {}",

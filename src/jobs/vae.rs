@@ -38,7 +38,7 @@ use crate::model::{Bundle, GraphKind};
 use crate::rng::{derive_seed, Rng};
 use crate::sheet;
 use crate::vae::impute::{blend, box_visibility, feather_alpha, impute, ImputeParams};
-use crate::vae::score::{kl_normal, log_px, score_batch, Calibration, McParams, Verdict};
+use crate::vae::score::{detail, kl_normal, log_px, score_batch, Calibration, McParams, Verdict};
 use crate::vae::Vae;
 
 /// Progress hooks (the command line draws bars; tests ignore them).
@@ -771,7 +771,11 @@ pub struct AnomalyRow {
     pub recon_logprob_nats: Option<f64>,
     pub recon_logprob_percentile: Option<f64>,
     pub recon_mse: Option<f64>,
-    /// From the negative ELBO against the manifest's `vae_anomaly`.
+    /// [`crate::vae::score::detail`] of the image as scored.
+    pub detail: Option<f64>,
+    /// Less detail than the calibration's floor: anomalous whatever the likelihood.
+    pub too_plain: Option<bool>,
+    /// From the negative ELBO (and the detail floor) against the manifest's `vae_anomaly`.
     pub verdict: Option<Verdict>,
     /// Verdict of the reconstruction probability when it is calibrated.
     pub recon_verdict: Option<Verdict>,
@@ -834,11 +838,11 @@ fn csv_field(s: &str) -> String {
 pub fn anomaly_csv(report: &AnomalyReport) -> String {
     let num = |v: Option<f64>, prec: usize| v.map(|x| format!("{x:.prec$}")).unwrap_or_default();
     let mut s = String::from(
-        "path,neg_elbo_nats,neg_elbo_percentile,recon_logprob_nats,recon_logprob_percentile,recon_mse,verdict,recon_verdict,error\n",
+        "path,neg_elbo_nats,neg_elbo_percentile,recon_logprob_nats,recon_logprob_percentile,recon_mse,verdict,recon_verdict,detail,too_plain,error\n",
     );
     for r in &report.rows {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
             csv_field(&r.path.display().to_string()),
             num(r.neg_elbo_nats, 3),
             num(r.neg_elbo_percentile, 2),
@@ -847,6 +851,8 @@ pub fn anomaly_csv(report: &AnomalyReport) -> String {
             num(r.recon_mse, 6),
             r.verdict.map(|v| v.as_str()).unwrap_or(""),
             r.recon_verdict.map(|v| v.as_str()).unwrap_or(""),
+            num(r.detail, 4),
+            r.too_plain.map(|b| b.to_string()).unwrap_or_default(),
             csv_field(r.error.as_deref().unwrap_or("")),
         ));
     }
@@ -909,6 +915,8 @@ pub fn run_anomaly(
                         recon_logprob_nats: None,
                         recon_logprob_percentile: None,
                         recon_mse: None,
+                        detail: None,
+                        too_plain: None,
                         verdict: None,
                         recon_verdict: None,
                         error: Some(format!("{e:#}")),
@@ -937,6 +945,7 @@ pub fn run_anomaly(
         })?;
         for (ph, s) in photos.iter().zip(scores) {
             let rp_score = s.recon_logprob.map(|lp| -lp);
+            let d = detail(&ph.tensor, res);
             rows.push(AnomalyRow {
                 path: ph.path.clone(),
                 neg_elbo_nats: Some(s.neg_elbo),
@@ -947,7 +956,9 @@ pub fn run_anomaly(
                     .zip(rp_score)
                     .map(|(c, v)| c.percentile(v)),
                 recon_mse: Some(s.recon_mse),
-                verdict: Some(cal.verdict(s.neg_elbo, job.unusual_percentile)),
+                detail: Some(d),
+                too_plain: cal.detail_floor.map(|_| cal.too_plain(Some(d))),
+                verdict: Some(cal.verdict_with_detail(s.neg_elbo, Some(d), job.unusual_percentile)),
                 recon_verdict: rp_cal
                     .as_ref()
                     .zip(rp_score)

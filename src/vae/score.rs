@@ -189,6 +189,10 @@ pub struct Calibration {
     pub threshold: f64,
     /// Monte-Carlo draws the calibration used (recon-prob only).
     pub samples: Option<usize>,
+    /// `detail.floor` (neg-ELBO calibration only): an image with less [`detail`] is
+    /// anomalous whatever its likelihood. A VAE rates flat, simple pictures as *more*
+    /// likely than faces (Nalisnick et al. 2019), so the likelihood alone passes them.
+    pub detail_floor: Option<f64>,
 }
 
 /// What an image's score says.
@@ -262,6 +266,17 @@ impl Calibration {
             std,
             threshold: num("threshold")?,
             samples: v.get("L").and_then(|x| x.as_u64()).map(|x| x as usize),
+            detail_floor: match v.get("detail") {
+                None => None,
+                Some(d) => Some(
+                    d.get("floor")
+                        .and_then(|x| x.as_f64())
+                        .filter(|x| x.is_finite() && *x >= 0.0)
+                        .ok_or_else(|| {
+                            anyhow!("{field}.detail.floor is missing or not a finite number >= 0")
+                        })?,
+                ),
+            },
         })
     }
 
@@ -310,7 +325,18 @@ impl Calibration {
     /// Anomalous above `threshold`, unusual above the `unusual_percentile` value,
     /// normal otherwise.
     pub fn verdict(&self, s: f64, unusual_percentile: f64) -> Verdict {
-        if s > self.threshold {
+        self.verdict_with_detail(s, None, unusual_percentile)
+    }
+
+    /// As [`Calibration::verdict`], and anomalous when the image's [`detail`] is below
+    /// the calibration's `detail_floor` (when both are known).
+    pub fn verdict_with_detail(
+        &self,
+        s: f64,
+        detail: Option<f64>,
+        unusual_percentile: f64,
+    ) -> Verdict {
+        if self.too_plain(detail) || s > self.threshold {
             Verdict::Anomalous
         } else if s > self.value_at(unusual_percentile) {
             Verdict::Unusual
@@ -318,6 +344,41 @@ impl Calibration {
             Verdict::Normal
         }
     }
+}
+
+impl Calibration {
+    /// Whether `detail` is below the floor (false when either is unknown).
+    pub fn too_plain(&self, detail: Option<f64>) -> bool {
+        matches!((self.detail_floor, detail), (Some(f), Some(d)) if d < f)
+    }
+}
+
+/// How much detail an image has: `(mean |dx| + mean |dy|) / 2` over the `[3, r, r]`
+/// tensor in [-1, 1] (neighbouring pixels, each channel). Flat colour: 0; the default
+/// bundle's training faces: median 0.07. Defined identically in
+/// `onnx/latentface_train/calibrate_detail.py`, which calibrates it.
+pub fn detail(x: &[f32], r: usize) -> f64 {
+    assert_eq!(x.len(), 3 * r * r, "detail: expected [3, {r}, {r}]");
+    if r < 2 {
+        return 0.0;
+    }
+    let (mut dx, mut dy) = (0.0f64, 0.0f64);
+    for c in 0..3 {
+        let ch = &x[c * r * r..(c + 1) * r * r];
+        for h in 0..r {
+            for w in 0..r {
+                let v = ch[h * r + w] as f64;
+                if w + 1 < r {
+                    dx += (ch[h * r + w + 1] as f64 - v).abs();
+                }
+                if h + 1 < r {
+                    dy += (ch[(h + 1) * r + w] as f64 - v).abs();
+                }
+            }
+        }
+    }
+    let n = (3 * r * (r - 1)) as f64;
+    (dx / n + dy / n) / 2.0
 }
 
 /// Area under the ROC curve for "score separates `positives` (higher) from
@@ -354,6 +415,17 @@ mod tests {
     }
 
     #[test]
+    fn detail_is_zero_for_flat_colour_and_counts_neighbour_steps() {
+        let r = 4;
+        assert_eq!(detail(&vec![0.3; 3 * r * r], r), 0.0);
+        // vertical stripes of +-1: every horizontal step is 2, no vertical step
+        let x: Vec<f32> = (0..3 * r * r)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        assert!((detail(&x, r) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn percentiles_interpolate_and_verdicts_follow_threshold() {
         let c = cal();
         assert_eq!(c.percentile(100.0), 50.0);
@@ -368,6 +440,20 @@ mod tests {
         assert_eq!(c.verdict(120.0, 95.0), Verdict::Normal);
         assert_eq!(c.verdict(160.0, 95.0), Verdict::Unusual);
         assert_eq!(c.verdict(190.5, 95.0), Verdict::Anomalous);
+        let mut plain = c.clone();
+        plain.detail_floor = Some(0.03);
+        assert_eq!(
+            plain.verdict_with_detail(120.0, Some(0.01), 95.0),
+            Verdict::Anomalous
+        );
+        assert_eq!(
+            plain.verdict_with_detail(120.0, Some(0.05), 95.0),
+            Verdict::Normal
+        );
+        assert_eq!(
+            plain.verdict_with_detail(120.0, None, 95.0),
+            Verdict::Normal
+        );
         assert!((c.value_at(92.5) - 145.0).abs() < 1e-9);
     }
 
