@@ -8,34 +8,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{bin, files_under, run, tiny_dir};
+use common::{bin, face, files_under, run, s, tiny_arg};
 use latentface::latent::Latent;
-
-fn tiny() -> String {
-    tiny_dir().display().to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn face(dir: &Path, name: &str, seed: u64) -> (PathBuf, PathBuf) {
-    let png = dir.join(format!("{name}.png"));
-    let npy = dir.join(format!("{name}.npy"));
-    let (code, _, err) = run(&[
-        "generate",
-        "--bundle",
-        &tiny(),
-        "--seed",
-        &seed.to_string(),
-        "-o",
-        s(&png),
-        "--save-latent",
-        s(&npy),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    (png, npy)
-}
 
 fn summary(path: &Path) -> serde_json::Value {
     serde_json::from_slice(
@@ -150,7 +124,7 @@ frames_per_kye = 3
     let args = [
         "batch",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&manifest),
         "--jobs",
         "2",
@@ -279,7 +253,7 @@ fn a_killed_run_resumes_with_nothing_lost() {
         .args([
             "batch",
             "--bundle",
-            &tiny(),
+            &tiny_arg(),
             "--device",
             "cpu",
             s(&manifest),
@@ -325,7 +299,7 @@ fn a_killed_run_resumes_with_nothing_lost() {
     let (code, stdout, stderr) = run(&[
         "batch",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&manifest),
         "--jobs",
         "2",
@@ -384,7 +358,7 @@ fn shards_cover_the_manifest_exactly_once() {
         let (code, stdout, stderr) = run(&[
             "batch",
             "--bundle",
-            &tiny(),
+            &tiny_arg(),
             s(&manifest),
             "--shard",
             &shard,
@@ -412,7 +386,14 @@ fn shards_cover_the_manifest_exactly_once() {
     for i in 0..n_jobs {
         assert!(tmp.path().join(format!("out/f{i}/child_01.png")).is_file());
     }
-    let (code, _, err) = run(&["batch", "--bundle", &tiny(), s(&manifest), "--shard", "3/3"]);
+    let (code, _, err) = run(&[
+        "batch",
+        "--bundle",
+        &tiny_arg(),
+        s(&manifest),
+        "--shard",
+        "3/3",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("3/3"), "{err}");
 }
@@ -430,7 +411,7 @@ fn sigterm_stops_new_jobs_and_still_writes_the_summary() {
         .args([
             "batch",
             "--bundle",
-            &tiny(),
+            &tiny_arg(),
             s(&manifest),
             "--jobs",
             "1",

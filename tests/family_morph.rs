@@ -8,37 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{files_under, run, tiny_dir};
+use common::{face, files_under, run, s, tiny_arg};
 use latentface::latent::Latent;
-
-fn tiny() -> String {
-    tiny_dir().display().to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Renders seed `seed` and saves its image and latent; returns (png, npy).
-fn face(dir: &Path, name: &str, seed: u64) -> (PathBuf, PathBuf) {
-    let png = dir.join(format!("{name}.png"));
-    let npy = dir.join(format!("{name}.npy"));
-    let (code, _, err) = run(&[
-        "generate",
-        "--bundle",
-        &tiny(),
-        "--device",
-        "cpu",
-        "--seed",
-        &seed.to_string(),
-        "-o",
-        s(&png),
-        "--save-latent",
-        s(&npy),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    (png, npy)
-}
 
 fn ws(p: &Path) -> Vec<f32> {
     match Latent::read(p).unwrap() {
@@ -81,7 +52,7 @@ fn family_children_differ_and_mix_extremes_are_the_parents() {
     let (code, stdout, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         "--device",
         "cpu",
         s(&a),
@@ -146,7 +117,7 @@ fn family_children_differ_and_mix_extremes_are_the_parents() {
         let (code, _, err) = run(&[
             "family",
             "--bundle",
-            &tiny(),
+            &tiny_arg(),
             s(&a),
             s(&b),
             "-o",
@@ -176,7 +147,7 @@ fn family_edits_and_crossover_follow_the_manifest() {
     let (code, stdout, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",
@@ -211,7 +182,7 @@ fn family_edits_and_crossover_follow_the_manifest() {
     let (code, _, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",
@@ -224,7 +195,7 @@ fn family_edits_and_crossover_follow_the_manifest() {
     let (code, _, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",
@@ -238,7 +209,7 @@ fn family_edits_and_crossover_follow_the_manifest() {
     let (code, _, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&missing),
         "-o",
@@ -252,7 +223,7 @@ fn family_edits_and_crossover_follow_the_manifest() {
     let (code, _, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&broken),
         s(&b),
         "-o",
@@ -274,7 +245,7 @@ fn photo_parents_are_inverted_once_and_cached() {
         vec![
             "family".to_string(),
             "--bundle".into(),
-            tiny(),
+            tiny_arg(),
             s(&pa).into(),
             s(&b).into(),
             "-o".into(),
@@ -313,7 +284,7 @@ fn photo_parents_are_inverted_once_and_cached() {
     let (code, _, err) = run(&[
         "family",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&b),
         s(&b),
         "-o",
@@ -335,7 +306,7 @@ fn morph_frames_count_and_keys_at_both_ends() {
         let (code, stdout, err) = run(&[
             "morph",
             "--bundle",
-            &tiny(),
+            &tiny_arg(),
             s(&a),
             s(&b),
             s(&c),
@@ -378,7 +349,7 @@ fn morph_frames_count_and_keys_at_both_ends() {
     let (code, _, err) = run(&[
         "morph",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",
@@ -394,7 +365,7 @@ fn morph_frames_count_and_keys_at_both_ends() {
     let (code, _, err) = run(&[
         "morph",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",
@@ -406,7 +377,7 @@ fn morph_frames_count_and_keys_at_both_ends() {
     let (code, _, _) = run(&[
         "morph",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         "-o",
         s(&tmp.path().join("one.gif")),
@@ -423,7 +394,7 @@ fn morph_gif_reads_back_with_the_gif_crate() {
     let (code, _, err) = run(&[
         "morph",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",
@@ -471,7 +442,7 @@ fn morph_mp4_reads_back_with_mp4_and_openh264() {
     let (code, _, err) = run(&[
         "morph",
         "--bundle",
-        &tiny(),
+        &tiny_arg(),
         s(&a),
         s(&b),
         "-o",

@@ -75,3 +75,34 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The tiny bundle's folder as a command-line argument.
+pub fn tiny_arg() -> String {
+    tiny_dir().display().to_string()
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Renders `seed` with the tiny bundle and saves its image and latent; returns (png, npy).
+pub fn face(dir: &std::path::Path, name: &str, seed: u64) -> (PathBuf, PathBuf) {
+    let png = dir.join(format!("{name}.png"));
+    let npy = dir.join(format!("{name}.npy"));
+    let (code, _, err) = run(&[
+        "generate",
+        "--bundle",
+        &tiny_arg(),
+        "--device",
+        "cpu",
+        "--seed",
+        &seed.to_string(),
+        "-o",
+        s(&png),
+        "--save-latent",
+        s(&npy),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    (png, npy)
+}
