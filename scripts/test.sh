@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project: the Rust crate (on the tiny bundle) and the model toolchain
-# (export machinery, LPIPS port, tiny-bundle verification against PyTorch).
+# (export machinery, LPIPS port, tiny-bundle verification against PyTorch, the face
+# graphs against the npm face-api reference).
 #
 #   scripts/test.sh            (what CI runs; the README's test command)
 #   SKIP_TOOLCHAIN=1 scripts/test.sh   (Rust only: no Python venv needed)
@@ -13,5 +14,6 @@ cargo test --release
 
 if [[ "${SKIP_TOOLCHAIN:-0}" != "1" ]]; then
     scripts/setup_toolchain.sh
+    scripts/setup_node.sh   # the face-api reference for tests/test_faceapi.py
     (cd onnx && .venv/bin/python -m pytest -q tests)
 fi

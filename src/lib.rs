@@ -9,6 +9,7 @@
 
 pub mod align;
 pub mod cli;
+pub mod faces;
 pub mod family;
 pub mod fsutil;
 pub mod imageio;

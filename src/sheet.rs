@@ -89,7 +89,8 @@ impl Default for SheetLayout {
     }
 }
 
-/// One picture and its caption; `None` leaves the cell empty (keeps rows aligned).
+/// One picture and its caption (lines split at `\n`); `None` leaves the cell empty
+/// (keeps rows aligned).
 pub type Tile<'a> = Option<(&'a RgbImage, String)>;
 
 /// Lays out rows of tiles under a title. Rows may have different lengths; every tile is
@@ -108,7 +109,15 @@ pub fn render_sheet(title: &str, rows: &[Vec<Tile<'_>>], layout: &SheetLayout) -
     let tile = src * scale_up;
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1) as u32;
     let text_scale = 1 + u32::from(tile >= 256);
-    let caption_h = GLYPH * text_scale + 6;
+    let line_h = GLYPH * text_scale + 2;
+    let lines = rows
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|(_, c)| c.lines().count().max(1))
+        .max()
+        .unwrap_or(1) as u32;
+    let caption_h = lines * line_h + 4;
     let title_h = GLYPH * 2 + 10;
     let gap = layout.gap;
     let width = cols * tile + (cols + 1) * gap;
@@ -140,16 +149,18 @@ pub fn render_sheet(title: &str, rows: &[Vec<Tile<'_>>], layout: &SheetLayout) -
                 imageops::resize(*pic, tile, tile, imageops::FilterType::CatmullRom)
             };
             imageops::replace(&mut img, &big, x as i64, y as i64);
-            let cap = fit_text(caption, tile, text_scale);
-            let cx = x + (tile - text_width(&cap, text_scale)) / 2;
-            draw_text(
-                &mut img,
-                cx as i64,
-                (y + tile + 3) as i64,
-                &cap,
-                text_scale,
-                layout.ink,
-            );
+            for (l, line) in caption.lines().enumerate() {
+                let cap = fit_text(line, tile, text_scale);
+                let cx = x + (tile - text_width(&cap, text_scale)) / 2;
+                draw_text(
+                    &mut img,
+                    cx as i64,
+                    (y + tile + 3 + l as u32 * line_h) as i64,
+                    &cap,
+                    text_scale,
+                    layout.ink,
+                );
+            }
         }
     }
     Ok(img)
@@ -192,6 +203,11 @@ mod tests {
         ];
         let s = render_sheet("family", &rows, &SheetLayout::default()).unwrap();
         assert_eq!(s.width(), 3 * 128 + 4 * 6);
+        let two = vec![vec![Some((&a, "child 1\nA 0.40 B 0.50".to_string()))]];
+        let t = render_sheet("family", &two, &SheetLayout::default()).unwrap();
+        let one = vec![vec![Some((&a, "child 1".to_string()))]];
+        let u = render_sheet("family", &one, &SheetLayout::default()).unwrap();
+        assert_eq!(t.height(), u.height() + 10, "a second caption line adds one line's height");
         // The enlarged red tile is there.
         assert_eq!(s.get_pixel(6 + 64, 26 + 64).0, [200, 0, 0]);
         assert!(render_sheet("t", &[vec![None]], &SheetLayout::default()).is_err());

@@ -5,7 +5,8 @@
 Reads the checkpoints of the training steps (runs/gan, runs/encoder, runs/vae), the
 fitted directions and the VAE evaluation, exports every graph, stores shared weights
 once (weights.bin), verifies each graph against PyTorch and writes manifest.json last,
-so a half-finished export never looks like a bundle.
+so a half-finished export never looks like a bundle. The face graphs (face_id,
+face_attributes) are added to it afterwards by convert_faceapi (see REBUILD).
 """
 import argparse
 import json
@@ -34,6 +35,8 @@ REBUILD = [
     ".venv/bin/python -m latentface_train.train_encoder --gan runs/gan/ckpt.pt --out runs/encoder --minutes 8",
     ".venv/bin/python -m latentface_train.fit_directions --gan runs/gan/ckpt.pt --encoder runs/encoder/ckpt.pt",
     ".venv/bin/python -m latentface_train.export_bundle --out default",
+    "../scripts/setup_node.sh",
+    ".venv/bin/python -m latentface_train.convert_faceapi --package node_modules/@vladmandic/face-api --bundle default",
     ".venv/bin/python -m latentface_train.make_samples --bundle default --out ../samples",
 ]
 
@@ -119,6 +122,7 @@ def main():
                                                       "NOTICE-lpips.md"])
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"bundle {out}: {size / 1e6:.1f} MB")
+    print(f"next (face_id / face_attributes graphs): {REBUILD[REBUILD.index('../scripts/setup_node.sh') + 1]}")
 
 
 if __name__ == "__main__":

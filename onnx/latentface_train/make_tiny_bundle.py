@@ -5,7 +5,9 @@
 Deterministic: the same seed gives the same weights, so the toolchain test can rebuild
 the torch modules and check the committed graphs against them. The perceptual term is
 an LPIPS of the same maths with a slim random backbone (the real LPIPS-alex weights
-would be 10 MB per graph); the directions are random unit vectors. Nothing in it was
+would be 10 MB per graph); the directions are random unit vectors; face_id and
+face_attributes are narrow random-weight versions of face-api's networks (same inputs and
+outputs, convert_faceapi --tiny). Nothing in it was
 trained: pictures from it are noise-like, which is all the tests need.
 """
 import argparse
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import bundle
+from . import bundle, convert_faceapi
 from .lpips import LPIPS, tiny_lpips_weights
 from .networks import Encoder, Generator
 from .util import save_grid
@@ -79,6 +81,10 @@ def build(out_dir, seed=0, verify=True, log=print):
     manifest["verification"] = report
     manifest["rebuild"] = [f"cd onnx && .venv/bin/python -m latentface_train.make_tiny_bundle --out tiny --seed {seed}"]
     bundle.write_manifest(out_dir, manifest, extra_files=["samples.png", "weights.bin"])
+    # face_id / face_attributes: narrow random-weight versions of face-api's networks
+    faces = convert_faceapi.convert(bundle_dir=out_dir, tiny=True, seed=seed, verify=verify, log=log)
+    if verify and not faces["verification"]["ok"]:
+        report["ok"] = False
     return report
 
 

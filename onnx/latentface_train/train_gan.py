@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data
+from . import data, from_bundle
 from .lpips import LPIPS
 from .networks import Discriminator, Encoder, Generator, count_params
 from .util import save_grid
@@ -46,6 +46,18 @@ def diff_augment(x, gen):
     dx = torch.randint(0, 2 * s + 1, [b], generator=gen).tolist()
     dy = torch.randint(0, 2 * s + 1, [b], generator=gen).tolist()
     return torch.stack([xp[i, :, dy[i]:dy[i] + r, dx[i]:dx[i] + r] for i in range(b)])
+
+
+def start_from_bundle(bundle_dir, G, G_ema, E, reals):
+    """Trained weights from a committed bundle, for when no checkpoint is cached."""
+    src = from_bundle.load_generator(bundle_dir)
+    if src.config != G.config:
+        raise SystemExit(f"{bundle_dir}: generator config {src.config} differs from the arguments' {G.config}")
+    G.load_state_dict(src.state_dict())
+    G_ema.load_state_dict(src.state_dict())
+    if E is not None:
+        E.load_state_dict(from_bundle.load_encoder(bundle_dir, src).state_dict())
+    print(f"started from the weights of {bundle_dir}", flush=True)
 
 
 def main():
@@ -70,6 +82,8 @@ def main():
     ap.add_argument("--adv", type=float, default=0.1, help="adversarial weight on G in hybrid mode")
     ap.add_argument("--moment", type=float, default=1.0, help="mapping-to-encoder moment matching weight")
     ap.add_argument("--spread", type=float, default=0.05, help="penalty on the encoder's w+ spread across layers")
+    ap.add_argument("--init-bundle", default=None,
+                    help="with no checkpoint in --out: start G and E from this bundle's weights (D starts fresh)")
     args = ap.parse_args()
     hybrid = args.recon > 0
 
@@ -116,6 +130,12 @@ def main():
         step, seconds, imgs_seen = ck["step"], ck["seconds"], ck["imgs_seen"]
         gen.set_state(ck["gen"])
         print(f"resumed at step {step} ({imgs_seen} images, {seconds / 60:.1f} min)", flush=True)
+    elif args.init_bundle:
+        start_from_bundle(args.init_bundle, G, G_ema, E, reals)
+        if hybrid:
+            with torch.no_grad():
+                w0 = E(reals[:512].float() / 127.5 - 1).mean(1)
+            enc_mean, enc_cov = w0.mean(0), torch.cov(w0.t())
     print(f"G {count_params(G):,} params, D {count_params(D):,} params", flush=True)
     hold = torch.from_numpy(images[data.split_indices(len(images))[1][:16]]).float() / 127.5 - 1
     fixed_z = torch.randn(32, args.z_dim, generator=torch.Generator().manual_seed(123))

@@ -67,6 +67,47 @@ pub enum Command {
     Vae(super::vae::VaeArgs),
     /// Find the face in photos and cut crops aligned to the model's template (+ the transform as JSON)
     Align(AlignArgs),
+    /// Judge the model on a folder of real faces it never saw: inversion, samples, edits, families (identity, age, gender)
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder of real face photos the model never trained on (e.g. the toolchain's
+    /// `export_heldout --resolution 200 --n 500` output)
+    #[arg(value_name = "FOLDER")]
+    pub folder: PathBuf,
+    /// Write the figures as JSON here too
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Use at most this many photos (in name order)
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub limit: usize,
+    /// Generated faces of the samples block (compared with half of the real faces)
+    #[arg(long, default_value_t = 250, value_name = "N")]
+    pub samples: usize,
+    /// Truncation of the samples: w = w_avg + psi (w - w_avg)
+    #[arg(long, default_value_t = 1.0)]
+    pub psi: f32,
+    /// Inversion steps per photo
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Photos per graph call while inverting
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch_size: usize,
+    /// Inverted faces moved along each direction in the edits block
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub edit_faces: usize,
+    /// Random parent pairs in the families block
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    pub pairs: usize,
+    /// Children per pair
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub children: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub faces: FaceArgs,
 }
 
 /// How photos are aligned before the model sees them (invert, family, morph).

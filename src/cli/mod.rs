@@ -107,7 +107,65 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Vae(a) => vae::run(&common, a)?,
+        Command::Eval(a) => run_eval(&common, &a)?,
         Command::Align(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+struct EvalBar(Option<ProgressBar>);
+impl crate::jobs::eval::EvalObserver for EvalBar {
+    fn warning(&mut self, msg: &str) {
+        match &self.0 {
+            Some(b) => b.println(format!("warning: {msg}")),
+            None => eprintln!("warning: {msg}"),
+        }
+    }
+    fn stage(&mut self, name: &str, total: usize) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
+        let bar = ProgressBar::new(total as u64);
+        if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} ({elapsed})") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(name.to_string());
+        self.0 = Some(bar);
+    }
+    fn progress(&mut self, done: usize) {
+        if let Some(b) = &self.0 {
+            b.set_position(done as u64);
+        }
+    }
+}
+
+fn run_eval(common: &config::Common, a: &args::EvalArgs) -> Result<()> {
+    let job = crate::jobs::eval::EvalJob {
+        folder: a.folder.clone(),
+        limit: a.limit,
+        samples: a.samples,
+        psi: a.psi,
+        invert: crate::invert::InvertParams {
+            steps: a.steps,
+            ..Default::default()
+        },
+        batch_size: a.batch_size,
+        align: config::align_settings(&a.faces, false)?,
+        edit_faces: a.edit_faces,
+        pairs: a.pairs,
+        children: a.children,
+        seed: a.seed,
+        output: a.output.clone(),
+    };
+    let bundle = open_bundle(common)?;
+    let mut bar = EvalBar(None);
+    let report = crate::jobs::eval::run_eval(&bundle, &job, &mut bar)?;
+    if let Some(b) = bar.0.take() {
+        b.finish_and_clear();
+    }
+    print!("{}", crate::jobs::eval::describe(&report));
+    if let Some(p) = &a.output {
+        println!("\nwrote {}", p.display());
     }
     Ok(())
 }
@@ -147,8 +205,19 @@ fn run_align(g: &args::GlobalArgs, a: &args::AlignArgs) -> Result<()> {
 }
 
 fn summary_line(r: &PhotoReport) -> String {
+    let face = match &r.face {
+        Some(f) => format!(
+            "  identity {:.2} ({})  age {:.0} -> {:.0}  {}",
+            f.identity_distance,
+            if f.same_person { "same person" } else { "NOT the same person" },
+            f.age_photo,
+            f.age_result,
+            if f.gender_flipped { "gender flipped" } else { "gender kept" }
+        ),
+        None => String::new(),
+    };
     format!(
-        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
+        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}{face}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
         r.photo.display(),
         r.outputs.latent.display(),
         r.psnr_db,

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::sources::{self, Resolved, SourceKind, SourceOptions};
+use crate::faces::{self, FaceJudge, FaceReading, Resemblance};
 use crate::family::{make_children, FamilyParams};
 use crate::fsutil;
 use crate::imageio;
@@ -58,6 +59,9 @@ pub struct ParentReport {
     pub cached: bool,
     pub latent: PathBuf,
     pub reconstruction: PathBuf,
+    /// A photo parent's crop vs its reconstruction (`null` for latents or without the
+    /// face graphs).
+    pub face: Option<Resemblance>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +78,34 @@ pub struct ChildReport {
     /// The child's face pasted into a parent's photo (`paste_back`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pasted: Option<PathBuf>,
+    /// Resemblance figures (`null` when the bundle cannot judge faces).
+    pub face: Option<ChildFace>,
+}
+
+/// How a child looks next to its parents and siblings (`crate::faces`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ChildFace {
+    /// Identity distance to parent A and B (their photo when they are photos, else their
+    /// render).
+    pub distance_a: f32,
+    pub distance_b: f32,
+    /// Identity distance to each sibling, by sibling index.
+    pub distance_siblings: BTreeMap<usize, f32>,
+    /// Predicted age in years and probability of a woman.
+    pub age: f32,
+    pub female: f32,
+}
+
+/// The family as a whole, in identity terms.
+#[derive(Clone, Debug, Serialize)]
+pub struct FamilyFaces {
+    /// Identity distance between the two parents.
+    pub parents_distance: f32,
+    /// Mean identity distance between siblings (`null` with one child).
+    pub sibling_distance_mean: Option<f32>,
+    /// Predicted age and probability of a woman of parent A and B.
+    pub parent_ages: [f32; 2],
+    pub parent_female: [f32; 2],
 }
 
 /// The family settings, as recorded in reports and sidecars.
@@ -100,6 +132,10 @@ pub struct FamilyReport {
     pub parents: Vec<ParentReport>,
     pub settings: FamilySettings,
     pub children: Vec<ChildReport>,
+    /// `null` when the bundle cannot judge faces; `face_note` says why.
+    pub faces: Option<FamilyFaces>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_note: Option<String>,
     pub sheet: PathBuf,
     pub report: PathBuf,
     pub seconds: f64,
@@ -213,6 +249,15 @@ pub fn run_family(
         .map(|t| imageio::tensor_to_rgb(t, r, r))
         .collect::<Result<_>>()?;
 
+    let judged = judge_family(bundle, &images, [a, b]);
+    if let Err(note) = &judged {
+        observer.warning(note);
+    }
+    let (judged, face_note) = match judged {
+        Ok(j) => (Some(j), None),
+        Err(note) => (None, Some(note)),
+    };
+
     std::fs::create_dir_all(&job.out_dir)
         .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
     let dir = &job.out_dir;
@@ -229,7 +274,7 @@ pub fn run_family(
     };
 
     let mut parent_reports = Vec::new();
-    for (tag, p, pic) in [("a", a, &pics[0]), ("b", b, &pics[1])] {
+    for (i, (tag, p, pic)) in [("a", a, &pics[0]), ("b", b, &pics[1])].into_iter().enumerate() {
         let latent = dir.join(format!("parent_{tag}.npy"));
         let recon = dir.join(format!("parent_{tag}_recon.png"));
         wplus(&p.ws).write_npy(&latent, num_ws)?;
@@ -241,6 +286,7 @@ pub fn run_family(
             cached: p.cached,
             latent,
             reconstruction: recon,
+            face: judged.as_ref().and_then(|j| j.parent_fit[i].clone()),
         });
     }
 
@@ -260,7 +306,7 @@ pub fn run_family(
         None
     };
     let mut child_reports = Vec::new();
-    for (c, pic) in children.iter().zip(&pics[2..]) {
+    for (k, (c, pic)) in children.iter().zip(&pics[2..]).enumerate() {
         let stem = format!("child_{:02}", c.index);
         let image = dir.join(format!("{stem}.png"));
         let latent = dir.join(format!("{stem}.npy"));
@@ -310,6 +356,7 @@ pub fn run_family(
             rows_from,
             projections: c.projections.clone(),
             pasted,
+            face: judged.as_ref().map(|j| j.child(k, &children)),
         });
     }
 
@@ -345,7 +392,8 @@ pub fn run_family(
     let kids: Vec<Tile<'_>> = children
         .iter()
         .zip(&pics[2..])
-        .map(|(c, p)| Some((p, format!("child {}", c.index))))
+        .zip(&child_reports)
+        .map(|((c, p), r)| Some((p, child_caption(c.index, r.face.as_ref()))))
         .collect();
     rows.extend(kids.chunks(4).map(|c| c.to_vec()));
     let mut title = format!("mix {:.2}", job.params.mix);
@@ -376,10 +424,103 @@ pub fn run_family(
         parents: parent_reports,
         settings,
         children: child_reports,
+        faces: judged.as_ref().map(|j| j.family()),
+        face_note,
         sheet,
         report: dir.join("family.json"),
         seconds: started.elapsed().as_secs_f64(),
     };
     fsutil::write_json_atomic(&report.report, &report)?;
     Ok(report)
+}
+
+/// Readings of the parents (photo when there is one, else render) and of the children.
+struct FamilyReadings {
+    /// Parent A, parent B, then each child.
+    people: Vec<FaceReading>,
+    /// A photo parent's crop vs its reconstruction.
+    parent_fit: [Option<Resemblance>; 2],
+}
+
+impl FamilyReadings {
+    fn child(&self, k: usize, children: &[crate::family::Child]) -> ChildFace {
+        let me = &self.people[2 + k];
+        let d = |o: &FaceReading| faces::distance(&me.descriptor, &o.descriptor);
+        ChildFace {
+            distance_a: d(&self.people[0]),
+            distance_b: d(&self.people[1]),
+            distance_siblings: children
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != k)
+                .map(|(j, c)| (c.index, d(&self.people[2 + j])))
+                .collect(),
+            age: me.age,
+            female: me.female,
+        }
+    }
+
+    fn family(&self) -> FamilyFaces {
+        let kids = &self.people[2..];
+        let mut pairs = Vec::new();
+        for i in 0..kids.len() {
+            for j in i + 1..kids.len() {
+                pairs.push(faces::distance(&kids[i].descriptor, &kids[j].descriptor));
+            }
+        }
+        let (a, b) = (&self.people[0], &self.people[1]);
+        FamilyFaces {
+            parents_distance: faces::distance(&a.descriptor, &b.descriptor),
+            sibling_distance_mean: (!pairs.is_empty())
+                .then(|| pairs.iter().sum::<f32>() / pairs.len() as f32),
+            parent_ages: [a.age, b.age],
+            parent_female: [a.female, b.female],
+        }
+    }
+}
+
+/// `images`: the renders of parent A, parent B and the children, in that order.
+fn judge_family(
+    bundle: &Bundle,
+    images: &[f32],
+    parents: [&Resolved; 2],
+) -> std::result::Result<FamilyReadings, String> {
+    let judge = FaceJudge::new(bundle)?;
+    let res = bundle.resolution();
+    let len = 3 * res * res;
+    let fail = |e: anyhow::Error| format!("{e:#}");
+    let mut renders = judge.read(images, res).map_err(fail)?;
+    let mut parent_fit = [None, None];
+    for (i, p) in parents.iter().enumerate() {
+        if let Some(photo) = &p.photo {
+            let read = judge.read(photo, res).map_err(fail)?.remove(0);
+            parent_fit[i] = Some(judge.compare(&read, &renders[i]));
+            renders[i] = read;
+        }
+    }
+    debug_assert_eq!(renders.len() * len, images.len());
+    Ok(FamilyReadings {
+        people: renders,
+        parent_fit,
+    })
+}
+
+/// The sheet's caption under a child: its number, then its resemblance figures.
+fn child_caption(index: usize, face: Option<&ChildFace>) -> String {
+    let Some(f) = face else {
+        return format!("child {index}");
+    };
+    let sib = if f.distance_siblings.is_empty() {
+        String::new()
+    } else {
+        let m = f.distance_siblings.values().sum::<f32>() / f.distance_siblings.len() as f32;
+        format!(" sib {m:.2}")
+    };
+    format!(
+        "child {index}\nA {:.2} B {:.2}{sib}\n{:.0} y {}",
+        f.distance_a,
+        f.distance_b,
+        f.age,
+        if f.female > 0.5 { "F" } else { "M" }
+    )
 }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::align::{self, AlignRecord, AlignSettings, Aligner, FaceChoice, Template};
+use crate::faces::{FaceJudge, Resemblance};
 use crate::fsutil;
 use crate::imageio;
 use crate::invert::{invert_batch, InitStrategy, InitUsed, InvertParams, StepInfo, Target};
@@ -90,6 +91,12 @@ pub struct PhotoReport {
     pub ssim: f64,
     /// LPIPS-alex via the bundle's `lpips` graph; `null` when the bundle has none.
     pub lpips: Option<f32>,
+    /// Identity distance, same-person verdict, predicted age and gender of the aligned
+    /// photo vs the reconstruction (`crate::faces`); `null` when they cannot be judged,
+    /// and then `face_note` says why.
+    pub face: Option<Resemblance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_note: Option<String>,
     pub seed: u64,
     pub lr: f64,
     pub pixel_weight: f32,
@@ -209,6 +216,21 @@ fn prepare_inputs(
     Ok(prepared)
 }
 
+/// Photo vs reconstruction for a batch, or why it cannot be told (never fails the job).
+fn judge_batch(
+    judge: &std::result::Result<FaceJudge<'_>, String>,
+    chunk: &[Prepared],
+    results: &[crate::invert::Inversion],
+    res: usize,
+) -> std::result::Result<Vec<Resemblance>, String> {
+    let judge = judge.as_ref().map_err(|e| e.clone())?;
+    let photos: Vec<f32> = chunk.iter().flat_map(|p| p.tensor.iter().copied()).collect();
+    let recons: Vec<f32> = results.iter().flat_map(|r| r.image.iter().copied()).collect();
+    judge
+        .compare_all(&photos, &recons, res)
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// Runs the inversion job; returns one report per photo, in input order.
 pub fn run_invert(
     bundle: &Bundle,
@@ -228,6 +250,13 @@ pub fn run_invert(
         graphs.push(GraphKind::Lpips);
     }
     bundle.prepare(&graphs)?;
+    let judge = FaceJudge::new(bundle).and_then(|j| {
+        j.prepare().map_err(|e| format!("{e:#}"))?;
+        Ok(j)
+    });
+    if let Err(note) = &judge {
+        observer.warning(note);
+    }
     let provider = bundle.provider_summary();
     let res = bundle.resolution();
     let bundle_ref = BundleRef {
@@ -287,6 +316,8 @@ pub fn run_invert(
             None
         };
 
+        let faces = judge_batch(&judge, chunk, &results, res);
+
         std::fs::create_dir_all(&job.out_dir)
             .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
         let mut batch_reports = Vec::with_capacity(chunk.len());
@@ -344,6 +375,8 @@ pub fn run_invert(
                 psnr_db: metrics::psnr(&p.tensor, &r.image),
                 ssim: metrics::ssim(&p.tensor, &r.image, res),
                 lpips: lpips.as_ref().map(|v| v[k]),
+                face: faces.as_ref().ok().map(|v| v[k].clone()),
+                face_note: faces.as_ref().err().cloned(),
                 seed: job.seed,
                 lr: job.params.schedule.lr,
                 pixel_weight: job.params.pixel_weight,

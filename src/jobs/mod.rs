@@ -10,6 +10,7 @@ pub mod align;
 pub mod batch;
 pub mod bench;
 pub mod bench_latent;
+pub mod eval;
 pub mod family;
 pub mod generate;
 pub mod info;

@@ -16,6 +16,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::sources::{self, SourceKind, SourceOptions};
+use crate::faces::{FaceJudge, Resemblance};
 use crate::fsutil;
 use crate::imageio;
 use crate::interp::{plan_frames, PathSpec};
@@ -96,6 +97,9 @@ pub struct KeyReport {
     pub kind: SourceKind,
     pub sha256: String,
     pub cached: bool,
+    /// A photo key's crop vs its reconstruction (`null` for latent keys, or when the
+    /// bundle cannot judge faces: see the report's `face_note`).
+    pub face: Option<Resemblance>,
 }
 
 /// The JSON report of a morph.
@@ -105,6 +109,8 @@ pub struct MorphReport {
     pub bundle: BundleRef,
     pub execution_provider: String,
     pub keys: Vec<KeyReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_note: Option<String>,
     pub interp: String,
     pub easing: String,
     pub frames_per_key: usize,
@@ -158,6 +164,35 @@ pub fn render_batches(
     Ok(seconds)
 }
 
+/// Each photo key's crop vs its reconstruction; `None` for latent keys.
+fn judge_keys(
+    bundle: &Bundle,
+    keys: &[sources::Resolved],
+) -> std::result::Result<Vec<Option<Resemblance>>, String> {
+    let photos: Vec<&sources::Resolved> = keys.iter().filter(|k| k.photo.is_some()).collect();
+    if photos.is_empty() {
+        return Ok(vec![None; keys.len()]);
+    }
+    let judge = FaceJudge::new(bundle)?;
+    let fail = |e: anyhow::Error| format!("{e:#}");
+    let ws: Vec<f32> = photos.iter().flat_map(|k| k.ws.iter().copied()).collect();
+    let renders = bundle
+        .synthesis(&ws, photos.len())
+        .map_err(|e| fail(e.context("rendering the photo keys")))?;
+    let targets: Vec<f32> = photos
+        .iter()
+        .flat_map(|k| k.photo.as_ref().expect("filtered").iter().copied())
+        .collect();
+    let mut found = judge
+        .compare_all(&targets, &renders, bundle.resolution())
+        .map_err(fail)?
+        .into_iter();
+    Ok(keys
+        .iter()
+        .map(|k| k.photo.as_ref().and_then(|_| found.next()))
+        .collect())
+}
+
 /// Runs the morph; the output and its report are complete when this returns `Ok`.
 pub fn run_morph(
     bundle: &Bundle,
@@ -173,6 +208,14 @@ pub fn run_morph(
         observer.warning(w);
     }
     let resolving = started.elapsed().as_secs_f64();
+    let key_faces = judge_keys(bundle, &keys);
+    let (key_faces, face_note) = match key_faces {
+        Ok(v) => (v, None),
+        Err(note) => {
+            observer.warning(&note);
+            (vec![None; keys.len()], Some(note))
+        }
+    };
     let key_ws: Vec<Vec<f32>> = keys.iter().map(|k| k.ws.clone()).collect();
     let plan = plan_frames(&key_ws, &bundle.manifest().w_avg, &job.path)?;
     let total = plan.len();
@@ -246,13 +289,16 @@ pub fn run_morph(
         execution_provider: bundle.provider_summary(),
         keys: keys
             .iter()
-            .map(|k| KeyReport {
+            .zip(key_faces)
+            .map(|(k, face)| KeyReport {
                 path: k.path.clone(),
                 kind: k.kind,
                 sha256: k.sha256.clone(),
                 cached: k.cached,
+                face,
             })
             .collect(),
+        face_note,
         interp: job.path.interp.to_string(),
         easing: job.path.easing.to_string(),
         frames_per_key: job.path.frames_per_key,

@@ -37,10 +37,12 @@ pub enum GraphKind {
     VaeDecoder,
     VaeDecoderGrad,
     Lpips,
+    FaceId,
+    FaceAttributes,
 }
 
 impl GraphKind {
-    pub const ALL: [GraphKind; 8] = [
+    pub const ALL: [GraphKind; 10] = [
         GraphKind::Mapping,
         GraphKind::Synthesis,
         GraphKind::SynthesisGrad,
@@ -49,6 +51,8 @@ impl GraphKind {
         GraphKind::VaeDecoder,
         GraphKind::VaeDecoderGrad,
         GraphKind::Lpips,
+        GraphKind::FaceId,
+        GraphKind::FaceAttributes,
     ];
 
     /// The key in `manifest.graphs`.
@@ -62,6 +66,8 @@ impl GraphKind {
             GraphKind::VaeDecoder => "vae_decoder",
             GraphKind::VaeDecoderGrad => "vae_decoder_grad",
             GraphKind::Lpips => "lpips",
+            GraphKind::FaceId => "face_id",
+            GraphKind::FaceAttributes => "face_attributes",
         }
     }
 }
@@ -446,6 +452,36 @@ impl Bundle {
             ],
         )?;
         Self::take(out, "distance")
+    }
+}
+
+impl Bundle {
+    /// Identity descriptors `[B, 128]` of face crops `[B, 3, 150, 150]`, RGB in 0..255
+    /// (needs `face_id`).
+    pub fn face_id(&self, crops: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let s = crate::faces::ID_SIDE as i64;
+        let out = self.run(
+            GraphKind::FaceId,
+            batch,
+            vec![("image".into(), vec![batch as i64, 3, s, s], crops.to_vec())],
+        )?;
+        Self::take(out, "descriptor")
+    }
+
+    /// Predicted age `[B]` (years) and gender probabilities `[B, 2]` (male, female) of face
+    /// crops `[B, 3, 112, 112]`, RGB in 0..255 (needs `face_attributes`).
+    pub fn face_attributes(&self, crops: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let s = crate::faces::ATTR_SIDE as i64;
+        let mut out = self.run(
+            GraphKind::FaceAttributes,
+            batch,
+            vec![("image".into(), vec![batch as i64, 3, s, s], crops.to_vec())],
+        )?;
+        let gender = out
+            .remove("gender")
+            .map(|(_, d)| d)
+            .ok_or_else(|| anyhow!("missing output `gender`"))?;
+        Ok((Self::take(out, "age")?, gender))
     }
 }
 

@@ -111,12 +111,53 @@ pub struct Manifest {
     #[serde(default, alias = "alignment")]
     pub face_template: Option<serde_json::Value>,
     pub graphs: BTreeMap<String, GraphSpec>,
+    /// How the `face_id` / `face_attributes` graphs are fed and read.
+    #[serde(default)]
+    pub faces: Option<FacesSpec>,
     #[serde(default)]
     pub files: BTreeMap<String, String>,
     #[serde(default)]
     pub training: Option<serde_json::Value>,
     #[serde(default)]
     pub rebuild: Vec<String>,
+}
+
+/// The face judge's settings (`faces` in the manifest; provenance fields are ignored here).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FacesSpec {
+    /// Descriptor distance under which two faces count as the same person (dlib: 0.6).
+    #[serde(default = "default_id_threshold")]
+    pub id_threshold: f32,
+    #[serde(default)]
+    pub crop: FaceCrop,
+}
+
+/// Which part of an aligned crop the face networks see: the centred square of this
+/// fraction of the side (our crops hold the whole head, the networks want a tight face).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaceCrop {
+    pub centre_fraction: f32,
+}
+
+impl Default for FaceCrop {
+    fn default() -> Self {
+        FaceCrop {
+            centre_fraction: 1.0,
+        }
+    }
+}
+
+impl Default for FacesSpec {
+    fn default() -> Self {
+        FacesSpec {
+            id_threshold: default_id_threshold(),
+            crop: FaceCrop::default(),
+        }
+    }
+}
+
+fn default_id_threshold() -> f32 {
+    0.6
 }
 
 /// A problem with a manifest that can be told without running any graph.
@@ -236,6 +277,20 @@ impl Manifest {
                 vec![n("a", img.clone()), n("b", img)],
                 vec![n("distance", vec![-1])],
             ),
+            "face_id" => {
+                let s = crate::faces::ID_SIDE as i64;
+                (
+                    vec![n("image", vec![-1, 3, s, s])],
+                    vec![n("descriptor", vec![-1, crate::faces::DESCRIPTOR_DIM as i64])],
+                )
+            }
+            "face_attributes" => {
+                let s = crate::faces::ATTR_SIDE as i64;
+                (
+                    vec![n("image", vec![-1, 3, s, s])],
+                    vec![n("age", vec![-1]), n("gender", vec![-1, 2])],
+                )
+            }
             _ => return None,
         })
     }
@@ -322,6 +377,15 @@ impl Manifest {
                     format!("directions.{name}.layers"),
                     format!("layer {l} >= num_ws = {}", self.num_ws),
                 ));
+            }
+        }
+        if let Some(f) = &self.faces {
+            let c = f.crop.centre_fraction;
+            if !(c.is_finite() && c > 0.1 && c <= 1.0) {
+                return Err(err("faces.crop.centre_fraction", format!("is {c}, expected (0.1, 1]")));
+            }
+            if !(f.id_threshold.is_finite() && f.id_threshold > 0.0) {
+                return Err(err("faces.id_threshold", "must be a finite number > 0"));
             }
         }
         for g in REQUIRED_GRAPHS {
