@@ -9,11 +9,17 @@
 //!    overall `--mix`. Blend: `row = (1 - s) a + s b` — with `s = 0` or `1` this is the
 //!    parent's row bit for bit. Crossover instead takes each row whole from B with
 //!    probability `s`, else from A (StyleGene's per-region inheritance).
-//! 2. **Mutations.** Sibling `k >= 2` adds Gaussian noise `mutation * w_std[d]` to the
-//!    rows of the `middle` and `fine` groups (appearance details, not face shape), and
-//!    draws its own crossover; child 1 is the plain blend. Siblings therefore differ but
-//!    share the coarse structure of the same parents.
-//! 3. **Age and gender edits** along the manifest's `directions`, on the rows each
+//! 2. **Inheritance, per child.** As in meiosis, every child draws its own genes: each
+//!    layer group's share wanders around the asked one (spread `0.25 diversity`), and
+//!    each style channel (a dimension of w, the same in every row of the group) draws
+//!    its own share around that (spread `0.35 diversity`). Spreads shrink to zero at
+//!    shares 0 and 1 (times `2 sqrt(s (1 - s))`), so `--mix 0` is still parent A bit for
+//!    bit; `--diversity 0` gives every child the plain blend.
+//! 3. **Mutations.** Sibling `k >= 2` adds Gaussian noise `mutation * diversity * w_std[d]`,
+//!    one draw per group shared by its rows (a coherent change, not per-row speckle), to
+//!    the `middle` and `fine` groups (appearance details, not face shape), and draws its
+//!    own crossover. Siblings therefore differ but share the parents' features.
+//! 4. **Age and gender edits** along the manifest's `directions`, on the rows each
 //!    direction lists. A group name (`child`, `female`, ...) moves the child's projection
 //!    `mean over layers of (row - w_avg) . v` to the group's value; a number moves it by
 //!    that many `projection_std` (plain units when the manifest has none). When several
@@ -80,6 +86,9 @@ pub struct FamilyParams {
     pub children: usize,
     /// Strength of siblings' mutations, times `w_std` per dimension.
     pub mutation: f32,
+    /// How much siblings differ: scales the random inheritance and the mutations
+    /// (0 = every child the plain blend of the asked shares).
+    pub diversity: f32,
     pub seed: u64,
 }
 
@@ -94,6 +103,7 @@ impl Default for FamilyParams {
             edits: BTreeMap::new(),
             children: 1,
             mutation: 0.25,
+            diversity: 1.0,
             seed: 0,
         }
     }
@@ -132,6 +142,9 @@ impl FamilyParams {
         }
         if !(self.mutation >= 0.0 && self.mutation.is_finite()) {
             bail!("--mutation must be a number >= 0, got {}", self.mutation);
+        }
+        if !(self.diversity >= 0.0 && self.diversity <= 4.0) {
+            bail!("--diversity must be a number in [0, 4], got {}", self.diversity);
         }
         for (dir, target) in &self.edits {
             let Some(d) = m.directions.get(dir) else {
@@ -190,6 +203,39 @@ pub fn mutated_rows(m: &Manifest) -> Vec<usize> {
     rows.sort_unstable();
     rows.dedup();
     rows
+}
+
+/// The layer group of every W+ row (index into coarse, middle, fine; rows in none of
+/// them form a group of their own).
+fn row_groups(m: &Manifest) -> Vec<usize> {
+    let mut g = vec![3; m.num_ws];
+    for (i, name) in ["coarse", "middle", "fine"].iter().enumerate() {
+        if let Some([a, b]) = m.layers.get(*name) {
+            for r in g.iter_mut().take((*b).min(m.num_ws)).skip(*a) {
+                *r = i;
+            }
+        }
+    }
+    g
+}
+
+/// One child's share of parent B for every (row, channel): see the module docs, step 2.
+fn inherited_shares(shares: &[f32], groups: &[usize], wd: usize, diversity: f32, rng: &mut Rng) -> Vec<f32> {
+    let spread = |s: f32| 2.0 * (s * (1.0 - s)).max(0.0).sqrt();
+    let mut by_group: BTreeMap<(usize, u32), Vec<f32>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(shares.len() * wd);
+    for (row, &s) in shares.iter().enumerate() {
+        // rows of one group with the same asked share inherit the same genes
+        let key = (groups[row], s.to_bits());
+        let genes = by_group.entry(key).or_insert_with(|| {
+            let sg = (s + 0.25 * diversity * spread(s) * rng.normal() as f32).clamp(0.0, 1.0);
+            (0..wd)
+                .map(|_| (sg + 0.35 * diversity * spread(sg) * rng.normal() as f32).clamp(0.0, 1.0))
+                .collect()
+        });
+        out.extend_from_slice(genes);
+    }
+    out
 }
 
 /// The projection of a W+ code on a direction: mean over its layers of `(row - w_avg) . v`.
@@ -338,9 +384,11 @@ pub fn make_children(a: &[f32], b: &[f32], m: &Manifest, p: &FamilyParams) -> Re
     }
     let shares = row_shares(m, p);
     let mutate = mutated_rows(m);
+    let groups = row_groups(m);
     let mut out = Vec::with_capacity(p.children);
     for k in 1..=p.children {
         let mut rng = Rng::new(mix64(p.seed ^ mix64(k as u64)));
+        let inherited = inherited_shares(&shares, &groups, wd, p.diversity, &mut rng);
         let mut ws = Vec::with_capacity(l * wd);
         let mut rows_from = Vec::with_capacity(l);
         for (row, &s) in shares.iter().enumerate() {
@@ -350,15 +398,30 @@ pub fn make_children(a: &[f32], b: &[f32], m: &Manifest, p: &FamilyParams) -> Re
                 ws.extend_from_slice(if from_b { rb } else { ra });
                 rows_from.push(if from_b { 'B' } else { 'A' });
             } else {
-                ws.extend(ra.iter().zip(rb).map(|(&x, &y)| (1.0 - s) * x + s * y));
+                let sc = &inherited[row * wd..(row + 1) * wd];
+                ws.extend(
+                    ra.iter()
+                        .zip(rb)
+                        .zip(sc)
+                        .map(|((&x, &y), &s)| (1.0 - s) * x + s * y),
+                );
                 rows_from.push('~');
             }
         }
-        let mutated = k > 1 && p.mutation > 0.0;
+        let strength = p.mutation * p.diversity;
+        let mutated = k > 1 && strength > 0.0;
         if mutated {
+            // one draw per group, shared by its rows
+            let mut noise: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
             for &row in &mutate {
-                for (x, &sd) in ws[row * wd..(row + 1) * wd].iter_mut().zip(&m.w_std) {
-                    *x += rng.normal() as f32 * p.mutation * sd;
+                let g = noise.entry(groups[row]).or_insert_with(|| {
+                    m.w_std
+                        .iter()
+                        .map(|&sd| rng.normal() as f32 * strength * sd)
+                        .collect()
+                });
+                for (x, n) in ws[row * wd..(row + 1) * wd].iter_mut().zip(g.iter()) {
+                    *x += n;
                 }
             }
         }
@@ -446,6 +509,27 @@ mod tests {
         assert_eq!(make_children(&a, &b, &m, &p).unwrap()[2].ws, kids[2].ws);
         let q = FamilyParams { seed: 9, ..p };
         assert_ne!(make_children(&a, &b, &m, &q).unwrap()[2].ws, kids[2].ws);
+    }
+
+    #[test]
+    fn diversity_scales_how_far_siblings_stray_from_the_blend() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let spread = |diversity: f32| {
+            let p = FamilyParams {
+                children: 4,
+                diversity,
+                ..Default::default()
+            };
+            let kids = make_children(&a, &b, &m, &p).unwrap();
+            let mid: Vec<f32> = a.iter().zip(&b).map(|(x, y)| 0.5 * (x + y)).collect();
+            kids.iter()
+                .flat_map(|k| k.ws.iter().zip(&mid).map(|(x, y)| (x - y).abs() as f64))
+                .sum::<f64>()
+        };
+        let (s0, s1, s2) = (spread(0.0), spread(1.0), spread(2.0));
+        assert!(s0 < 1e-3, "{s0}");
+        assert!(s1 > 0.0 && s2 > 1.3 * s1, "{s1} {s2}"); // sub-linear: shares clamp at 0 and 1
     }
 
     #[test]

@@ -104,6 +104,12 @@ pub struct EvalArgs {
     /// Children per pair
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub children: usize,
+    /// The families' sibling diversity (as `family --diversity`)
+    #[arg(long, default_value_t = crate::jobs::spec::defaults::diversity(), value_name = "D")]
+    pub diversity: f32,
+    /// The families' mutation strength (as `family --mutation`)
+    #[arg(long, default_value_t = crate::jobs::spec::defaults::mutation(), value_name = "S")]
+    pub mutation: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]

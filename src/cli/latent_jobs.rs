@@ -102,9 +102,14 @@ pub struct FamilyArgs {
     /// Gender: a group of the bundle's `gender` direction (male, female) or a signed strength
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     pub gender: Option<EditTarget>,
-    /// Number of siblings; child 1 is the plain blend, the others carry seeded mutations
+    /// Number of siblings: each draws its own share of each parent per layer group and
+    /// style channel (as meiosis does); children after the first also carry mutations
     #[arg(long, default_value_t = defaults::children(), value_name = "N")]
     pub children: usize,
+    /// How much siblings differ: scales the random inheritance and the mutations
+    /// (0: every child is the plain blend of the asked shares)
+    #[arg(long, default_value_t = defaults::diversity(), value_name = "D")]
+    pub diversity: f32,
     /// Strength of the siblings' mutations (Gaussian noise on the middle and fine
     /// layers, times the bundle's per-dimension w_std)
     #[arg(long, default_value_t = defaults::mutation(), value_name = "S")]
@@ -135,6 +140,7 @@ impl FamilyArgs {
             gender: self.gender.clone(),
             children: self.children,
             mutation: self.mutation,
+            diversity: self.diversity,
             seed: self.seed,
             steps: self.sources.steps,
             invert_seed: self.sources.invert_seed,

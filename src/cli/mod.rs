@@ -154,6 +154,8 @@ fn run_eval(common: &config::Common, a: &args::EvalArgs) -> Result<()> {
         edit_faces: a.edit_faces,
         pairs: a.pairs,
         children: a.children,
+        diversity: a.diversity,
+        mutation: a.mutation,
         seed: a.seed,
         output: a.output.clone(),
     };

@@ -52,6 +52,9 @@ pub struct EvalJob {
     /// Parent pairs of the families block, and children per pair.
     pub pairs: usize,
     pub children: usize,
+    /// The families' sibling knobs (`family --diversity`, `--mutation`).
+    pub diversity: f32,
+    pub mutation: f32,
     pub seed: u64,
     /// Where the JSON report goes (`None`: not written).
     pub output: Option<PathBuf>,
@@ -70,6 +73,8 @@ impl Default for EvalJob {
             edit_faces: 50,
             pairs: 25,
             children: 4,
+            diversity: FamilyParams::default().diversity,
+            mutation: FamilyParams::default().mutation,
             seed: 0,
             output: None,
         }
@@ -610,6 +615,8 @@ fn eval_families(
         par_d.push(distance(&a.reading.descriptor, &b.reading.descriptor) as f64);
         let mut params = FamilyParams {
             children: job.children,
+            diversity: job.diversity,
+            mutation: job.mutation,
             seed: derive_seed(job.seed, &(pair as u64).to_le_bytes()),
             ..Default::default()
         };

@@ -41,6 +41,12 @@ pub mod defaults {
     pub fn mutation() -> f32 {
         0.25
     }
+    pub fn diversity() -> f32 {
+        1.0
+    }
+    pub fn is_diversity(v: &f32) -> bool {
+        *v == diversity()
+    }
     pub fn frames_per_key() -> usize {
         30
     }
@@ -118,6 +124,12 @@ pub struct FamilySpec {
     pub children: usize,
     #[serde(default = "defaults::mutation")]
     pub mutation: f32,
+    /// How much siblings differ (random inheritance and mutations; 0 = plain blends).
+    #[serde(
+        default = "defaults::diversity",
+        skip_serializing_if = "defaults::is_diversity"
+    )]
+    pub diversity: f32,
     #[serde(default)]
     pub seed: u64,
     /// Inversion steps for photo parents.
@@ -339,6 +351,7 @@ impl JobSpec {
                     edits,
                     children: s.children,
                     mutation: s.mutation,
+                    diversity: s.diversity,
                     seed: s.seed,
                 };
                 params.validate(manifest)?;
