@@ -207,3 +207,57 @@ fn vae_anomaly_passes_the_sample_faces_and_flags_junk() {
     }
     assert_eq!((faces.len(), other.len()), (6, 7));
 }
+
+#[test]
+fn the_face_judge_sees_the_same_people_in_their_inversions() {
+    // face-api's networks on the default bundle: each sample photo's inversion is still
+    // that person (distance < 0.6) and keeps its apparent age; two different samples are
+    // further apart than a photo and its own inversion.
+    use latentface::faces::{distance, FaceJudge};
+    let b = default_bundle();
+    let r = b.resolution() as u32;
+    let judge = FaceJudge::new(b).expect("the default bundle has the face graphs");
+    let mut paths: Vec<_> = std::fs::read_dir(common::repo().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    paths.sort();
+    let targets: Vec<Vec<f32>> = paths
+        .iter()
+        .map(|p| load_image(p, r).unwrap().tensor)
+        .collect();
+    let t: Vec<Target> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, image)| Target { image, mask: None, seed: i as u64 })
+        .collect();
+    let params = InvertParams { steps: 150, ..InvertParams::default() };
+    let out = invert_batch(b, &t, &params, &mut |_| {}).unwrap();
+    let recon: Vec<f32> = out.iter().flat_map(|x| x.image.clone()).collect();
+    let fits = judge.compare_all(&targets.concat(), &recon, r as usize).unwrap();
+    let photos = judge.read(&targets.concat(), r as usize).unwrap();
+    let mut strangers = Vec::new();
+    for i in 0..photos.len() {
+        for j in i + 1..photos.len() {
+            strangers.push(distance(&photos[i].descriptor, &photos[j].descriptor));
+        }
+    }
+    let worst_self = fits.iter().map(|f| f.identity_distance).fold(0.0f32, f32::max);
+    let nearest_stranger = strangers.iter().copied().fold(f32::INFINITY, f32::min);
+    let mean_self = fits.iter().map(|f| f.identity_distance).sum::<f32>() / fits.len() as f32;
+    let mean_stranger = strangers.iter().sum::<f32>() / strangers.len() as f32;
+    let worst_age = fits.iter().map(|f| f.age_change.abs()).fold(0.0f32, f32::max);
+    eprintln!(
+        "samples/: identity distance photo<->inversion mean {mean_self:.3} (max {worst_self:.3}), two samples mean {mean_stranger:.3} (min {nearest_stranger:.3}), |Δ age| at most {worst_age:.1} y"
+    );
+    assert!(fits.iter().all(|f| f.same_person), "{fits:?}");
+    assert!(worst_self < SELF_ID_MAX, "{worst_self}");
+    assert!(worst_age < AGE_CHANGE_MAX, "{worst_age}");
+    // The default generator's faces look alike (its samples collapse), so only the means.
+    assert!(mean_self < 0.75 * mean_stranger, "{mean_self} vs {mean_stranger}"); // 0.220 vs 0.354
+}
+
+// measured when the face graphs were added: max 0.257, max |Δ age| 9.6 y
+const SELF_ID_MAX: f32 = 0.35;
+const AGE_CHANGE_MAX: f32 = 14.0;

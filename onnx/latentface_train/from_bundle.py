@@ -100,11 +100,13 @@ def load_generator(bundle_dir, log=print):
     return G
 
 
-def load_encoder(bundle_dir, G, hidden=512, log=print):
+def load_encoder(bundle_dir, G, max_ch=None, hidden=512, log=print):
+    """The bundle's encoder; `max_ch` defaults to the generator's (as train_gan builds it)."""
     bundle_dir = Path(bundle_dir)
     man = json.loads((bundle_dir / "manifest.json").read_text())
     torch.manual_seed(4321)
-    E = Encoder(G.resolution, G.num_ws, G.w_dim, max_ch=man["generator"]["max_ch"], hidden=hidden).eval()
+    max_ch = man["generator"]["max_ch"] if max_ch is None else max_ch
+    E = Encoder(G.resolution, G.num_ws, G.w_dim, max_ch=max_ch, hidden=hidden).eval()
     img = torch.rand(2, 3, G.resolution, G.resolution) * 2 - 1
     missing = _load_by_tracing(E, graphs.EncoderGraph(E), [img], ["image"], ["ws"], bundle_dir / "encoder.onnx")
     if missing:
