@@ -376,18 +376,27 @@ pub fn run_family(
             .unwrap_or_default()
     };
     let mut top: Vec<Tile<'_>> = Vec::new();
-    top.push(
-        photos[0]
-            .as_ref()
-            .map(|i| (i, format!("A {}", name(&a.path)))),
-    );
-    top.push(Some((&pics[0], "A recon".to_string())));
-    top.push(Some((&pics[1], "B recon".to_string())));
-    top.push(
-        photos[1]
-            .as_ref()
-            .map(|i| (i, format!("B {}", name(&b.path)))),
-    );
+    // Under a photo its predicted age and gender; under a reconstruction its identity
+    // distance to the photo and its predicted age and gender.
+    let fit = |i: usize| parent_reports[i].face.as_ref();
+    let sex = |female: f32| if female > 0.5 { "F" } else { "M" };
+    let photo_caption = |i: usize, tag: &str, p: &Path| match fit(i) {
+        Some(f) => format!("{tag} {}\n{:.0}y {}", name(p), f.age_photo, sex(f.female_photo)),
+        None => format!("{tag} {}", name(p)),
+    };
+    let recon_caption = |i: usize, tag: &str| match fit(i) {
+        Some(f) => format!(
+            "{tag} recon\nid {:.2} {:.0}y {}",
+            f.identity_distance,
+            f.age_result,
+            sex(f.female_result)
+        ),
+        None => format!("{tag} recon"),
+    };
+    top.push(photos[0].as_ref().map(|i| (i, photo_caption(0, "A", &a.path))));
+    top.push(Some((&pics[0], recon_caption(0, "A"))));
+    top.push(Some((&pics[1], recon_caption(1, "B"))));
+    top.push(photos[1].as_ref().map(|i| (i, photo_caption(1, "B", &b.path))));
     let mut rows = vec![top];
     let kids: Vec<Tile<'_>> = children
         .iter()
@@ -510,16 +519,18 @@ fn child_caption(index: usize, face: Option<&ChildFace>) -> String {
     let Some(f) = face else {
         return format!("child {index}");
     };
+    // Short enough for a 128 px tile: distances without the leading zero.
+    let d = |v: f32| format!("{v:.2}").trim_start_matches('0').to_string();
     let sib = if f.distance_siblings.is_empty() {
         String::new()
     } else {
         let m = f.distance_siblings.values().sum::<f32>() / f.distance_siblings.len() as f32;
-        format!(" sib {m:.2}")
+        format!("sib {} ", d(m))
     };
     format!(
-        "child {index}\nA {:.2} B {:.2}{sib}\n{:.0} y {}",
-        f.distance_a,
-        f.distance_b,
+        "child {index}\nA {}  B {}\n{sib}{:.0}y {}",
+        d(f.distance_a),
+        d(f.distance_b),
         f.age,
         if f.female > 0.5 { "F" } else { "M" }
     )
