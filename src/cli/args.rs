@@ -92,6 +92,12 @@ pub struct EvalArgs {
     /// Inversion steps per photo
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
+    /// Inversion: first steps in W before W+ (as `invert --w-steps`)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub w_steps: usize,
+    /// Inversion: penalty on the W+ rows' spread (as `invert --spread-weight`)
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    pub spread_weight: f32,
     /// Photos per graph call while inverting
     #[arg(long, default_value_t = 8, value_name = "B")]
     pub batch_size: usize,
@@ -221,6 +227,10 @@ pub struct InvertArgs {
     /// Weight of the LPIPS loss
     #[arg(long, default_value_t = 1.0)]
     pub lpips_weight: f32,
+    /// W+ only: weight of a penalty on the rows' spread around their mean (keeps the code
+    /// near W, where edits and blends behave; 0 = free W+)
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    pub spread_weight: f32,
     /// Start: auto (encoder graph if the bundle has one, else w_avg), mean, encoder
     #[arg(long, default_value = "auto", value_parser = ["auto", "mean", "encoder"])]
     pub init: String,

@@ -94,6 +94,7 @@ pub fn invert_job(a: &InvertArgs) -> Result<InvertJob> {
         },
         pixel_weight: a.pixel_weight,
         lpips_weight: a.lpips_weight,
+        spread_weight: a.spread_weight,
         init,
         early_stop: (a.patience > 0).then_some(EarlyStop {
             patience: a.patience,

@@ -147,6 +147,8 @@ fn run_eval(common: &config::Common, a: &args::EvalArgs) -> Result<()> {
         psi: a.psi,
         invert: crate::invert::InvertParams {
             steps: a.steps,
+            w_stage_steps: a.w_steps,
+            spread_weight: a.spread_weight,
             ..Default::default()
         },
         batch_size: a.batch_size,

@@ -111,6 +111,9 @@ pub struct InvertParams {
     /// Loss weights fed to the graph: pixel (masked MSE) and perceptual (LPIPS).
     pub pixel_weight: f32,
     pub lpips_weight: f32,
+    /// W+ only: weight of the rows' spread, `mean((w_l - mean_l w)^2)`, added to the loss
+    /// (e4e's idea: codes near W edit and blend better than free W+ codes).
+    pub spread_weight: f32,
     pub init: InitStrategy,
     pub early_stop: Option<EarlyStop>,
 }
@@ -127,6 +130,7 @@ impl Default for InvertParams {
             eps: 1e-8,
             pixel_weight: 1.0,
             lpips_weight: 1.0,
+            spread_weight: 0.0,
             init: InitStrategy::Auto,
             early_stop: Some(EarlyStop {
                 patience: 50,
@@ -182,6 +186,9 @@ impl InvertParams {
                 self.pixel_weight,
                 self.lpips_weight
             );
+        }
+        if !(self.spread_weight >= 0.0 && self.spread_weight.is_finite()) {
+            bail!("spread weight must be a number >= 0, got {}", self.spread_weight);
         }
         if self.w_stage_steps > 0 && self.space == LatentSpace::W {
             bail!("a W stage before W+ only makes sense with space w+");
@@ -361,15 +368,31 @@ impl Objective for GanObjective<'_> {
             .enumerate()
             .map(|(j, &i)| {
                 let g = &out.grad[j * num_ws * w_dim..(j + 1) * num_ws * w_dim];
-                let grad: Vec<f32> = if self.in_w[i] {
-                    layer_mean(g, num_ws, w_dim)
+                if self.in_w[i] {
+                    let grad = layer_mean(g, num_ws, w_dim)
                         .iter()
                         .map(|v| v * num_ws as f32)
-                        .collect()
-                } else {
-                    g.to_vec()
-                };
-                (out.loss[j], grad)
+                        .collect();
+                    return (out.loss[j], grad);
+                }
+                let mut grad = g.to_vec();
+                let lam = self.params.spread_weight;
+                if lam == 0.0 {
+                    return (out.loss[j], grad);
+                }
+                // d/dw_l of lam * mean((w_l - w_mean)^2) = 2 lam (w_l - w_mean) / (L D)
+                let p = &samples[i].param;
+                let mean = layer_mean(p, num_ws, w_dim);
+                let scale = 2.0 * lam / (num_ws * w_dim) as f32;
+                let mut reg = 0.0f32;
+                for l in 0..num_ws {
+                    for d in 0..w_dim {
+                        let dev = p[l * w_dim + d] - mean[d];
+                        reg += dev * dev;
+                        grad[l * w_dim + d] += scale * dev;
+                    }
+                }
+                (out.loss[j] + lam * reg / (num_ws * w_dim) as f32, grad)
             })
             .collect())
     }

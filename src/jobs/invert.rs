@@ -101,6 +101,7 @@ pub struct PhotoReport {
     pub lr: f64,
     pub pixel_weight: f32,
     pub lpips_weight: f32,
+    pub spread_weight: f32,
     pub loss_history: Vec<f32>,
     /// How the face was cut from the photo; `null` with alignment off.
     pub alignment: Option<AlignRecord>,
@@ -381,6 +382,7 @@ pub fn run_invert(
                 lr: job.params.schedule.lr,
                 pixel_weight: job.params.pixel_weight,
                 lpips_weight: job.params.lpips_weight,
+                spread_weight: job.params.spread_weight,
                 loss_history: r.loss_history.clone(),
                 alignment: p.alignment.clone(),
                 outputs: out.clone(),
