@@ -164,13 +164,15 @@ pub struct AnomalyArgs {
 pub struct ImputeArgs {
     #[arg(value_name = "PHOTO")]
     pub photo: PathBuf,
-    /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white
+    /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white.
+    /// The size of the photo as shown upright (after its EXIF orientation)
     #[arg(long, value_name = "MASK.png")]
     pub mask: Option<PathBuf>,
     /// The mask's white pixels are the hole (the usual inpainting-tool convention)
     #[arg(long, requires = "mask")]
     pub holes_white: bool,
-    /// Rectangle to fill, in pixels of the photo as given: x,y,w,h
+    /// Rectangle to fill, in pixels of the photo as shown upright (after its EXIF
+    /// orientation, as image viewers show it): x,y,w,h
     #[arg(long = "box", value_name = "x,y,w,h")]
     pub r#box: Option<String>,
     /// Output PNG (at the model's resolution)

@@ -995,10 +995,10 @@ pub fn run_anomaly(
 /// Which pixels to fill.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HoleSpec {
-    /// A mask image the size of the photo (or of the model); white = keep (the
+    /// A mask image the size of the upright photo; white = keep (the
     /// `invert --mask` convention) unless `holes_white`.
     Mask { path: PathBuf, holes_white: bool },
-    /// `x, y, w, h` in pixels of the photo as given.
+    /// `x, y, w, h` in pixels of the photo as shown upright (EXIF orientation applied).
     Box([u32; 4]),
 }
 
@@ -1053,12 +1053,11 @@ fn photo_visibility(hole: &HoleSpec, w: u32, h: u32) -> Result<Vec<f32>> {
             Ok(v)
         }
         HoleSpec::Mask { path, holes_white } => {
-            if !path.is_file() {
-                bail!("mask {} does not exist or is not a file", path.display());
-            }
-            let img = image::open(path)
-                .map_err(|e| anyhow!("mask {} is not a readable image: {e}", path.display()))?
-                .to_luma8();
+            // The one photo loader, so the mask is upright like the photo it masks.
+            let img = imageio::load_photo(path, &imageio::PhotoLimits::default())
+                .with_context(|| format!("mask {}", path.display()))?
+                .image;
+            let img = image::DynamicImage::ImageRgb8(img).to_luma8();
             if img.dimensions() != (w, h) {
                 bail!(
                     "mask {} is {}x{}, the photo is {w}x{h}: they must match",
@@ -1134,13 +1133,19 @@ pub fn run_impute(
         }
     }
     let res = vae.resolution();
-    let photo = load_photo(&job.photo, res, obs)?;
-    let (w, h) = photo.original_size;
-    let full = image::open(&job.photo)
-        .map_err(|e| anyhow!("{} is not a readable image: {e}", job.photo.display()))?
-        .to_rgb8();
+    // One decode, upright (EXIF applied): the optimiser's input, the crop and the
+    // paste-back all use the same pixels.
+    let loaded = imageio::load_photo(&job.photo, &imageio::PhotoLimits::default())?;
+    let mut notes = loaded.warnings;
+    let full = loaded.image;
+    let (w, h) = full.dimensions();
+    let photo_tensor =
+        imageio::rgb_to_tensor(&imageio::square_photo(&full, res as u32, &job.photo, &mut notes));
+    for n in &notes {
+        obs.warning(n);
+    }
     let vis_full = photo_visibility(&job.hole, w, h)
-        .with_context(|| format!("the hole for photo {}", photo.path.display()))?;
+        .with_context(|| format!("the hole for photo {}", job.photo.display()))?;
     let (ox, oy, side) = centre_square(w, h);
     let outside = (0..h).any(|y| {
         (0..w).any(|x| {
@@ -1150,8 +1155,9 @@ pub fn run_impute(
     });
     if outside {
         bail!(
-            "the hole reaches outside the centre square ({ox},{oy},{side},{side}) of the {w}x{h}              photo {}, the only part the model sees",
-            photo.path.display()
+            "the hole reaches outside the centre square ({ox},{oy},{side},{side}) of the {w}x{h} \
+             photo {}, the only part the model sees",
+            job.photo.display()
         );
     }
     let side_u = side as usize;
@@ -1168,10 +1174,10 @@ pub fn run_impute(
     };
     bundle.prepare(&[GraphKind::VaeEncoder, GraphKind::VaeDecoderGrad])?;
     let started = Instant::now();
-    let r = impute(&vae, &photo.tensor, &visible, &job.params, &mut |i| {
+    let r = impute(&vae, &photo_tensor, &visible, &job.params, &mut |i| {
         obs.step(&i)
     })
-    .with_context(|| format!("filling {}", photo.path.display()))?;
+    .with_context(|| format!("filling {}", job.photo.display()))?;
     let seconds = started.elapsed().as_secs_f64();
 
     // Blend at the photo's resolution: the fill upscaled to the centre square, the
@@ -1200,8 +1206,7 @@ pub fn run_impute(
     if let Some(c) = &job.comparison {
         // The photo with its hole shown as mid-grey.
         let plane = res * res;
-        let holed: Vec<f32> = photo
-            .tensor
+        let holed: Vec<f32> = photo_tensor
             .iter()
             .enumerate()
             .map(|(i, &v)| v * visible[i % plane])
