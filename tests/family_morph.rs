@@ -514,3 +514,76 @@ fn morph_mp4_reads_back_with_mp4_and_openh264() {
         "first frame not clearly key 1: {first} vs key 2 {cross}"
     );
 }
+
+#[test]
+fn an_absurd_frame_count_is_refused_at_once_alone_and_in_a_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 41);
+    let (_, b) = face(tmp.path(), "b", 42);
+    let out = tmp.path().join("huge.gif");
+    let started = std::time::Instant::now();
+    let (code, stdout, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--frames-per-key",
+        "100000000",
+        "--size",
+        "8",
+    ]);
+    assert_ne!(code, 0, "{stdout}\n{err}");
+    assert!(
+        err.contains("--frames-per-key 100000000") && err.contains("100000 frames"),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "refused only after work");
+    assert!(!out.exists());
+    // Just above the bound is refused too; the bound itself is stated in --help.
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--frames-per-key",
+        "100000",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("100000 frames"), "{err}");
+    let (_, help, _) = run(&["morph", "--help"]);
+    assert!(help.contains("at most 100000 frames"), "{help}");
+
+    // In a batch the absurd job fails alone.
+    let manifest = tmp.path().join("jobs.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[[jobs]]
+id = "huge"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "huge_batch.gif"
+frames_per_key = 100000000
+size = 8
+
+[[jobs]]
+id = "small"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "small.gif"
+frames_per_key = 3
+"#,
+    )
+    .unwrap();
+    let (code, stdout, err) = run(&["batch", "--bundle", &tiny_arg(), s(&manifest)]);
+    assert_ne!(code, 0, "{stdout}\n{err}");
+    assert!(tmp.path().join("small.gif").is_file(), "{stdout}\n{err}");
+    assert!(!tmp.path().join("huge_batch.gif").exists());
+    assert!(stdout.contains("100000 frames"), "{stdout}");
+}

@@ -160,7 +160,7 @@ pub struct MorphArgs {
     /// sine, circular, bounce
     #[arg(long, default_value = "linear", value_name = "NAME")]
     pub easing: Easing,
-    /// Frames from one key to the next
+    /// Frames from one key to the next (a morph has at most 100000 frames in all)
     #[arg(long, default_value_t = defaults::frames_per_key(), value_name = "N")]
     pub frames_per_key: usize,
     /// Frames per second of the video (GIF rounds the frame delay to 1/100 s)
