@@ -245,27 +245,43 @@ fn a_graph_that_does_not_match_its_declaration_is_rejected() {
 }
 
 #[test]
-fn a_bad_image_fails_before_anything_is_written() {
+fn a_bad_image_fails_alone_or_with_fail_fast_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good.png");
     image::RgbImage::new(8, 8).save(&good).unwrap();
     let bad = tmp.path().join("notes.png");
     std::fs::write(&bad, b"not an image at all").unwrap();
     let outdir = tmp.path().join("out");
+    let args = |out: &Path| {
+        vec![
+            "invert".to_string(),
+            "--bundle".into(),
+            tiny(),
+            "--no-align".into(),
+            good.to_str().unwrap().into(),
+            bad.to_str().unwrap().into(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "--steps".into(),
+            "2".into(),
+        ]
+    };
+    // By default the good photo is still inverted; the bad one is named, exit 1.
+    let a = args(&outdir);
+    let (code, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("notes.png") && err.contains("1 done, 1 failed"),
+        "{err}"
+    );
+    assert!(outdir.join("good.npy").is_file());
+    // --fail-fast: nothing is written.
+    let ff = tmp.path().join("ff");
+    let mut a = args(&ff);
+    a.push("--fail-fast".into());
     assert_fails_cleanly(
-        &[
-            "invert",
-            "--bundle",
-            &tiny(),
-            "--no-align",
-            good.to_str().unwrap(),
-            bad.to_str().unwrap(),
-            "-o",
-            outdir.to_str().unwrap(),
-            "--steps",
-            "2",
-        ],
-        &outdir,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ff,
         &["notes.png"],
     );
 }

@@ -323,8 +323,10 @@ fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
     let out_dir = tmp.path().join("out");
     let missing = tmp.path().join("nope.png");
 
+    // With --fail-fast (without it the good photo is still encoded: see
+    // encode_and_reconstruct_go_on_past_an_unreadable_photo).
     fails_cleanly(
-        &["encode", a, s(&missing), "-o", s(&out_dir)],
+        &["encode", a, s(&missing), "-o", s(&out_dir), "--fail-fast"],
         &[&out_dir],
         &["nope.png", "does not exist"],
     );
@@ -533,4 +535,40 @@ fn impute_works_on_the_upright_photo_whatever_its_exif_orientation() {
     let got = image::open(&out).unwrap().to_rgb8();
     assert_eq!(got.get_pixel(2, 2), upright.get_pixel(2, 2));
     assert_ne!(got.get_pixel(38, 28), upright.get_pixel(38, 28), "the hole is filled");
+}
+
+#[test]
+fn encode_and_reconstruct_go_on_past_an_unreadable_photo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = faces(&tmp.path().join("faces"), 2);
+    let bad = tmp.path().join("bad.png");
+    std::fs::write(&bad, b"not a picture").unwrap();
+    let (a, b) = (s(&photos[0]), s(&photos[1]));
+    let stem = |p: &Path| p.file_stem().unwrap().to_string_lossy().into_owned();
+
+    let enc = tmp.path().join("enc");
+    let (code, out, err) = vae(&["encode", a, s(&bad), b, "-o", s(&enc)]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("bad.png") && err.contains("2 done, 1 failed"), "{err}");
+    for p in &photos {
+        assert!(enc.join(format!("{}_mu.npy", stem(p))).is_file());
+    }
+    let ff = tmp.path().join("enc_ff");
+    let (code, _, err) = vae(&["encode", a, s(&bad), b, "-o", s(&ff), "--fail-fast"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.png"), "{err}");
+    assert!(files_under(&ff).is_empty());
+
+    let rec = tmp.path().join("rec");
+    let (code, out, err) = vae(&["reconstruct", s(&bad), a, b, "-o", s(&rec)]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("bad.png") && err.contains("2 done, 1 failed"), "{err}");
+    assert!(rec.join(format!("{}_recon.png", stem(&photos[1]))).is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["images"].as_array().unwrap().len(), 2);
+    assert!(report["failed"][0]["photo"]
+        .as_str()
+        .unwrap()
+        .ends_with("bad.png"));
 }

@@ -149,6 +149,10 @@ pub struct AlignArgs {
     /// Smallest detector confidence that counts as a face
     #[arg(long, default_value_t = 0.8, value_name = "0..1")]
     pub min_score: f32,
+    /// Stop at the first photo that fails (nothing written). By default the other photos
+    /// are still done, each failure is reported, and the exit status is 1
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +231,10 @@ pub struct InvertArgs {
     /// Relative loss improvement that counts as progress for --patience
     #[arg(long, default_value_t = 1e-3)]
     pub min_improvement: f64,
+    /// Stop at the first photo that fails (nothing written). By default the other photos
+    /// are still done, each failure is reported, and the exit status is 1
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Args)]

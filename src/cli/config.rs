@@ -111,6 +111,7 @@ pub fn invert_job(a: &InvertArgs) -> Result<InvertJob> {
         batch_size: a.batch_size,
         seed: a.seed,
         params,
+        fail_fast: a.fail_fast,
     })
 }
 
@@ -189,5 +190,6 @@ pub fn align_job(g: &GlobalArgs, a: &AlignArgs) -> Result<AlignJob> {
         size,
         settings,
         template,
+        fail_fast: a.fail_fast,
     })
 }

@@ -71,11 +71,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 bar: None,
                 steps: job.params.steps,
             };
-            let reports = invert::run_invert(&bundle, &job, &mut obs)?;
+            let outcome = invert::run_invert(&bundle, &job, &mut obs)?;
             report_provider(&bundle, GraphKind::SynthesisGrad);
-            for r in &reports {
+            for r in &outcome.done {
                 println!("{}", summary_line(r));
             }
+            finish(&outcome)?;
         }
         Command::Family(a) => latent_jobs::run_family(&common, &a)?,
         Command::Morph(a) => latent_jobs::run_morph(&common, &a)?,
@@ -185,8 +186,8 @@ fn run_align(g: &args::GlobalArgs, a: &args::AlignArgs) -> Result<()> {
         threads: g.threads,
         spin: g.ort_spin,
     };
-    let outputs = crate::jobs::align::run_align(&job, &runtime, &mut PrintAlignWarnings)?;
-    for o in &outputs {
+    let outcome = crate::jobs::align::run_align(&job, &runtime, &mut PrintAlignWarnings)?;
+    for o in &outcome.done {
         let r = &o.alignment;
         println!(
             "{} -> {}  face {}/{} (score {:.3})  rotated {:+.1} deg, {:.0} px square  fit {:.1}%  {:.0} ms",
@@ -201,7 +202,23 @@ fn run_align(g: &args::GlobalArgs, a: &args::AlignArgs) -> Result<()> {
             1000.0 * o.seconds
         );
     }
-    Ok(())
+    finish(&outcome)
+}
+
+/// Reports each input a multi-photo job could not process on stderr; with any, the
+/// command fails (exit 1) with the `N done, M failed` summary line.
+pub(crate) fn finish<T>(outcome: &crate::jobs::Outcome<T>) -> Result<()> {
+    for f in &outcome.failed {
+        eprintln!("error: {}", f.message());
+    }
+    if outcome.failed.is_empty() {
+        return Ok(());
+    }
+    Err(crate::jobs::SomeFailed {
+        done: outcome.done.len(),
+        failed: outcome.failed.len(),
+    }
+    .into())
 }
 
 fn summary_line(r: &PhotoReport) -> String {

@@ -320,6 +320,8 @@ impl JobSpec {
                     params,
                     align: align_settings(s.align, s.face)?,
                     paste_back: false,
+                    // The other photos are still inverted and written; the job fails.
+                    fail_fast: false,
                 })
             }
             JobSpec::Family(s) => {

@@ -28,6 +28,7 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use serde::Serialize;
 
+use super::{record_failure, Failure, Outcome};
 use crate::fsutil;
 use crate::imageio;
 use crate::invert::StepInfo;
@@ -103,30 +104,44 @@ pub fn load_photo(path: &Path, res: usize, obs: &mut dyn VaeObserver) -> Result<
 }
 
 /// Reads every photo; two photos with the same file stem are an error when their
-/// outputs would share a name (`unique_stems`).
+/// outputs would share a name (`unique_stems`). A photo that cannot be read goes to
+/// `failed` (or ends the job with `fail_fast`).
 fn load_photos(
     paths: &[PathBuf],
     res: usize,
     unique_stems: bool,
+    fail_fast: bool,
+    failed: &mut Vec<Failure>,
     obs: &mut dyn VaeObserver,
 ) -> Result<Vec<Photo>> {
     if paths.is_empty() {
         bail!("no photos given");
     }
     let mut stems = BTreeSet::new();
-    let mut out = Vec::with_capacity(paths.len());
     for p in paths {
-        let photo = load_photo(p, res, obs)?;
-        if unique_stems && !stems.insert(photo.stem.clone()) {
+        let stem = stem_of(p)?;
+        if unique_stems && !stems.insert(stem.clone()) {
             bail!(
-                "two photos share the name `{}` ({}); their outputs would collide",
-                photo.stem,
+                "two photos share the name `{stem}` ({}); their outputs would collide",
                 p.display()
             );
         }
-        out.push(photo);
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        match load_photo(p, res, obs) {
+            Ok(photo) => out.push(photo),
+            Err(e) => record_failure(failed, fail_fast, p, e)?,
+        }
     }
     Ok(out)
+}
+
+/// A photo a job could not use, as written in its JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedPhoto {
+    pub photo: PathBuf,
+    pub error: String,
 }
 
 fn check_out_dir(dir: &Path) -> Result<()> {
@@ -273,6 +288,8 @@ pub struct EncodeJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// Stop at the first unreadable photo (nothing written) instead of going on.
+    pub fail_fast: bool,
 }
 
 /// What was written for one photo.
@@ -293,10 +310,24 @@ pub fn run_encode(
     bundle: &Bundle,
     job: &EncodeJob,
     obs: &mut dyn VaeObserver,
-) -> Result<Vec<EncodedPhoto>> {
+) -> Result<Outcome<EncodedPhoto>> {
     let vae = Vae::new(bundle)?;
     check_out_dir(&job.out_dir)?;
-    let photos = load_photos(&job.photos, vae.resolution(), true, obs)?;
+    let mut failed = Vec::new();
+    let photos = load_photos(
+        &job.photos,
+        vae.resolution(),
+        true,
+        job.fail_fast,
+        &mut failed,
+        obs,
+    )?;
+    if photos.is_empty() {
+        return Ok(Outcome {
+            done: Vec::new(),
+            failed,
+        });
+    }
     bundle.prepare(&[GraphKind::VaeEncoder])?;
     let started = Instant::now();
     let (mu, logvar) = vae.encode_chunked(&flat(&photos), job.batch_size)?;
@@ -322,7 +353,7 @@ pub fn run_encode(
         fsutil::write_json_atomic(&job.out_dir.join(format!("{}_vae.json", p.stem)), &rec)?;
         out.push(rec);
     }
-    Ok(out)
+    Ok(Outcome { done: out, failed })
 }
 
 // ------------------------------------------------------------------ decode
@@ -344,6 +375,8 @@ pub struct ReconstructJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// Stop at the first unreadable photo (nothing written) instead of going on.
+    pub fail_fast: bool,
 }
 
 /// Figures for one photo.
@@ -370,18 +403,32 @@ pub struct ReconstructReport {
     pub mean_neg_elbo_nats: f64,
     /// Encoder + decoder wall time per image.
     pub seconds_per_image: f64,
+    /// Photos that could not be read (not in `images` nor the means).
+    pub failed: Vec<FailedPhoto>,
 }
 
 /// `vae reconstruct`: per photo `NAME_recon.png`, `NAME_compare.png` (photo | recon)
-/// and one `report.json` with PSNR/SSIM per photo and their means.
+/// and one `report.json` with PSNR/SSIM per photo and their means. Returns the report
+/// (`None` when no photo could be read: nothing is written) and the failed photos.
 pub fn run_reconstruct(
     bundle: &Bundle,
     job: &ReconstructJob,
     obs: &mut dyn VaeObserver,
-) -> Result<ReconstructReport> {
+) -> Result<(Option<ReconstructReport>, Vec<Failure>)> {
     let vae = Vae::new(bundle)?;
     check_out_dir(&job.out_dir)?;
-    let photos = load_photos(&job.photos, vae.resolution(), true, obs)?;
+    let mut failed = Vec::new();
+    let photos = load_photos(
+        &job.photos,
+        vae.resolution(),
+        true,
+        job.fail_fast,
+        &mut failed,
+        obs,
+    )?;
+    if photos.is_empty() {
+        return Ok((None, failed));
+    }
     bundle.prepare(&[GraphKind::VaeEncoder, GraphKind::VaeDecoder])?;
     let res = vae.resolution();
     let il = vae.image_len();
@@ -432,9 +479,16 @@ pub fn run_reconstruct(
         mean_neg_elbo_nats: images.iter().map(|r| r.neg_elbo_nats).sum::<f64>() / n,
         seconds_per_image: per,
         images,
+        failed: failed
+            .iter()
+            .map(|f| FailedPhoto {
+                photo: f.input.clone(),
+                error: f.message(),
+            })
+            .collect(),
     };
     fsutil::write_json_atomic(&job.out_dir.join("report.json"), &report)?;
-    Ok(report)
+    Ok((Some(report), failed))
 }
 
 // ------------------------------------------------------------------ interpolate
