@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{files_under, run, run_with, tiny_dir};
+use common::{files_under, repo, run, run_with, tiny_dir};
 use latentface::latent::Latent;
 
 fn tiny() -> String {
@@ -533,4 +533,42 @@ fn the_default_bundle_is_found_without_flags() {
         "expected {}:\n{stdout}",
         expected.display()
     );
+}
+
+#[test]
+fn a_truncated_or_misplaced_onnx_runtime_is_named_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = repo()
+        .join(".deps")
+        .join("onnxruntime")
+        .join("libonnxruntime.so.1.31.1");
+    let whole = std::fs::read(&lib).expect("run scripts/setup.sh first");
+    let cut = tmp.path().join("libonnxruntime.so.1.31.1");
+    std::fs::write(&cut, &whole[..whole.len() / 3]).unwrap();
+    let out = tmp.path().join("x.png");
+    let bundle = tiny();
+    let generate = |ort: &str, envs: &[(&str, &str)]| {
+        let mut args = vec!["generate", "--bundle", &bundle, "--seed", "1", "-o"];
+        let o = out.to_str().unwrap().to_string();
+        args.push(&o);
+        if !ort.is_empty() {
+            args.extend(["--ort-lib", ort]);
+        }
+        run_with(&args, envs)
+    };
+    for (ort, envs) in [
+        (cut.to_str().unwrap(), vec![]),
+        ("", vec![("LATENTFACE_ORT_LIB", cut.to_str().unwrap())]),
+    ] {
+        let (code, _, err) = generate(ort, &envs);
+        assert_eq!(code, 1, "killed by a signal? {err}");
+        assert!(err.contains(cut.to_str().unwrap()), "{err}");
+        assert!(err.contains("scripts/setup.sh"), "{err}");
+        assert!(!err.contains("graph `"), "the library is not a graph: {err}");
+        assert!(!out.exists());
+    }
+    let (code, _, err) = generate(tmp.path().to_str().unwrap(), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is a folder") && !err.contains("does not exist"), "{err}");
+    assert!(!err.contains("graph `"), "{err}");
 }
