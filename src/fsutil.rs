@@ -60,6 +60,49 @@ pub fn temp_sibling(path: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// Checks that the folder `path` would be written in exists, naming `what` (e.g.
+/// "output", "--csv") and the real problem: a missing folder, or a *file* where a folder
+/// is needed (also further up the path).
+pub fn check_parent_folder(path: &Path, what: &str) -> Result<()> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    match parent.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()) {
+        Some(a) if !a.is_dir() => anyhow::bail!(
+            "{what} {}: {} is a file, not a folder",
+            path.display(),
+            a.display()
+        ),
+        _ => anyhow::bail!(
+            "{what} {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        ),
+    }
+}
+
+/// Checks, before any work, that a file can be written at `path` (an existing file is
+/// fine: it would be replaced): not a folder, its folder exists
+/// ([`check_parent_folder`]) and accepts a new file (a temporary is created there and
+/// removed). So a run does not end, after hours, unable to write its result.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("{what} {} is a folder, not a file", path.display());
+    }
+    check_parent_folder(path, what)?;
+    let probe = temp_sibling(path)?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| format!("{what} {} cannot be written", path.display()))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Writes bytes atomically (see [`write_atomic`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| {
@@ -148,6 +191,30 @@ mod tests {
         write_bytes_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn unwritable_outputs_are_named_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        fs::write(&file, b"x").unwrap();
+        let e = format!("{:#}", check_writable(&file.join("out.json"), "--summary").unwrap_err());
+        assert!(e.contains("--summary") && e.contains("notes.txt is a file"), "{e}");
+        let e = format!(
+            "{:#}",
+            check_writable(&file.join("sub").join("out.json"), "output").unwrap_err()
+        );
+        assert!(e.contains("notes.txt is a file, not a folder"), "{e}");
+        let e = format!(
+            "{:#}",
+            check_writable(&dir.path().join("nope").join("o.json"), "output").unwrap_err()
+        );
+        assert!(e.contains("folder") && e.contains("does not exist"), "{e}");
+        let e = format!("{:#}", check_writable(dir.path(), "output").unwrap_err());
+        assert!(e.contains("is a folder"), "{e}");
+        check_writable(&file, "output").unwrap();
+        check_writable(&dir.path().join("new.json"), "output").unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "the probe is removed");
     }
 
     #[test]

@@ -456,3 +456,39 @@ fn sigterm_stops_new_jobs_and_still_writes_the_summary() {
     );
     check_outputs(&sum);
 }
+
+#[test]
+fn an_unwritable_summary_is_refused_before_any_job_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    face(tmp.path(), "a", 1);
+    face(tmp.path(), "b", 2);
+    let manifest = tmp.path().join("jobs.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[[jobs]]
+id = "fam"
+kind = "family"
+parent_a = "a.npy"
+parent_b = "b.npy"
+output = "out/fam"
+children = 1
+"#,
+    )
+    .unwrap();
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"x").unwrap();
+    for summary in [file.join("summary.json"), tmp.path().join("nope/summary.json")] {
+        let (code, stdout, err) = run(&[
+            "batch",
+            "--bundle",
+            &tiny_arg(),
+            s(&manifest),
+            "--summary",
+            s(&summary),
+        ]);
+        assert_ne!(code, 0, "{stdout}\n{err}");
+        assert!(err.contains("--summary") && err.contains(s(&summary)), "{err}");
+        assert!(!tmp.path().join("out").exists(), "a job ran: {stdout}");
+    }
+}

@@ -403,6 +403,12 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
         Some((i, n)) => state_dir.join(format!("summary-shard-{i}-of-{n}.json")),
         None => state_dir.join("summary.json"),
     });
+    // Found now, not after every job has run.
+    if a.summary.is_none() {
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
+    }
+    crate::fsutil::check_writable(&summary_path, "--summary")?;
     let cache = if a.no_cache {
         LatentCache::Off
     } else if let Some(d) = &a.cache {
