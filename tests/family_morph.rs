@@ -587,3 +587,48 @@ frames_per_key = 3
     assert!(!tmp.path().join("huge_batch.gif").exists());
     assert!(stdout.contains("100000 frames"), "{stdout}");
 }
+
+#[test]
+fn a_reused_family_folder_keeps_no_stale_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 41);
+    let (_, b) = face(tmp.path(), "b", 42);
+    let out = tmp.path().join("fam");
+    let family = |children: &str| {
+        let (code, stdout, err) = run(&[
+            "family",
+            "--bundle",
+            &tiny_arg(),
+            s(&a),
+            s(&b),
+            "-o",
+            s(&out),
+            "--children",
+            children,
+        ]);
+        assert_eq!(code, 0, "{stdout}\n{err}");
+    };
+    family("4");
+    assert!(out.join("child_04.png").is_file());
+    // Files of the user's that only look alike are kept.
+    for keep in ["child_notes.txt", "my_child_03.png", "child_3.png"] {
+        std::fs::write(out.join(keep), b"mine").unwrap();
+    }
+    family("2");
+    for gone in ["child_03.png", "child_03.npy", "child_03.json", "child_04.png"] {
+        assert!(!out.join(gone).exists(), "{gone} is stale");
+    }
+    for kept in [
+        "child_01.png",
+        "child_02.npy",
+        "family.json",
+        "child_notes.txt",
+        "my_child_03.png",
+        "child_3.png",
+    ] {
+        assert!(out.join(kept).is_file(), "{kept} is missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("family.json")).unwrap()).unwrap();
+    assert_eq!(report["children"].as_array().unwrap().len(), 2);
+}
