@@ -632,3 +632,80 @@ fn a_reused_family_folder_keeps_no_stale_children() {
         serde_json::from_slice(&std::fs::read(out.join("family.json")).unwrap()).unwrap();
     assert_eq!(report["children"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn absurd_latents_psi_and_edit_strengths_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 41);
+    let (_, b) = face(tmp.path(), "b", 42);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::repo().join("onnx/tiny/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let stat = |k: &str| -> Vec<f32> {
+        manifest[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let (avg, std) = (stat("w_avg"), stat("w_std"));
+    let write = |name: &str, w: Vec<f32>| {
+        let p = tmp.path().join(name);
+        let num_ws = manifest["num_ws"].as_u64().unwrap() as usize;
+        Latent::W(w).write_npy(&p, num_ws).unwrap();
+        p
+    };
+    let huge = write("huge.npy", avg.iter().map(|v| v * 1e30 + 1e30).collect());
+    let mut odd = avg.clone();
+    odd[0] += 20.0 * std[0];
+    let odd = write("odd.npy", odd);
+    let out = tmp.path().join("x.png");
+    let generate = |extra: &[&str]| {
+        let t = tiny_arg();
+        let mut args = vec!["generate", "--bundle", &t, "-o", s(&out)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = generate(&["--latent", s(&huge)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("huge.npy") && err.contains("standard deviations"), "{err}");
+    assert!(!out.exists());
+    let (code, _, err) = generate(&["--seed", "1", "--psi", "1e30"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--psi"), "{err}");
+    assert!(!out.exists());
+    let (code, _, err) = generate(&["--latent", s(&odd)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("odd.npy"), "{err}");
+
+    let fam = tmp.path().join("fam");
+    let family = |pa: &Path, extra: &[&str]| {
+        let t = tiny_arg();
+        let mut args = vec!["family", "--bundle", &t, s(pa), s(&b), "-o", s(&fam)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = family(&a, &["--age", "1e9"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--age"), "{err}");
+    let (code, _, err) = family(&a, &["--gender=-25"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--gender"), "{err}");
+    let (code, _, err) = family(&huge, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("huge.npy"), "{err}");
+    assert!(!fam.exists());
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&huge),
+        "-o",
+        s(&tmp.path().join("m.gif")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("huge.npy"), "{err}");
+}

@@ -86,7 +86,7 @@ pub struct EvalArgs {
     /// Generated faces of the samples block (compared with half of the real faces)
     #[arg(long, default_value_t = 250, value_name = "N")]
     pub samples: usize,
-    /// Truncation of the samples: w = w_avg + psi (w - w_avg)
+    /// Truncation of the samples: w = w_avg + psi (w - w_avg), in [-3, 3]
     #[arg(long, default_value_t = 1.0)]
     pub psi: f32,
     /// Inversion steps per photo
@@ -161,7 +161,7 @@ pub struct GenerateArgs {
     /// Seed of z ~ N(0, 1)
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Truncation: w = w_avg + psi (w - w_avg) (only with --seed)
+    /// Truncation: w = w_avg + psi (w - w_avg), in [-3, 3] (only with --seed)
     #[arg(long, default_value_t = 0.7, requires = "seed")]
     pub psi: f32,
     /// Latent file (.npy [1,num_ws,w_dim] / [1,w_dim], or StyleGAN .npz with key `w`)

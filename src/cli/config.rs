@@ -59,9 +59,7 @@ impl GenerateConfig {
             }
             _ => bail!("give exactly one of --seed and --latent"),
         };
-        if !a.psi.is_finite() {
-            bail!("--psi must be a finite number");
-        }
+        crate::jobs::generate::check_psi(a.psi)?;
         Ok(GenerateConfig {
             source,
             output: a.output.clone(),

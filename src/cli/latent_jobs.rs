@@ -96,10 +96,12 @@ pub struct FamilyArgs {
     #[arg(long)]
     pub crossover: bool,
     /// Age: a group of the bundle's `age` direction (child, teen, young, adult, senior:
-    /// whichever the bundle defines) or a signed strength in standard deviations (-1.5)
+    /// whichever the bundle defines) or a signed strength in standard deviations (-1.5;
+    /// within ±20)
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     pub age: Option<EditTarget>,
     /// Gender: a group of the bundle's `gender` direction (male, female) or a signed strength
+    /// (within ±20)
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     pub gender: Option<EditTarget>,
     /// Number of siblings; child 1 is the plain blend, the others carry seeded mutations

@@ -59,6 +59,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 job.save_latent.as_deref(),
             )?;
             report_provider(&bundle, GraphKind::Synthesis);
+            for w in &g.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("wrote {}", g.image_path.display());
             if let Some(p) = g.latent_path {
                 println!("wrote {} (+ sidecar .json)", p.display());
@@ -141,6 +144,7 @@ impl crate::jobs::eval::EvalObserver for EvalBar {
 }
 
 fn run_eval(common: &config::Common, a: &args::EvalArgs) -> Result<()> {
+    generate::check_psi(a.psi)?;
     let job = crate::jobs::eval::EvalJob {
         folder: a.folder.clone(),
         limit: a.limit,
