@@ -304,7 +304,17 @@ fn a_photo_without_a_face_is_a_clear_error() {
         err.contains("no face found in") && err.contains("wall.png"),
         "{err}"
     );
-    assert!(err.contains("--no-align"), "{err}");
+    // align has no --no-align; it suggests what align itself accepts.
+    assert!(err.contains("--min-score"), "{err}");
+    assert!(!err.contains("pass --no-align"), "{err}");
+    let (code, _, err) = run(&[
+        "align",
+        s(&photo),
+        "-o",
+        s(&tmp.path().join("o")),
+        "--no-align",
+    ]);
+    assert_eq!(code, 2, "align rejects --no-align: {err}");
     // invert aligns by default: the same error, nothing written.
     let out = tmp.path().join("inv");
     let (code, _, err) = run(&["invert", "--bundle", &tiny(), s(&photo), "-o", s(&out)]);
@@ -313,6 +323,7 @@ fn a_photo_without_a_face_is_a_clear_error() {
         err.contains("no face found in") && err.contains("wall.png"),
         "{err}"
     );
+    assert!(err.contains("pass --no-align"), "{err}");
     assert!(files_under(&out).is_empty());
     // A detector that is not there is named.
     let (code, _, err) = run(&[

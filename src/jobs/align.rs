@@ -107,7 +107,14 @@ pub fn run_align(
             if !p.is_file() {
                 bail!("photo {} does not exist or is not a file", p.display());
             }
-            let prepared = align::prepare_photo_crops(p, job.size, &aligner)?;
+            let prepared = align::prepare_photo_crops(p, job.size, &aligner).map_err(|e| {
+                align::hint_no_face(
+                    e,
+                    "if the face is there, try a lower --min-score; a photo that is already an \
+                     aligned face crop needs no align (give it to invert/family/morph with \
+                     --no-align)",
+                )
+            })?;
             let sha = fsutil::sha256_file(p)
                 .with_context(|| format!("cannot read photo {}", p.display()))?;
             Ok((prepared, sha))
