@@ -572,3 +572,36 @@ fn a_truncated_or_misplaced_onnx_runtime_is_named_not_a_crash() {
     assert!(err.contains("is a folder") && !err.contains("does not exist"), "{err}");
     assert!(!err.contains("graph `"), "{err}");
 }
+
+#[test]
+fn an_output_under_a_file_says_it_is_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let latent = tmp.path().join("z.npy");
+    let (code, _, err) = run(&[
+        "vae",
+        "--bundle",
+        &tiny(),
+        "sample",
+        "--n",
+        "1",
+        "-o",
+        tmp.path().join("s").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::copy(tmp.path().join("s/sample_0000.npy"), &latent).unwrap();
+    let out = file.join("x.png");
+    let (code, _, err) = run(&[
+        "vae",
+        "--bundle",
+        &tiny(),
+        "decode",
+        latent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("notes.txt is a file, not a folder"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}

@@ -166,16 +166,7 @@ fn check_png_output(path: &Path) -> Result<()> {
     if path.is_dir() {
         bail!("output {} is a folder", path.display());
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            bail!(
-                "output {}: folder {} does not exist",
-                path.display(),
-                parent.display()
-            );
-        }
-    }
-    Ok(())
+    fsutil::check_parent_folder(path, "output")
 }
 
 fn flat(photos: &[Photo]) -> Vec<f32> {
@@ -932,15 +923,7 @@ pub fn run_anomaly(
         if csv.is_dir() {
             bail!("--csv {} is a folder", csv.display());
         }
-        if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                bail!(
-                    "--csv {}: folder {} does not exist",
-                    csv.display(),
-                    parent.display()
-                );
-            }
-        }
+        fsutil::check_parent_folder(csv, "--csv")?;
     }
     let paths = expand_inputs(&job.inputs)?;
     let samples = job
