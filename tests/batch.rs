@@ -132,9 +132,9 @@ frames_per_kye = 3
         s(&cache),
     ];
     let (code, stdout, stderr) = run(&args);
-    assert_ne!(
-        code, 0,
-        "a failed job must make the run fail\n{stdout}\n{stderr}"
+    assert_eq!(
+        code, 1,
+        "a failed job must make the run fail (1, not 130)\n{stdout}\n{stderr}"
     );
     assert!(stderr.contains("2 of 5 jobs failed"), "{stderr}");
     let state = tmp.path().join("jobs.state");
@@ -444,7 +444,7 @@ fn sigterm_stops_new_jobs_and_still_writes_the_summary() {
     assert!(ok.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(130), "interrupted, not failed: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     let sum = summary(&state.join("summary.json"));
     let st = statuses(&sum);

@@ -206,6 +206,9 @@ impl MorphArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Exit status: 0 when every job is done (or skipped as already done); \
+1 when a job failed or the run could not start; 130 when interrupted (Ctrl-C, SIGTERM): \
+run the same command again to resume.")]
 pub struct BatchArgs {
     /// Manifest listing the jobs: TOML (.toml) or JSON; see docs/batch.md
     #[arg(value_name = "MANIFEST")]
@@ -473,18 +476,28 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
         .with_context(|| format!("writing the summary {}", summary_path.display()))?;
     print!("{}", batch::format_table(&summary));
     println!("summary {}", summary_path.display());
+    // An interrupted run is incomplete whatever else happened: 130 says "run me again".
+    if cancel.load(Ordering::SeqCst) {
+        if summary.failed > 0 {
+            eprintln!(
+                "error: {} of {} jobs failed (see the table above or {})",
+                summary.failed,
+                summary.jobs_in_shard,
+                summary_path.display()
+            );
+        }
+        return Err(super::Interrupted(format!(
+            "interrupted: {} jobs not started; run the same command again to resume",
+            summary.cancelled
+        ))
+        .into());
+    }
     if summary.failed > 0 {
         bail!(
             "{} of {} jobs failed (see the table above or {})",
             summary.failed,
             summary.jobs_in_shard,
             summary_path.display()
-        );
-    }
-    if cancel.load(Ordering::SeqCst) {
-        bail!(
-            "interrupted: {} jobs not started; run the same command again to resume",
-            summary.cancelled
         );
     }
     Ok(())

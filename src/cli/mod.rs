@@ -18,6 +18,15 @@ use crate::jobs::{bench, generate, info, invert};
 use crate::model::{Bundle, GraphKind};
 use args::{Cli, Command};
 
+/// The error of a run stopped by Ctrl-C / SIGTERM: the binary exits with
+/// [`EXIT_INTERRUPTED`] instead of 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// Exit status of an interrupted run (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Parses `std::env::args` and runs the command.
 pub fn main_entry() -> Result<()> {
     let cli = Cli::parse();
