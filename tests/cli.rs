@@ -574,6 +574,22 @@ fn a_truncated_or_misplaced_onnx_runtime_is_named_not_a_crash() {
 }
 
 #[test]
+fn global_flags_have_their_own_help_heading() {
+    for cmd in [vec!["invert", "--help"], vec!["vae", "encode", "--help"], vec!["batch", "--help"]] {
+        let (code, help, err) = run(&cmd);
+        assert_eq!(code, 0, "{err}");
+        let global = help.find("Global options:").unwrap_or_else(|| panic!("{help}"));
+        // Every global flag is under that heading, none among the command's own.
+        for flag in ["--bundle", "--ort-lib", "--device", "--threads", "--ort-spin"] {
+            let at = help.find(&format!("  {flag}")).unwrap_or_else(|| panic!("{flag}: {help}"));
+            assert!(at > global, "{cmd:?}: {flag} is not under Global options:\n{help}");
+        }
+    }
+    let (_, help, _) = run(&["batch", "--help"]);
+    assert!(help.contains("130") && help.contains("Exit status"), "{help}");
+}
+
+#[test]
 fn an_output_under_a_file_says_it_is_a_file() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("notes.txt");

@@ -20,7 +20,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags every subcommand takes; shown under their own heading in each `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Model bundle folder [default: $LATENTFACE_BUNDLE, else onnx/default/ found next to
     /// the executable or the current folder, walking up]
