@@ -621,3 +621,33 @@ fn an_output_under_a_file_says_it_is_a_file() {
     assert!(err.contains("notes.txt is a file, not a folder"), "{err}");
     assert!(!err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn a_killed_commands_temporaries_are_swept_by_the_next_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = std::time::SystemTime::now()
+        - latentface::fsutil::STALE_TEMP_AGE
+        - std::time::Duration::from_secs(5);
+    // What a `generate` killed by Ctrl-C leaves (its PID is long gone).
+    let stale = tmp.path().join(".face.png.tmp-4194997-0");
+    std::fs::write(&stale, b"half a png").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = tmp.path().join("other.png");
+    let (code, _, err) = run(&[
+        "generate",
+        "--bundle",
+        &tiny(),
+        "--seed",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_file());
+    assert!(!stale.exists(), "the stale temporary is still there");
+}
