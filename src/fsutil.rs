@@ -9,10 +9,10 @@
 //! behind. The first time a process makes a temporary in a folder, it removes the
 //! temporaries there of processes that are gone ([`sweep_stale_temps`]).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -78,7 +78,10 @@ pub fn check_parent_folder(path: &Path, what: &str) -> Result<()> {
     if parent.is_dir() {
         return Ok(());
     }
-    match parent.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()) {
+    match parent
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists())
+    {
         Some(a) if !a.is_dir() => anyhow::bail!(
             "{what} {}: {} is a file, not a folder",
             path.display(),
@@ -281,8 +284,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("notes.txt");
         fs::write(&file, b"x").unwrap();
-        let e = format!("{:#}", check_writable(&file.join("out.json"), "--summary").unwrap_err());
-        assert!(e.contains("--summary") && e.contains("notes.txt is a file"), "{e}");
+        let e = format!(
+            "{:#}",
+            check_writable(&file.join("out.json"), "--summary").unwrap_err()
+        );
+        assert!(
+            e.contains("--summary") && e.contains("notes.txt is a file"),
+            "{e}"
+        );
         let e = format!(
             "{:#}",
             check_writable(&file.join("sub").join("out.json"), "output").unwrap_err()
@@ -297,7 +306,11 @@ mod tests {
         assert!(e.contains("is a folder"), "{e}");
         check_writable(&file, "output").unwrap();
         check_writable(&dir.path().join("new.json"), "output").unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "the probe is removed");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the probe is removed"
+        );
     }
 
     #[test]
@@ -310,14 +323,22 @@ mod tests {
         let make = |name: &str, age: SystemTime| {
             let p = dir.path().join(name);
             fs::write(&p, b"half").unwrap();
-            File::options().write(true).open(&p).unwrap().set_modified(age).unwrap();
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(age)
+                .unwrap();
             p
         };
         let stale = make(&format!(".a.png.tmp-{dead}-0"), old);
         let stale_frames = dir.path().join(format!(".walk.tmp-{dead}-3"));
         fs::create_dir(&stale_frames).unwrap();
         fs::write(stale_frames.join("frame_0000.png"), b"x").unwrap();
-        File::open(&stale_frames).unwrap().set_modified(old).unwrap();
+        File::open(&stale_frames)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let fresh = make(&format!(".b.png.tmp-{dead}-1"), SystemTime::now());
         let mine = make(&format!(".c.png.tmp-{me}-2"), old);
         let user = make(".notes.tmp-keep", old);

@@ -261,7 +261,11 @@ impl PathSpec {
         if self.frames_per_key == 0 {
             bail!("--frames-per-key must be at least 1");
         }
-        let segments = if self.looped { keys } else { keys.saturating_sub(1) };
+        let segments = if self.looped {
+            keys
+        } else {
+            keys.saturating_sub(1)
+        };
         let count = segments
             .checked_mul(self.frames_per_key)
             .and_then(|n| n.checked_add(usize::from(!self.looped)));
@@ -469,16 +473,26 @@ mod tests {
         let plan = FramePlan::new(&keys, &c, &spec(MAX_FRAMES - 1, false)).unwrap();
         assert_eq!(plan.len(), MAX_FRAMES);
         assert_eq!(plan.frame(MAX_FRAMES - 1), keys[1]);
-        for (fpk, looped) in [(MAX_FRAMES, false), (100_000_000, false), (usize::MAX, true)] {
+        for (fpk, looped) in [
+            (MAX_FRAMES, false),
+            (100_000_000, false),
+            (usize::MAX, true),
+        ] {
             let e = FramePlan::new(&keys, &c, &spec(fpk, looped)).unwrap_err();
             let msg = format!("{e:#}");
-            assert!(msg.contains("--frames-per-key") && msg.contains("100000"), "{msg}");
+            assert!(
+                msg.contains("--frames-per-key") && msg.contains("100000"),
+                "{msg}"
+            );
         }
         // Frames on demand are the frames of the whole plan.
         let small = spec(5, true);
         let all = plan_frames(&keys, &c, &small).unwrap();
         let plan = FramePlan::new(&keys, &c, &small).unwrap();
-        assert_eq!((0..plan.len()).map(|i| plan.frame(i)).collect::<Vec<_>>(), all);
+        assert_eq!(
+            (0..plan.len()).map(|i| plan.frame(i)).collect::<Vec<_>>(),
+            all
+        );
     }
 
     #[test]

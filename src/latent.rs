@@ -188,7 +188,7 @@ pub fn check_against_stats(ws: &[f32], w_avg: &[f32], w_std: &[f32]) -> Result<O
                 .map(move |(&w, (&a, &sd))| (w - a).abs() / sd.abs().max(floor))
         })
         .fold(0f32, f32::max);
-    if !(worst <= W_STD_REFUSE) {
+    if worst.is_nan() || worst > W_STD_REFUSE {
         bail!(
             "the latent lies {worst:.3e} standard deviations (w_std) from the model's average \
              w_avg in some dimension; at most {W_STD_REFUSE} is accepted (a latent of another \
@@ -289,11 +289,19 @@ mod tests {
     #[test]
     fn latents_far_from_the_models_statistics_are_refused_or_warned() {
         let (avg, std) = ([1.0f32, -1.0], [0.5f32, 2.0]);
-        assert_eq!(check_against_stats(&[1.5, 1.0, 0.0, -3.0], &avg, &std).unwrap(), None);
+        assert_eq!(
+            check_against_stats(&[1.5, 1.0, 0.0, -3.0], &avg, &std).unwrap(),
+            None
+        );
         // 20 w_std in dimension 0 of row 2: a warning.
         let w = check_against_stats(&[1.0, -1.0, 11.0, -1.0], &avg, &std).unwrap();
         assert!(w.is_some_and(|m| m.contains("20.0 standard deviations")));
-        for bad in [[1e30f32, 0.0], [f32::NAN, 0.0], [1.0, f32::INFINITY], [52.0, -1.0]] {
+        for bad in [
+            [1e30f32, 0.0],
+            [f32::NAN, 0.0],
+            [1.0, f32::INFINITY],
+            [52.0, -1.0],
+        ] {
             let e = format!("{:#}", check_against_stats(&bad, &avg, &std).unwrap_err());
             assert!(e.contains("NaN") || e.contains("at most 100"), "{e}");
         }

@@ -644,7 +644,10 @@ fn one_bad_photo_does_not_stop_the_others() {
     let (code, stdout, err) = run(&args);
     assert_eq!(code, 1, "{stdout}\n{err}");
     assert!(out.join("person.png").is_file() && out.join("person.json").is_file());
-    assert!(err.contains("wall.png") && err.contains("no face found"), "{err}");
+    assert!(
+        err.contains("wall.png") && err.contains("no face found"),
+        "{err}"
+    );
     assert!(err.contains("missing.png"), "{err}");
     assert!(err.contains("1 done, 2 failed"), "{err}");
     assert!(stdout.contains("person.png"), "{stdout}");
@@ -660,12 +663,23 @@ fn one_bad_photo_does_not_stop_the_others() {
     // invert: the same.
     let inv = tmp.path().join("inv");
     let tiny_arg = tiny();
-    let mut args = vec!["invert", "--bundle", &tiny_arg, "-o", s(&inv), "--steps", "2"];
+    let mut args = vec![
+        "invert",
+        "--bundle",
+        &tiny_arg,
+        "-o",
+        s(&inv),
+        "--steps",
+        "2",
+    ];
     args.extend(photos);
     let (code, stdout, err) = run(&args);
     assert_eq!(code, 1, "{stdout}\n{err}");
     assert!(inv.join("person.npy").is_file() && inv.join("person_recon.png").is_file());
-    assert!(err.contains("wall.png") && err.contains("missing.png"), "{err}");
+    assert!(
+        err.contains("wall.png") && err.contains("missing.png"),
+        "{err}"
+    );
     assert!(err.contains("1 done, 2 failed"), "{err}");
     let ff = tmp.path().join("inv_ff");
     let mut args = vec!["invert", "--bundle", &tiny_arg, "-o", s(&ff), "--fail-fast"];

@@ -444,7 +444,11 @@ fn sigterm_stops_new_jobs_and_still_writes_the_summary() {
     assert!(ok.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "interrupted, not failed: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "interrupted, not failed: {stderr}"
+    );
     assert!(stderr.contains("interrupted"), "{stderr}");
     let sum = summary(&state.join("summary.json"));
     let st = statuses(&sum);
@@ -478,7 +482,10 @@ children = 1
     .unwrap();
     let file = tmp.path().join("notes.txt");
     std::fs::write(&file, b"x").unwrap();
-    for summary in [file.join("summary.json"), tmp.path().join("nope/summary.json")] {
+    for summary in [
+        file.join("summary.json"),
+        tmp.path().join("nope/summary.json"),
+    ] {
         let (code, stdout, err) = run(&[
             "batch",
             "--bundle",
@@ -488,7 +495,10 @@ children = 1
             s(&summary),
         ]);
         assert_ne!(code, 0, "{stdout}\n{err}");
-        assert!(err.contains("--summary") && err.contains(s(&summary)), "{err}");
+        assert!(
+            err.contains("--summary") && err.contains(s(&summary)),
+            "{err}"
+        );
         assert!(!tmp.path().join("out").exists(), "a job ran: {stdout}");
     }
 }

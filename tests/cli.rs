@@ -564,29 +564,55 @@ fn a_truncated_or_misplaced_onnx_runtime_is_named_not_a_crash() {
         assert_eq!(code, 1, "killed by a signal? {err}");
         assert!(err.contains(cut.to_str().unwrap()), "{err}");
         assert!(err.contains("scripts/setup.sh"), "{err}");
-        assert!(!err.contains("graph `"), "the library is not a graph: {err}");
+        assert!(
+            !err.contains("graph `"),
+            "the library is not a graph: {err}"
+        );
         assert!(!out.exists());
     }
     let (code, _, err) = generate(tmp.path().to_str().unwrap(), &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("is a folder") && !err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("is a folder") && !err.contains("does not exist"),
+        "{err}"
+    );
     assert!(!err.contains("graph `"), "{err}");
 }
 
 #[test]
 fn global_flags_have_their_own_help_heading() {
-    for cmd in [vec!["invert", "--help"], vec!["vae", "encode", "--help"], vec!["batch", "--help"]] {
+    for cmd in [
+        vec!["invert", "--help"],
+        vec!["vae", "encode", "--help"],
+        vec!["batch", "--help"],
+    ] {
         let (code, help, err) = run(&cmd);
         assert_eq!(code, 0, "{err}");
-        let global = help.find("Global options:").unwrap_or_else(|| panic!("{help}"));
+        let global = help
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("{help}"));
         // Every global flag is under that heading, none among the command's own.
-        for flag in ["--bundle", "--ort-lib", "--device", "--threads", "--ort-spin"] {
-            let at = help.find(&format!("  {flag}")).unwrap_or_else(|| panic!("{flag}: {help}"));
-            assert!(at > global, "{cmd:?}: {flag} is not under Global options:\n{help}");
+        for flag in [
+            "--bundle",
+            "--ort-lib",
+            "--device",
+            "--threads",
+            "--ort-spin",
+        ] {
+            let at = help
+                .find(&format!("  {flag}"))
+                .unwrap_or_else(|| panic!("{flag}: {help}"));
+            assert!(
+                at > global,
+                "{cmd:?}: {flag} is not under Global options:\n{help}"
+            );
         }
     }
     let (_, help, _) = run(&["batch", "--help"]);
-    assert!(help.contains("130") && help.contains("Exit status"), "{help}");
+    assert!(
+        help.contains("130") && help.contains("Exit status"),
+        "{help}"
+    );
 }
 
 #[test]

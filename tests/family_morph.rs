@@ -615,7 +615,12 @@ fn a_reused_family_folder_keeps_no_stale_children() {
         std::fs::write(out.join(keep), b"mine").unwrap();
     }
     family("2");
-    for gone in ["child_03.png", "child_03.npy", "child_03.json", "child_04.png"] {
+    for gone in [
+        "child_03.png",
+        "child_03.npy",
+        "child_03.json",
+        "child_04.png",
+    ] {
         assert!(!out.join(gone).exists(), "{gone} is stale");
     }
     for kept in [
@@ -670,7 +675,10 @@ fn absurd_latents_psi_and_edit_strengths_are_refused() {
     };
     let (code, _, err) = generate(&["--latent", s(&huge)]);
     assert_ne!(code, 0);
-    assert!(err.contains("huge.npy") && err.contains("standard deviations"), "{err}");
+    assert!(
+        err.contains("huge.npy") && err.contains("standard deviations"),
+        "{err}"
+    );
     assert!(!out.exists());
     let (code, _, err) = generate(&["--seed", "1", "--psi", "1e30"]);
     assert_ne!(code, 0);

@@ -534,7 +534,11 @@ fn impute_works_on_the_upright_photo_whatever_its_exif_orientation() {
     ]);
     let got = image::open(&out).unwrap().to_rgb8();
     assert_eq!(got.get_pixel(2, 2), upright.get_pixel(2, 2));
-    assert_ne!(got.get_pixel(38, 28), upright.get_pixel(38, 28), "the hole is filled");
+    assert_ne!(
+        got.get_pixel(38, 28),
+        upright.get_pixel(38, 28),
+        "the hole is filled"
+    );
 }
 
 #[test]
@@ -549,7 +553,10 @@ fn encode_and_reconstruct_go_on_past_an_unreadable_photo() {
     let enc = tmp.path().join("enc");
     let (code, out, err) = vae(&["encode", a, s(&bad), b, "-o", s(&enc)]);
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(err.contains("bad.png") && err.contains("2 done, 1 failed"), "{err}");
+    assert!(
+        err.contains("bad.png") && err.contains("2 done, 1 failed"),
+        "{err}"
+    );
     for p in &photos {
         assert!(enc.join(format!("{}_mu.npy", stem(p))).is_file());
     }
@@ -562,8 +569,13 @@ fn encode_and_reconstruct_go_on_past_an_unreadable_photo() {
     let rec = tmp.path().join("rec");
     let (code, out, err) = vae(&["reconstruct", s(&bad), a, b, "-o", s(&rec)]);
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(err.contains("bad.png") && err.contains("2 done, 1 failed"), "{err}");
-    assert!(rec.join(format!("{}_recon.png", stem(&photos[1]))).is_file());
+    assert!(
+        err.contains("bad.png") && err.contains("2 done, 1 failed"),
+        "{err}"
+    );
+    assert!(rec
+        .join(format!("{}_recon.png", stem(&photos[1])))
+        .is_file());
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(rec.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["images"].as_array().unwrap().len(), 2);

@@ -206,9 +206,11 @@ impl MorphArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Exit status: 0 when every job is done (or skipped as already done); \
+#[command(
+    after_help = "Exit status: 0 when every job is done (or skipped as already done); \
 1 when a job failed or the run could not start; 130 when interrupted (Ctrl-C, SIGTERM): \
-run the same command again to resume.")]
+run the same command again to resume."
+)]
 pub struct BatchArgs {
     /// Manifest listing the jobs: TOML (.toml) or JSON; see docs/batch.md
     #[arg(value_name = "MANIFEST")]

@@ -133,7 +133,10 @@ pub fn run_align(
         pending.push((p.clone(), sha, prepared.faces, seconds));
     }
     if pending.is_empty() {
-        return Ok(Outcome { done: Vec::new(), failed });
+        return Ok(Outcome {
+            done: Vec::new(),
+            failed,
+        });
     }
     std::fs::create_dir_all(&job.out_dir)
         .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;

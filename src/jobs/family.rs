@@ -530,8 +530,8 @@ fn remove_stale_outputs(dir: &Path, keep: &[usize]) -> Result<()> {
         std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = name == "family.json"
-            || child_output_index(&name).is_some_and(|i| !keep.contains(&i));
+        let stale =
+            name == "family.json" || child_output_index(&name).is_some_and(|i| !keep.contains(&i));
         if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
             std::fs::remove_file(entry.path()).with_context(|| {
                 format!(

@@ -209,7 +209,7 @@ fn normalise_edit(flag: &str, t: &EditTarget) -> Result<EditTarget> {
         s => s.clone(),
     };
     if let EditTarget::Strength(v) = t {
-        if !(v.abs() <= MAX_EDIT_STRENGTH) {
+        if v.is_nan() || v.abs() > MAX_EDIT_STRENGTH {
             bail!(
                 "--{flag} {v:?}: an edit strength must be within ±{MAX_EDIT_STRENGTH} (standard \
                  deviations of the {flag} direction; the training faces span about ±3)"

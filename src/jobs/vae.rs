@@ -1176,8 +1176,9 @@ pub fn run_impute(
     let mut notes = loaded.warnings;
     let full = loaded.image;
     let (w, h) = full.dimensions();
-    let photo_tensor =
-        imageio::rgb_to_tensor(&imageio::square_photo(&full, res as u32, &job.photo, &mut notes));
+    let photo_tensor = imageio::rgb_to_tensor(&imageio::square_photo(
+        &full, res as u32, &job.photo, &mut notes,
+    ));
     for n in &notes {
         obs.warning(n);
     }

@@ -392,7 +392,10 @@ mod tests {
         assert!(format!("{err}").contains("/nonexistent/libonnxruntime.so"));
         let dir = tempfile::tempdir().unwrap();
         let err = format!("{}", locate_ort_library(Some(dir.path())).unwrap_err());
-        assert!(err.contains("is a folder") && !err.contains("does not exist"), "{err}");
+        assert!(
+            err.contains("is a folder") && !err.contains("does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -402,7 +405,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cut = dir.path().join(ORT_LIB_NAME);
         std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
-        for source in [OrtLibSource::Installed, OrtLibSource::Flag, OrtLibSource::Env] {
+        for source in [
+            OrtLibSource::Installed,
+            OrtLibSource::Flag,
+            OrtLibSource::Env,
+        ] {
             let err = format!("{:#}", check_ort_library(&cut, source).unwrap_err());
             assert!(err.contains(&cut.display().to_string()), "{err}");
             assert!(err.contains("scripts/setup.sh"), "{err}");
