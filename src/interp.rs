@@ -250,29 +250,95 @@ impl PathSpec {
     }
 }
 
-/// The latent of every frame of the morph through `keys` (each `[num_ws * w_dim]`).
-/// `center` is `w_avg` (`[w_dim]`), used by slerp.
+/// The most frames one morph may have (`frames_per_key` x segments, + 1 when open):
+/// over an hour of video at 25 fps, and a bound on the time and disk a typo can cost.
+pub const MAX_FRAMES: usize = 100_000;
+
+impl PathSpec {
+    /// [`PathSpec::frame_count`], refused (naming `--frames-per-key`) when it is above
+    /// [`MAX_FRAMES`] or overflows.
+    pub fn checked_frame_count(&self, keys: usize) -> Result<usize> {
+        if self.frames_per_key == 0 {
+            bail!("--frames-per-key must be at least 1");
+        }
+        let segments = if self.looped {
+            keys
+        } else {
+            keys.saturating_sub(1)
+        };
+        let count = segments
+            .checked_mul(self.frames_per_key)
+            .and_then(|n| n.checked_add(usize::from(!self.looped)));
+        match count {
+            Some(n) if n <= MAX_FRAMES => Ok(n),
+            _ => bail!(
+                "--frames-per-key {} with {keys} keys ({segments} segments) makes more than the \
+                 {MAX_FRAMES} frames a morph may have; use fewer frames per key",
+                self.frames_per_key
+            ),
+        }
+    }
+}
+
+/// The path of a morph through `keys` (each `[num_ws * w_dim]`), checked once; frame
+/// `i`'s latent is computed on demand ([`FramePlan::frame`]), so a long morph costs
+/// memory for the keys only. `center` is `w_avg` (`[w_dim]`), used by slerp.
+#[derive(Clone, Debug)]
+pub struct FramePlan<'a> {
+    keys: &'a [Vec<f32>],
+    center: &'a [f32],
+    spec: PathSpec,
+    count: usize,
+}
+
+impl<'a> FramePlan<'a> {
+    pub fn new(keys: &'a [Vec<f32>], center: &'a [f32], spec: &PathSpec) -> Result<Self> {
+        if keys.len() < 2 {
+            bail!("a morph needs at least 2 keys, got {}", keys.len());
+        }
+        let count = spec.checked_frame_count(keys.len())?;
+        let len = keys[0].len();
+        if center.is_empty()
+            || !len.is_multiple_of(center.len())
+            || keys.iter().any(|k| k.len() != len)
+        {
+            bail!("keys must all be [num_ws, w_dim] latents of the same model");
+        }
+        Ok(FramePlan {
+            keys,
+            center,
+            spec: *spec,
+            count,
+        })
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Values in one frame's latent (`num_ws * w_dim`).
+    pub fn latent_len(&self) -> usize {
+        self.keys[0].len()
+    }
+
+    /// The latent of frame `i` (`i < len()`).
+    pub fn frame(&self, i: usize) -> Vec<f32> {
+        let n = self.keys.len();
+        let (s, t) = self.spec.frame_position(n, i);
+        segment_point(self.keys, s, (s + 1) % n, self.center, &self.spec, t)
+    }
+}
+
+/// Every frame's latent at once (for short paths and tests; jobs stream a
+/// [`FramePlan`]).
 pub fn plan_frames(keys: &[Vec<f32>], center: &[f32], spec: &PathSpec) -> Result<Vec<Vec<f32>>> {
-    if keys.len() < 2 {
-        bail!("a morph needs at least 2 keys, got {}", keys.len());
-    }
-    if spec.frames_per_key == 0 {
-        bail!("frames per key must be at least 1");
-    }
-    let len = keys[0].len();
-    if center.is_empty() || !len.is_multiple_of(center.len()) || keys.iter().any(|k| k.len() != len)
-    {
-        bail!("keys must all be [num_ws, w_dim] latents of the same model");
-    }
-    let n = keys.len();
-    let count = spec.frame_count(n);
-    let mut frames = Vec::with_capacity(count);
-    for i in 0..count {
-        let (s, t) = spec.frame_position(n, i);
-        let (a, b) = (s, (s + 1) % n);
-        frames.push(segment_point(keys, a, b, center, spec, t));
-    }
-    Ok(frames)
+    let plan = FramePlan::new(keys, center, spec)?;
+    Ok((0..plan.len()).map(|i| plan.frame(i)).collect())
 }
 
 fn segment_point(
@@ -391,6 +457,42 @@ mod tests {
         assert_eq!(plan_frames(&keys, &c, &spec).unwrap()[1], vec![0.5, 1.5]);
         assert!(plan_frames(&keys[..1], &c, &spec).is_err());
         assert!(plan_frames(&[vec![0.0; 2], vec![0.0; 3]], &c, &spec).is_err());
+    }
+
+    #[test]
+    fn long_paths_are_bounded_and_streamed() {
+        let keys = vec![vec![0.0f32, 0.0], vec![1.0, 3.0]];
+        let c = [0.0f32, 0.0];
+        let spec = |frames_per_key, looped| PathSpec {
+            interp: Interp::Lerp,
+            easing: Easing::Linear,
+            frames_per_key,
+            looped,
+        };
+        // At the bound: planned without building the frames.
+        let plan = FramePlan::new(&keys, &c, &spec(MAX_FRAMES - 1, false)).unwrap();
+        assert_eq!(plan.len(), MAX_FRAMES);
+        assert_eq!(plan.frame(MAX_FRAMES - 1), keys[1]);
+        for (fpk, looped) in [
+            (MAX_FRAMES, false),
+            (100_000_000, false),
+            (usize::MAX, true),
+        ] {
+            let e = FramePlan::new(&keys, &c, &spec(fpk, looped)).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("--frames-per-key") && msg.contains("100000"),
+                "{msg}"
+            );
+        }
+        // Frames on demand are the frames of the whole plan.
+        let small = spec(5, true);
+        let all = plan_frames(&keys, &c, &small).unwrap();
+        let plan = FramePlan::new(&keys, &c, &small).unwrap();
+        assert_eq!(
+            (0..plan.len()).map(|i| plan.frame(i)).collect::<Vec<_>>(),
+            all
+        );
     }
 
     #[test]

@@ -156,6 +156,53 @@ impl Latent {
     }
 }
 
+/// A latent further than this many `w_std` from `w_avg` in any dimension is refused: the
+/// generator has never seen anything near it, and renders white or noise.
+pub const W_STD_REFUSE: f32 = 100.0;
+/// Further than this many `w_std` in any dimension: rendered, with a warning.
+pub const W_STD_WARN: f32 = 10.0;
+/// Truncation `psi` outside `[-PSI_LIMIT, PSI_LIMIT]` is refused (1 is the model's own
+/// spread; beyond 3 lies only noise).
+pub const PSI_LIMIT: f32 = 3.0;
+
+/// Checks a W+ code (`[num_ws * w_dim]`, or W `[w_dim]`) against the bundle's W
+/// statistics (`w_avg`, `w_std`, `[w_dim]` each): an error for non-finite values or any
+/// value beyond [`W_STD_REFUSE`] standard deviations; `Some(warning)` beyond
+/// [`W_STD_WARN`]. Messages do not name the source; callers add it.
+pub fn check_against_stats(ws: &[f32], w_avg: &[f32], w_std: &[f32]) -> Result<Option<String>> {
+    let d = w_avg.len();
+    if d == 0 || w_std.len() != d || !ws.len().is_multiple_of(d) {
+        bail!("the latent does not match the bundle's W statistics ({d} values per row)");
+    }
+    if ws.iter().any(|v| !v.is_finite()) {
+        bail!("the latent contains NaN or infinite values");
+    }
+    // A dimension the training data barely moved must not make every offset huge.
+    let mean_std = w_std.iter().map(|&s| s.abs() as f64).sum::<f64>() / d as f64;
+    let floor = (0.01 * mean_std).max(1e-12) as f32;
+    let worst = ws
+        .chunks(d)
+        .flat_map(|row| {
+            row.iter()
+                .zip(w_avg.iter().zip(w_std))
+                .map(move |(&w, (&a, &sd))| (w - a).abs() / sd.abs().max(floor))
+        })
+        .fold(0f32, f32::max);
+    if worst.is_nan() || worst > W_STD_REFUSE {
+        bail!(
+            "the latent lies {worst:.3e} standard deviations (w_std) from the model's average \
+             w_avg in some dimension; at most {W_STD_REFUSE} is accepted (a latent of another \
+             model, or scaled by mistake?)"
+        );
+    }
+    Ok((worst > W_STD_WARN).then(|| {
+        format!(
+            "the latent lies {worst:.1} standard deviations (w_std) from the model's average \
+             in some dimension (more than {W_STD_WARN}): expect a distorted face"
+        )
+    }))
+}
+
 fn read_npy_array(path: &Path) -> Result<ArrayD<f32>> {
     let open = || -> Result<BufReader<File>> { Ok(BufReader::new(File::open(path)?)) };
     match ArrayD::<f32>::read_npy(open()?) {
@@ -238,6 +285,28 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latents_far_from_the_models_statistics_are_refused_or_warned() {
+        let (avg, std) = ([1.0f32, -1.0], [0.5f32, 2.0]);
+        assert_eq!(
+            check_against_stats(&[1.5, 1.0, 0.0, -3.0], &avg, &std).unwrap(),
+            None
+        );
+        // 20 w_std in dimension 0 of row 2: a warning.
+        let w = check_against_stats(&[1.0, -1.0, 11.0, -1.0], &avg, &std).unwrap();
+        assert!(w.is_some_and(|m| m.contains("20.0 standard deviations")));
+        for bad in [
+            [1e30f32, 0.0],
+            [f32::NAN, 0.0],
+            [1.0, f32::INFINITY],
+            [52.0, -1.0],
+        ] {
+            let e = format!("{:#}", check_against_stats(&bad, &avg, &std).unwrap_err());
+            assert!(e.contains("NaN") || e.contains("at most 100"), "{e}");
+        }
+        assert!(check_against_stats(&[1.0, 2.0, 3.0], &avg, &std).is_err());
+    }
 
     #[test]
     fn npy_round_trip_w_plus() {

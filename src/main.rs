@@ -14,6 +14,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<latentface::cli::Interrupted>().is_some() {
+                return ExitCode::from(latentface::cli::EXIT_INTERRUPTED);
+            }
             ExitCode::FAILURE
         }
     }

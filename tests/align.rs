@@ -304,7 +304,17 @@ fn a_photo_without_a_face_is_a_clear_error() {
         err.contains("no face found in") && err.contains("wall.png"),
         "{err}"
     );
-    assert!(err.contains("--no-align"), "{err}");
+    // align has no --no-align; it suggests what align itself accepts.
+    assert!(err.contains("--min-score"), "{err}");
+    assert!(!err.contains("pass --no-align"), "{err}");
+    let (code, _, err) = run(&[
+        "align",
+        s(&photo),
+        "-o",
+        s(&tmp.path().join("o")),
+        "--no-align",
+    ]);
+    assert_eq!(code, 2, "align rejects --no-align: {err}");
     // invert aligns by default: the same error, nothing written.
     let out = tmp.path().join("inv");
     let (code, _, err) = run(&["invert", "--bundle", &tiny(), s(&photo), "-o", s(&out)]);
@@ -313,6 +323,7 @@ fn a_photo_without_a_face_is_a_clear_error() {
         err.contains("no face found in") && err.contains("wall.png"),
         "{err}"
     );
+    assert!(err.contains("pass --no-align"), "{err}");
     assert!(files_under(&out).is_empty());
     // A detector that is not there is named.
     let (code, _, err) = run(&[
@@ -605,4 +616,75 @@ fn bad_and_odd_photos_are_refused_or_read_without_panicking() {
     let t = ok("turned.jpg").image;
     assert_eq!(t.dimensions(), (32, 64));
     assert!(t.get_pixel(16, 10).0[0] > 200 && t.get_pixel(16, 54).0[2] > 200);
+}
+
+#[test]
+fn one_bad_photo_does_not_stop_the_others() {
+    let face = sample_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let side = face.width().max(face.height()) as f64;
+    let (cw, ch) = ((side * 1.6) as u32, (side * 1.6) as u32);
+    let mut canvas = background(cw, ch);
+    place(
+        &mut canvas,
+        &face,
+        &moved(&face, 1.0, 0.0, [cw as f64 * 0.5, ch as f64 * 0.5]),
+    );
+    let person = tmp.path().join("person.png");
+    canvas.save(&person).unwrap();
+    let wall = tmp.path().join("wall.png");
+    background(300, 240).save(&wall).unwrap();
+    let missing = tmp.path().join("missing.png");
+    let photos = [s(&wall), s(&person), s(&missing)];
+
+    // align: the face is cropped, each failure named, exit 1 with a summary line.
+    let out = tmp.path().join("crops");
+    let mut args = vec!["align", "-o", s(&out), "--size", "64"];
+    args.extend(photos);
+    let (code, stdout, err) = run(&args);
+    assert_eq!(code, 1, "{stdout}\n{err}");
+    assert!(out.join("person.png").is_file() && out.join("person.json").is_file());
+    assert!(
+        err.contains("wall.png") && err.contains("no face found"),
+        "{err}"
+    );
+    assert!(err.contains("missing.png"), "{err}");
+    assert!(err.contains("1 done, 2 failed"), "{err}");
+    assert!(stdout.contains("person.png"), "{stdout}");
+    // --fail-fast: the old all-or-nothing.
+    let ff = tmp.path().join("ff");
+    let mut args = vec!["align", "-o", s(&ff), "--fail-fast"];
+    args.extend(photos);
+    let (code, _, err) = run(&args);
+    assert_ne!(code, 0);
+    assert!(err.contains("wall.png"), "{err}");
+    assert!(files_under(&ff).is_empty());
+
+    // invert: the same.
+    let inv = tmp.path().join("inv");
+    let tiny_arg = tiny();
+    let mut args = vec![
+        "invert",
+        "--bundle",
+        &tiny_arg,
+        "-o",
+        s(&inv),
+        "--steps",
+        "2",
+    ];
+    args.extend(photos);
+    let (code, stdout, err) = run(&args);
+    assert_eq!(code, 1, "{stdout}\n{err}");
+    assert!(inv.join("person.npy").is_file() && inv.join("person_recon.png").is_file());
+    assert!(
+        err.contains("wall.png") && err.contains("missing.png"),
+        "{err}"
+    );
+    assert!(err.contains("1 done, 2 failed"), "{err}");
+    let ff = tmp.path().join("inv_ff");
+    let mut args = vec!["invert", "--bundle", &tiny_arg, "-o", s(&ff), "--fail-fast"];
+    args.extend(photos);
+    let (code, _, _) = run(&args);
+    assert_ne!(code, 0);
+    assert!(files_under(&ff).is_empty());
 }

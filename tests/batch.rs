@@ -132,9 +132,9 @@ frames_per_kye = 3
         s(&cache),
     ];
     let (code, stdout, stderr) = run(&args);
-    assert_ne!(
-        code, 0,
-        "a failed job must make the run fail\n{stdout}\n{stderr}"
+    assert_eq!(
+        code, 1,
+        "a failed job must make the run fail (1, not 130)\n{stdout}\n{stderr}"
     );
     assert!(stderr.contains("2 of 5 jobs failed"), "{stderr}");
     let state = tmp.path().join("jobs.state");
@@ -444,7 +444,11 @@ fn sigterm_stops_new_jobs_and_still_writes_the_summary() {
     assert!(ok.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "interrupted, not failed: {stderr}"
+    );
     assert!(stderr.contains("interrupted"), "{stderr}");
     let sum = summary(&state.join("summary.json"));
     let st = statuses(&sum);
@@ -455,4 +459,46 @@ fn sigterm_stops_new_jobs_and_still_writes_the_summary() {
         "{st:?}"
     );
     check_outputs(&sum);
+}
+
+#[test]
+fn an_unwritable_summary_is_refused_before_any_job_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    face(tmp.path(), "a", 1);
+    face(tmp.path(), "b", 2);
+    let manifest = tmp.path().join("jobs.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[[jobs]]
+id = "fam"
+kind = "family"
+parent_a = "a.npy"
+parent_b = "b.npy"
+output = "out/fam"
+children = 1
+"#,
+    )
+    .unwrap();
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"x").unwrap();
+    for summary in [
+        file.join("summary.json"),
+        tmp.path().join("nope/summary.json"),
+    ] {
+        let (code, stdout, err) = run(&[
+            "batch",
+            "--bundle",
+            &tiny_arg(),
+            s(&manifest),
+            "--summary",
+            s(&summary),
+        ]);
+        assert_ne!(code, 0, "{stdout}\n{err}");
+        assert!(
+            err.contains("--summary") && err.contains(s(&summary)),
+            "{err}"
+        );
+        assert!(!tmp.path().join("out").exists(), "a job ran: {stdout}");
+    }
 }

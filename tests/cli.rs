@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{files_under, run, run_with, tiny_dir};
+use common::{files_under, repo, run, run_with, tiny_dir};
 use latentface::latent::Latent;
 
 fn tiny() -> String {
@@ -245,27 +245,43 @@ fn a_graph_that_does_not_match_its_declaration_is_rejected() {
 }
 
 #[test]
-fn a_bad_image_fails_before_anything_is_written() {
+fn a_bad_image_fails_alone_or_with_fail_fast_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good.png");
     image::RgbImage::new(8, 8).save(&good).unwrap();
     let bad = tmp.path().join("notes.png");
     std::fs::write(&bad, b"not an image at all").unwrap();
     let outdir = tmp.path().join("out");
+    let args = |out: &Path| {
+        vec![
+            "invert".to_string(),
+            "--bundle".into(),
+            tiny(),
+            "--no-align".into(),
+            good.to_str().unwrap().into(),
+            bad.to_str().unwrap().into(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "--steps".into(),
+            "2".into(),
+        ]
+    };
+    // By default the good photo is still inverted; the bad one is named, exit 1.
+    let a = args(&outdir);
+    let (code, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("notes.png") && err.contains("1 done, 1 failed"),
+        "{err}"
+    );
+    assert!(outdir.join("good.npy").is_file());
+    // --fail-fast: nothing is written.
+    let ff = tmp.path().join("ff");
+    let mut a = args(&ff);
+    a.push("--fail-fast".into());
     assert_fails_cleanly(
-        &[
-            "invert",
-            "--bundle",
-            &tiny(),
-            "--no-align",
-            good.to_str().unwrap(),
-            bad.to_str().unwrap(),
-            "-o",
-            outdir.to_str().unwrap(),
-            "--steps",
-            "2",
-        ],
-        &outdir,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ff,
         &["notes.png"],
     );
 }
@@ -517,4 +533,147 @@ fn the_default_bundle_is_found_without_flags() {
         "expected {}:\n{stdout}",
         expected.display()
     );
+}
+
+#[test]
+fn a_truncated_or_misplaced_onnx_runtime_is_named_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = repo()
+        .join(".deps")
+        .join("onnxruntime")
+        .join("libonnxruntime.so.1.31.1");
+    let whole = std::fs::read(&lib).expect("run scripts/setup.sh first");
+    let cut = tmp.path().join("libonnxruntime.so.1.31.1");
+    std::fs::write(&cut, &whole[..whole.len() / 3]).unwrap();
+    let out = tmp.path().join("x.png");
+    let bundle = tiny();
+    let generate = |ort: &str, envs: &[(&str, &str)]| {
+        let mut args = vec!["generate", "--bundle", &bundle, "--seed", "1", "-o"];
+        let o = out.to_str().unwrap().to_string();
+        args.push(&o);
+        if !ort.is_empty() {
+            args.extend(["--ort-lib", ort]);
+        }
+        run_with(&args, envs)
+    };
+    for (ort, envs) in [
+        (cut.to_str().unwrap(), vec![]),
+        ("", vec![("LATENTFACE_ORT_LIB", cut.to_str().unwrap())]),
+    ] {
+        let (code, _, err) = generate(ort, &envs);
+        assert_eq!(code, 1, "killed by a signal? {err}");
+        assert!(err.contains(cut.to_str().unwrap()), "{err}");
+        assert!(err.contains("scripts/setup.sh"), "{err}");
+        assert!(
+            !err.contains("graph `"),
+            "the library is not a graph: {err}"
+        );
+        assert!(!out.exists());
+    }
+    let (code, _, err) = generate(tmp.path().to_str().unwrap(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is a folder") && !err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("graph `"), "{err}");
+}
+
+#[test]
+fn global_flags_have_their_own_help_heading() {
+    for cmd in [
+        vec!["invert", "--help"],
+        vec!["vae", "encode", "--help"],
+        vec!["batch", "--help"],
+    ] {
+        let (code, help, err) = run(&cmd);
+        assert_eq!(code, 0, "{err}");
+        let global = help
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("{help}"));
+        // Every global flag is under that heading, none among the command's own.
+        for flag in [
+            "--bundle",
+            "--ort-lib",
+            "--device",
+            "--threads",
+            "--ort-spin",
+        ] {
+            let at = help
+                .find(&format!("  {flag}"))
+                .unwrap_or_else(|| panic!("{flag}: {help}"));
+            assert!(
+                at > global,
+                "{cmd:?}: {flag} is not under Global options:\n{help}"
+            );
+        }
+    }
+    let (_, help, _) = run(&["batch", "--help"]);
+    assert!(
+        help.contains("130") && help.contains("Exit status"),
+        "{help}"
+    );
+}
+
+#[test]
+fn an_output_under_a_file_says_it_is_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let latent = tmp.path().join("z.npy");
+    let (code, _, err) = run(&[
+        "vae",
+        "--bundle",
+        &tiny(),
+        "sample",
+        "--n",
+        "1",
+        "-o",
+        tmp.path().join("s").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::copy(tmp.path().join("s/sample_0000.npy"), &latent).unwrap();
+    let out = file.join("x.png");
+    let (code, _, err) = run(&[
+        "vae",
+        "--bundle",
+        &tiny(),
+        "decode",
+        latent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("notes.txt is a file, not a folder"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn a_killed_commands_temporaries_are_swept_by_the_next_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = std::time::SystemTime::now()
+        - latentface::fsutil::STALE_TEMP_AGE
+        - std::time::Duration::from_secs(5);
+    // What a `generate` killed by Ctrl-C leaves (its PID is long gone).
+    let stale = tmp.path().join(".face.png.tmp-4194997-0");
+    std::fs::write(&stale, b"half a png").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = tmp.path().join("other.png");
+    let (code, _, err) = run(&[
+        "generate",
+        "--bundle",
+        &tiny(),
+        "--seed",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_file());
+    assert!(!stale.exists(), "the stale temporary is still there");
 }

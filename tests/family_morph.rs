@@ -531,3 +531,206 @@ fn morph_mp4_reads_back_with_mp4_and_openh264() {
         "first frame not clearly key 1: {first} vs key 2 {cross}"
     );
 }
+
+#[test]
+fn an_absurd_frame_count_is_refused_at_once_alone_and_in_a_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 41);
+    let (_, b) = face(tmp.path(), "b", 42);
+    let out = tmp.path().join("huge.gif");
+    let started = std::time::Instant::now();
+    let (code, stdout, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--frames-per-key",
+        "100000000",
+        "--size",
+        "8",
+    ]);
+    assert_ne!(code, 0, "{stdout}\n{err}");
+    assert!(
+        err.contains("--frames-per-key 100000000") && err.contains("100000 frames"),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "refused only after work");
+    assert!(!out.exists());
+    // Just above the bound is refused too; the bound itself is stated in --help.
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--frames-per-key",
+        "100000",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("100000 frames"), "{err}");
+    let (_, help, _) = run(&["morph", "--help"]);
+    assert!(help.contains("at most 100000 frames"), "{help}");
+
+    // In a batch the absurd job fails alone.
+    let manifest = tmp.path().join("jobs.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[[jobs]]
+id = "huge"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "huge_batch.gif"
+frames_per_key = 100000000
+size = 8
+
+[[jobs]]
+id = "small"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "small.gif"
+frames_per_key = 3
+"#,
+    )
+    .unwrap();
+    let (code, stdout, err) = run(&["batch", "--bundle", &tiny_arg(), s(&manifest)]);
+    assert_ne!(code, 0, "{stdout}\n{err}");
+    assert!(tmp.path().join("small.gif").is_file(), "{stdout}\n{err}");
+    assert!(!tmp.path().join("huge_batch.gif").exists());
+    assert!(stdout.contains("100000 frames"), "{stdout}");
+}
+
+#[test]
+fn a_reused_family_folder_keeps_no_stale_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 41);
+    let (_, b) = face(tmp.path(), "b", 42);
+    let out = tmp.path().join("fam");
+    let family = |children: &str| {
+        let (code, stdout, err) = run(&[
+            "family",
+            "--bundle",
+            &tiny_arg(),
+            s(&a),
+            s(&b),
+            "-o",
+            s(&out),
+            "--children",
+            children,
+        ]);
+        assert_eq!(code, 0, "{stdout}\n{err}");
+    };
+    family("4");
+    assert!(out.join("child_04.png").is_file());
+    // Files of the user's that only look alike are kept.
+    for keep in ["child_notes.txt", "my_child_03.png", "child_3.png"] {
+        std::fs::write(out.join(keep), b"mine").unwrap();
+    }
+    family("2");
+    for gone in [
+        "child_03.png",
+        "child_03.npy",
+        "child_03.json",
+        "child_04.png",
+    ] {
+        assert!(!out.join(gone).exists(), "{gone} is stale");
+    }
+    for kept in [
+        "child_01.png",
+        "child_02.npy",
+        "family.json",
+        "child_notes.txt",
+        "my_child_03.png",
+        "child_3.png",
+    ] {
+        assert!(out.join(kept).is_file(), "{kept} is missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("family.json")).unwrap()).unwrap();
+    assert_eq!(report["children"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn absurd_latents_psi_and_edit_strengths_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 41);
+    let (_, b) = face(tmp.path(), "b", 42);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::repo().join("onnx/tiny/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let stat = |k: &str| -> Vec<f32> {
+        manifest[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let (avg, std) = (stat("w_avg"), stat("w_std"));
+    let write = |name: &str, w: Vec<f32>| {
+        let p = tmp.path().join(name);
+        let num_ws = manifest["num_ws"].as_u64().unwrap() as usize;
+        Latent::W(w).write_npy(&p, num_ws).unwrap();
+        p
+    };
+    let huge = write("huge.npy", avg.iter().map(|v| v * 1e30 + 1e30).collect());
+    let mut odd = avg.clone();
+    odd[0] += 20.0 * std[0];
+    let odd = write("odd.npy", odd);
+    let out = tmp.path().join("x.png");
+    let generate = |extra: &[&str]| {
+        let t = tiny_arg();
+        let mut args = vec!["generate", "--bundle", &t, "-o", s(&out)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = generate(&["--latent", s(&huge)]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("huge.npy") && err.contains("standard deviations"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let (code, _, err) = generate(&["--seed", "1", "--psi", "1e30"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--psi"), "{err}");
+    assert!(!out.exists());
+    let (code, _, err) = generate(&["--latent", s(&odd)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("odd.npy"), "{err}");
+
+    let fam = tmp.path().join("fam");
+    let family = |pa: &Path, extra: &[&str]| {
+        let t = tiny_arg();
+        let mut args = vec!["family", "--bundle", &t, s(pa), s(&b), "-o", s(&fam)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = family(&a, &["--age", "1e9"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--age"), "{err}");
+    let (code, _, err) = family(&a, &["--gender=-25"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--gender"), "{err}");
+    let (code, _, err) = family(&huge, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("huge.npy"), "{err}");
+    assert!(!fam.exists());
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&huge),
+        "-o",
+        s(&tmp.path().join("m.gif")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("huge.npy"), "{err}");
+}

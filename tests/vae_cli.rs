@@ -323,8 +323,10 @@ fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
     let out_dir = tmp.path().join("out");
     let missing = tmp.path().join("nope.png");
 
+    // With --fail-fast (without it the good photo is still encoded: see
+    // encode_and_reconstruct_go_on_past_an_unreadable_photo).
     fails_cleanly(
-        &["encode", a, s(&missing), "-o", s(&out_dir)],
+        &["encode", a, s(&missing), "-o", s(&out_dir), "--fail-fast"],
         &[&out_dir],
         &["nope.png", "does not exist"],
     );
@@ -436,4 +438,149 @@ fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
         "{err}"
     );
     assert!(!out_dir.exists());
+}
+
+/// A PNG whose eXIf chunk (a big-endian TIFF block written here by hand) gives
+/// `orientation`.
+fn png_with_orientation(img: &image::RgbImage, orientation: u16) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
+    tiff.extend(1u16.to_be_bytes()); // one IFD entry
+    tiff.extend(0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend(3u16.to_be_bytes()); // SHORT
+    tiff.extend(1u32.to_be_bytes());
+    tiff.extend(orientation.to_be_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend(0u32.to_be_bytes()); // no next IFD
+    let mut out = Vec::new();
+    let mut enc = image::codecs::png::PngEncoder::new(&mut out);
+    enc.set_exif_metadata(tiff).unwrap();
+    enc.write_image(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn impute_works_on_the_upright_photo_whatever_its_exif_orientation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = faces(&tmp.path().join("faces"), 1);
+    let face = image::open(&photos[0]).unwrap().to_rgb8();
+    // Upright: 80x64, the face in the centre square.
+    let mut upright = image::RgbImage::from_pixel(80, 64, image::Rgb([200, 30, 30]));
+    image::imageops::replace(
+        &mut upright,
+        &image::imageops::resize(&face, 64, 64, image::imageops::FilterType::Triangle),
+        8,
+        0,
+    );
+    let plain = tmp.path().join("plain.png");
+    upright.save(&plain).unwrap();
+    let impute = |photo: &Path, out: &Path| {
+        ok(&[
+            "impute",
+            s(photo),
+            "--box",
+            "30,20,16,16",
+            "-o",
+            s(out),
+            "--steps",
+            "10",
+        ]);
+        image::open(out).unwrap().to_rgb8()
+    };
+    let expected = impute(&plain, &tmp.path().join("plain_out.png"));
+    // 6: stored turned a quarter to the left, shown turned back clockwise; 3: stored
+    // upside down; 8: stored turned to the right.
+    for (orientation, stored) in [
+        (6u16, image::imageops::rotate270(&upright)),
+        (3, image::imageops::rotate180(&upright)),
+        (8, image::imageops::rotate90(&upright)),
+    ] {
+        let p = tmp.path().join(format!("turned{orientation}.png"));
+        std::fs::write(&p, png_with_orientation(&stored, orientation)).unwrap();
+        let got = impute(&p, &tmp.path().join(format!("out{orientation}.png")));
+        assert_eq!(got.dimensions(), (80, 64), "orientation {orientation}");
+        assert!(
+            got == expected,
+            "orientation {orientation}: the result differs from the upright photo's"
+        );
+    }
+    // A mask is read upright too: the same hole as a mask stored upside down.
+    let mask = image::RgbImage::from_fn(80, 64, |x, y| {
+        let hole = (30..46).contains(&x) && (20..36).contains(&y);
+        image::Rgb(if hole { [0; 3] } else { [255; 3] })
+    });
+    let mask_path = tmp.path().join("mask.png");
+    std::fs::write(
+        &mask_path,
+        png_with_orientation(&image::imageops::rotate180(&mask), 3),
+    )
+    .unwrap();
+    let out = tmp.path().join("masked.png");
+    ok(&[
+        "impute",
+        s(&plain),
+        "--mask",
+        s(&mask_path),
+        "-o",
+        s(&out),
+        "--steps",
+        "10",
+    ]);
+    let got = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(got.get_pixel(2, 2), upright.get_pixel(2, 2));
+    assert_ne!(
+        got.get_pixel(38, 28),
+        upright.get_pixel(38, 28),
+        "the hole is filled"
+    );
+}
+
+#[test]
+fn encode_and_reconstruct_go_on_past_an_unreadable_photo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = faces(&tmp.path().join("faces"), 2);
+    let bad = tmp.path().join("bad.png");
+    std::fs::write(&bad, b"not a picture").unwrap();
+    let (a, b) = (s(&photos[0]), s(&photos[1]));
+    let stem = |p: &Path| p.file_stem().unwrap().to_string_lossy().into_owned();
+
+    let enc = tmp.path().join("enc");
+    let (code, out, err) = vae(&["encode", a, s(&bad), b, "-o", s(&enc)]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("bad.png") && err.contains("2 done, 1 failed"),
+        "{err}"
+    );
+    for p in &photos {
+        assert!(enc.join(format!("{}_mu.npy", stem(p))).is_file());
+    }
+    let ff = tmp.path().join("enc_ff");
+    let (code, _, err) = vae(&["encode", a, s(&bad), b, "-o", s(&ff), "--fail-fast"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.png"), "{err}");
+    assert!(files_under(&ff).is_empty());
+
+    let rec = tmp.path().join("rec");
+    let (code, out, err) = vae(&["reconstruct", s(&bad), a, b, "-o", s(&rec)]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("bad.png") && err.contains("2 done, 1 failed"),
+        "{err}"
+    );
+    assert!(rec
+        .join(format!("{}_recon.png", stem(&photos[1])))
+        .is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["images"].as_array().unwrap().len(), 2);
+    assert!(report["failed"][0]["photo"]
+        .as_str()
+        .unwrap()
+        .ends_with("bad.png"));
 }

@@ -169,6 +169,8 @@ impl Detector {
             device: Device::Cpu,
             ..runtime_opts.clone()
         };
+        // Library problems are not the detector's: report them without its name.
+        runtime::environment(opts.ort_lib.as_deref())?;
         let created = runtime::create_session(&opts, &canon)
             .with_context(|| format!("face detector {}", canon.display()))?;
         let names = |v: Vec<&str>| v.join(", ");

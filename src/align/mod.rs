@@ -268,11 +268,12 @@ impl Aligner {
         }
         let faces = self.faces(photo)?;
         if faces.is_empty() {
-            bail!(
-                "no face found in {name} (detector confidence >= {}); if it is already an \
-                 aligned face crop, pass --no-align",
-                self.settings.detect.score_threshold
-            );
+            // Which flag helps depends on the command: callers add the hint.
+            return Err(NoFaceFound {
+                photo: name.to_string(),
+                min_score: self.settings.detect.score_threshold,
+            }
+            .into());
         }
         let largest = faces
             .iter()
@@ -582,6 +583,22 @@ pub struct PhotoCrops {
     pub warnings: Vec<String>,
 }
 
+/// The detector found no face in a photo (see [`Aligner::align`]).
+#[derive(Debug, thiserror::Error)]
+#[error("no face found in {photo} (detector confidence >= {min_score})")]
+pub struct NoFaceFound {
+    pub photo: String,
+    pub min_score: f32,
+}
+
+/// Adds `hint` to a [`NoFaceFound`] error (other errors pass unchanged).
+pub fn hint_no_face(e: anyhow::Error, hint: &str) -> anyhow::Error {
+    match e.downcast_ref::<NoFaceFound>() {
+        Some(nf) => anyhow::anyhow!("{nf}; {hint}"),
+        None => e,
+    }
+}
+
 /// Loads `path` and aligns its chosen face(s) into `size x size` crops.
 pub fn prepare_photo_crops(path: &Path, size: u32, aligner: &Aligner) -> Result<PhotoCrops> {
     let name = path.display().to_string();
@@ -600,7 +617,10 @@ pub fn prepare_photo_crops(path: &Path, size: u32, aligner: &Aligner) -> Result<
 pub fn prepare_photo(path: &Path, res: u32, aligner: Option<&Aligner>) -> Result<PreparedPhoto> {
     match aligner {
         Some(a) => {
-            let c = prepare_photo_crops(path, res, a)?;
+            // Every caller of this (invert, family, morph) has --no-align.
+            let c = prepare_photo_crops(path, res, a).map_err(|e| {
+                hint_no_face(e, "if it is already an aligned face crop, pass --no-align")
+            })?;
             Ok(PreparedPhoto {
                 original_size: c.photo.dimensions(),
                 faces: c

@@ -20,7 +20,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags every subcommand takes; shown under their own heading in each `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Model bundle folder [default: $LATENTFACE_BUNDLE, else onnx/default/ found next to
     /// the executable or the current folder, walking up]
@@ -86,7 +88,7 @@ pub struct EvalArgs {
     /// Generated faces of the samples block (compared with half of the real faces)
     #[arg(long, default_value_t = 250, value_name = "N")]
     pub samples: usize,
-    /// Truncation of the samples: w = w_avg + psi (w - w_avg)
+    /// Truncation of the samples: w = w_avg + psi (w - w_avg), in [-3, 3]
     #[arg(long, default_value_t = 1.0)]
     pub psi: f32,
     /// Inversion steps per photo
@@ -161,6 +163,10 @@ pub struct AlignArgs {
     /// Smallest detector confidence that counts as a face
     #[arg(long, default_value_t = 0.8, value_name = "0..1")]
     pub min_score: f32,
+    /// Stop at the first photo that fails (nothing written). By default the other photos
+    /// are still done, each failure is reported, and the exit status is 1
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -169,7 +175,7 @@ pub struct GenerateArgs {
     /// Seed of z ~ N(0, 1)
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Truncation: w = w_avg + psi (w - w_avg) (only with --seed)
+    /// Truncation: w = w_avg + psi (w - w_avg), in [-3, 3] (only with --seed)
     #[arg(long, default_value_t = 0.7, requires = "seed")]
     pub psi: f32,
     /// Latent file (.npy [1,num_ws,w_dim] / [1,w_dim], or StyleGAN .npz with key `w`)
@@ -243,6 +249,10 @@ pub struct InvertArgs {
     /// Relative loss improvement that counts as progress for --patience
     #[arg(long, default_value_t = 1e-3)]
     pub min_improvement: f64,
+    /// Stop at the first photo that fails (nothing written). By default the other photos
+    /// are still done, each failure is reported, and the exit status is 1
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Args)]

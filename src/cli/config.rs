@@ -59,9 +59,7 @@ impl GenerateConfig {
             }
             _ => bail!("give exactly one of --seed and --latent"),
         };
-        if !a.psi.is_finite() {
-            bail!("--psi must be a finite number");
-        }
+        crate::jobs::generate::check_psi(a.psi)?;
         Ok(GenerateConfig {
             source,
             output: a.output.clone(),
@@ -112,6 +110,7 @@ pub fn invert_job(a: &InvertArgs) -> Result<InvertJob> {
         batch_size: a.batch_size,
         seed: a.seed,
         params,
+        fail_fast: a.fail_fast,
     })
 }
 
@@ -190,5 +189,6 @@ pub fn align_job(g: &GlobalArgs, a: &AlignArgs) -> Result<AlignJob> {
         size,
         settings,
         template,
+        fail_fast: a.fail_fast,
     })
 }

@@ -96,10 +96,12 @@ pub struct FamilyArgs {
     #[arg(long)]
     pub crossover: bool,
     /// Age: a group of the bundle's `age` direction (child, teen, young, adult, senior:
-    /// whichever the bundle defines) or a signed strength in standard deviations (-1.5)
+    /// whichever the bundle defines) or a signed strength in standard deviations (-1.5;
+    /// within ±20)
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     pub age: Option<EditTarget>,
     /// Gender: a group of the bundle's `gender` direction (male, female) or a signed strength
+    /// (within ±20)
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     pub gender: Option<EditTarget>,
     /// Number of siblings: each draws its own share of each parent per layer group and
@@ -166,7 +168,7 @@ pub struct MorphArgs {
     /// sine, circular, bounce
     #[arg(long, default_value = "linear", value_name = "NAME")]
     pub easing: Easing,
-    /// Frames from one key to the next
+    /// Frames from one key to the next (a morph has at most 100000 frames in all)
     #[arg(long, default_value_t = defaults::frames_per_key(), value_name = "N")]
     pub frames_per_key: usize,
     /// Frames per second of the video (GIF rounds the frame delay to 1/100 s)
@@ -210,6 +212,11 @@ impl MorphArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every job is done (or skipped as already done); \
+1 when a job failed or the run could not start; 130 when interrupted (Ctrl-C, SIGTERM): \
+run the same command again to resume."
+)]
 pub struct BatchArgs {
     /// Manifest listing the jobs: TOML (.toml) or JSON; see docs/batch.md
     #[arg(value_name = "MANIFEST")]
@@ -409,6 +416,12 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
         Some((i, n)) => state_dir.join(format!("summary-shard-{i}-of-{n}.json")),
         None => state_dir.join("summary.json"),
     });
+    // Found now, not after every job has run.
+    if a.summary.is_none() {
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
+    }
+    crate::fsutil::check_writable(&summary_path, "--summary")?;
     let cache = if a.no_cache {
         LatentCache::Off
     } else if let Some(d) = &a.cache {
@@ -471,18 +484,28 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
         .with_context(|| format!("writing the summary {}", summary_path.display()))?;
     print!("{}", batch::format_table(&summary));
     println!("summary {}", summary_path.display());
+    // An interrupted run is incomplete whatever else happened: 130 says "run me again".
+    if cancel.load(Ordering::SeqCst) {
+        if summary.failed > 0 {
+            eprintln!(
+                "error: {} of {} jobs failed (see the table above or {})",
+                summary.failed,
+                summary.jobs_in_shard,
+                summary_path.display()
+            );
+        }
+        return Err(super::Interrupted(format!(
+            "interrupted: {} jobs not started; run the same command again to resume",
+            summary.cancelled
+        ))
+        .into());
+    }
     if summary.failed > 0 {
         bail!(
             "{} of {} jobs failed (see the table above or {})",
             summary.failed,
             summary.jobs_in_shard,
             summary_path.display()
-        );
-    }
-    if cancel.load(Ordering::SeqCst) {
-        bail!(
-            "interrupted: {} jobs not started; run the same command again to resume",
-            summary.cancelled
         );
     }
     Ok(())

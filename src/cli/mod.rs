@@ -18,6 +18,15 @@ use crate::jobs::{bench, generate, info, invert};
 use crate::model::{Bundle, GraphKind};
 use args::{Cli, Command};
 
+/// The error of a run stopped by Ctrl-C / SIGTERM: the binary exits with
+/// [`EXIT_INTERRUPTED`] instead of 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// Exit status of an interrupted run (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Parses `std::env::args` and runs the command.
 pub fn main_entry() -> Result<()> {
     let cli = Cli::parse();
@@ -59,6 +68,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 job.save_latent.as_deref(),
             )?;
             report_provider(&bundle, GraphKind::Synthesis);
+            for w in &g.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("wrote {}", g.image_path.display());
             if let Some(p) = g.latent_path {
                 println!("wrote {} (+ sidecar .json)", p.display());
@@ -71,11 +83,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 bar: None,
                 steps: job.params.steps,
             };
-            let reports = invert::run_invert(&bundle, &job, &mut obs)?;
+            let outcome = invert::run_invert(&bundle, &job, &mut obs)?;
             report_provider(&bundle, GraphKind::SynthesisGrad);
-            for r in &reports {
+            for r in &outcome.done {
                 println!("{}", summary_line(r));
             }
+            finish(&outcome)?;
         }
         Command::Family(a) => latent_jobs::run_family(&common, &a)?,
         Command::Morph(a) => latent_jobs::run_morph(&common, &a)?,
@@ -140,6 +153,7 @@ impl crate::jobs::eval::EvalObserver for EvalBar {
 }
 
 fn run_eval(common: &config::Common, a: &args::EvalArgs) -> Result<()> {
+    generate::check_psi(a.psi)?;
     let job = crate::jobs::eval::EvalJob {
         folder: a.folder.clone(),
         limit: a.limit,
@@ -189,8 +203,8 @@ fn run_align(g: &args::GlobalArgs, a: &args::AlignArgs) -> Result<()> {
         threads: g.threads,
         spin: g.ort_spin,
     };
-    let outputs = crate::jobs::align::run_align(&job, &runtime, &mut PrintAlignWarnings)?;
-    for o in &outputs {
+    let outcome = crate::jobs::align::run_align(&job, &runtime, &mut PrintAlignWarnings)?;
+    for o in &outcome.done {
         let r = &o.alignment;
         println!(
             "{} -> {}  face {}/{} (score {:.3})  rotated {:+.1} deg, {:.0} px square  fit {:.1}%  {:.0} ms",
@@ -205,7 +219,23 @@ fn run_align(g: &args::GlobalArgs, a: &args::AlignArgs) -> Result<()> {
             1000.0 * o.seconds
         );
     }
-    Ok(())
+    finish(&outcome)
+}
+
+/// Reports each input a multi-photo job could not process on stderr; with any, the
+/// command fails (exit 1) with the `N done, M failed` summary line.
+pub(crate) fn finish<T>(outcome: &crate::jobs::Outcome<T>) -> Result<()> {
+    for f in &outcome.failed {
+        eprintln!("error: {}", f.message());
+    }
+    if outcome.failed.is_empty() {
+        return Ok(());
+    }
+    Err(crate::jobs::SomeFailed {
+        done: outcome.done.len(),
+        failed: outcome.failed.len(),
+    }
+    .into())
 }
 
 fn summary_line(r: &PhotoReport) -> String {

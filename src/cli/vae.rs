@@ -59,6 +59,10 @@ pub struct EncodeArgs {
     /// Photos per encoder call
     #[arg(long, default_value_t = job::DEFAULT_BATCH)]
     pub batch_size: usize,
+    /// Stop at the first photo that fails (nothing written). By default the other photos
+    /// are still done, each failure is reported, and the exit status is 1
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +87,10 @@ pub struct ReconstructArgs {
     /// Photos per graph call
     #[arg(long, default_value_t = job::DEFAULT_BATCH)]
     pub batch_size: usize,
+    /// Stop at the first photo that fails (nothing written). By default the other photos
+    /// are still done, each failure is reported, and the exit status is 1
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,13 +172,15 @@ pub struct AnomalyArgs {
 pub struct ImputeArgs {
     #[arg(value_name = "PHOTO")]
     pub photo: PathBuf,
-    /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white
+    /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white.
+    /// The size of the photo as shown upright (after its EXIF orientation)
     #[arg(long, value_name = "MASK.png")]
     pub mask: Option<PathBuf>,
     /// The mask's white pixels are the hole (the usual inpainting-tool convention)
     #[arg(long, requires = "mask")]
     pub holes_white: bool,
-    /// Rectangle to fill, in pixels of the photo as given: x,y,w,h
+    /// Rectangle to fill, in pixels of the photo as shown upright (after its EXIF
+    /// orientation, as image viewers show it): x,y,w,h
     #[arg(long = "box", value_name = "x,y,w,h")]
     pub r#box: Option<String>,
     /// Output PNG (at the model's resolution)
@@ -359,11 +369,13 @@ pub fn run(common: &Common, args: VaeArgs) -> Result<()> {
                 photos: a.photos,
                 out_dir: a.output,
                 batch_size: batch(a.batch_size)?,
+                fail_fast: a.fail_fast,
             };
             let bundle = open()?;
             let mut obs = Bar::new("encode");
-            let done = job::run_encode(&bundle, &j, &mut obs)?;
-            for e in &done {
+            let outcome = job::run_encode(&bundle, &j, &mut obs)?;
+            let done = &outcome.done;
+            for e in done {
                 println!(
                     "{} -> {} , {}",
                     e.photo.display(),
@@ -379,6 +391,7 @@ pub fn run(common: &Common, args: VaeArgs) -> Result<()> {
                     bundle.provider_summary()
                 );
             }
+            super::finish(&outcome)?;
         }
         VaeCommand::Decode(a) => {
             if a.size == Some(0) {
@@ -393,12 +406,14 @@ pub fn run(common: &Common, args: VaeArgs) -> Result<()> {
                 photos: a.photos,
                 out_dir: a.output,
                 batch_size: batch(a.batch_size)?,
+                fail_fast: a.fail_fast,
             };
             let bundle = open()?;
             let mut obs = Bar::new("reconstruct");
-            let r = job::run_reconstruct(&bundle, &j, &mut obs)?;
+            let (report, failed) = job::run_reconstruct(&bundle, &j, &mut obs)?;
             obs.finish();
-            for i in &r.images {
+            let images = report.as_ref().map(|r| r.images.as_slice()).unwrap_or(&[]);
+            for i in images {
                 println!(
                     "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  neg-ELBO {:.1} nats",
                     i.photo.display(),
@@ -408,13 +423,19 @@ pub fn run(common: &Common, args: VaeArgs) -> Result<()> {
                     i.neg_elbo_nats
                 );
             }
-            println!(
-                "mean PSNR {:.2} dB, SSIM {:.3}, {:.2} ms per photo; report {}",
-                r.mean_psnr_db,
-                r.mean_ssim,
-                1e3 * r.seconds_per_image,
-                j.out_dir.join("report.json").display()
-            );
+            if let Some(r) = &report {
+                println!(
+                    "mean PSNR {:.2} dB, SSIM {:.3}, {:.2} ms per photo; report {}",
+                    r.mean_psnr_db,
+                    r.mean_ssim,
+                    1e3 * r.seconds_per_image,
+                    j.out_dir.join("report.json").display()
+                );
+            }
+            super::finish(&crate::jobs::Outcome {
+                done: images.to_vec(),
+                failed,
+            })?;
         }
         VaeCommand::Interpolate(a) => {
             let j = job::InterpolateJob {

@@ -4,7 +4,9 @@
 //! `NAME.json` (format `latentface-alignment/1`: the detected face, its landmarks, the
 //! similarity transform photo pixels -> crop fractions and back, the template). With
 //! [`FaceChoice::All`] every face gets `NAME_faceK.png/.json`, K counted from the left.
-//! Every photo is read, checked and aligned before the first file is written.
+//! Every photo is read, checked and aligned before the first file is written; a photo
+//! that cannot be (unreadable, no face) is reported in the [`Outcome`] and the others
+//! are still written, unless the job fails fast.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use crate::fsutil;
 use crate::imageio;
 use crate::model::RuntimeOptions;
 
+use super::{record_failure, Outcome};
+
 /// Everything `align` needs.
 #[derive(Clone, Debug)]
 pub struct AlignJob {
@@ -27,6 +31,9 @@ pub struct AlignJob {
     pub size: u32,
     pub settings: AlignSettings,
     pub template: Template,
+    /// Stop at the first photo that cannot be aligned (nothing written) instead of
+    /// going on with the others.
+    pub fail_fast: bool,
 }
 
 /// The JSON sidecar of one crop.
@@ -59,12 +66,13 @@ fn stem_of(path: &Path) -> Result<String> {
         .with_context(|| format!("photo {} has no file name", path.display()))
 }
 
-/// Runs the job; returns one record per crop written, in input order.
+/// Runs the job; returns one record per crop written, in input order, and the photos
+/// that failed.
 pub fn run_align(
     job: &AlignJob,
     runtime: &RuntimeOptions,
     observer: &mut dyn AlignObserver,
-) -> Result<Vec<AlignOutput>> {
+) -> Result<Outcome<AlignOutput>> {
     if job.photos.is_empty() {
         bail!("no photos given");
     }
@@ -82,9 +90,6 @@ pub fn run_align(
     }
     let mut stems = BTreeSet::new();
     for p in &job.photos {
-        if !p.is_file() {
-            bail!("photo {} does not exist or is not a file", p.display());
-        }
         let stem = stem_of(p)?;
         if !stems.insert(stem.clone()) {
             bail!(
@@ -95,16 +100,43 @@ pub fn run_align(
     }
     let aligner = Aligner::new(&job.settings, job.template, runtime)?;
     let mut pending = Vec::new();
+    let mut failed = Vec::new();
     for p in &job.photos {
         let started = Instant::now();
-        let prepared = align::prepare_photo_crops(p, job.size, &aligner)?;
+        let prepared = (|| {
+            if !p.is_file() {
+                bail!("photo {} does not exist or is not a file", p.display());
+            }
+            let prepared = align::prepare_photo_crops(p, job.size, &aligner).map_err(|e| {
+                align::hint_no_face(
+                    e,
+                    "if the face is there, try a lower --min-score; a photo that is already an \
+                     aligned face crop needs no align (give it to invert/family/morph with \
+                     --no-align)",
+                )
+            })?;
+            let sha = fsutil::sha256_file(p)
+                .with_context(|| format!("cannot read photo {}", p.display()))?;
+            Ok((prepared, sha))
+        })();
+        let (prepared, sha) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                record_failure(&mut failed, job.fail_fast, p, e)?;
+                continue;
+            }
+        };
         for w in &prepared.warnings {
             observer.warning(w);
         }
-        let sha =
-            fsutil::sha256_file(p).with_context(|| format!("cannot read photo {}", p.display()))?;
         let seconds = started.elapsed().as_secs_f64() / prepared.faces.len().max(1) as f64;
         pending.push((p.clone(), sha, prepared.faces, seconds));
+    }
+    if pending.is_empty() {
+        return Ok(Outcome {
+            done: Vec::new(),
+            failed,
+        });
     }
     std::fs::create_dir_all(&job.out_dir)
         .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
@@ -134,5 +166,5 @@ pub fn run_align(
             out.push(rec);
         }
     }
-    Ok(out)
+    Ok(Outcome { done: out, failed })
 }

@@ -305,8 +305,18 @@ fn already_done(marker: &Path, hash: &str) -> Option<DoneMarker> {
 pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<Vec<PathBuf>> {
     match spec.into_job(bundle.manifest(), cache)? {
         Job::Invert(j) => {
-            let reports = invert::run_invert(bundle, &j, &mut invert::Quiet)?;
-            Ok(reports
+            let outcome = invert::run_invert(bundle, &j, &mut invert::Quiet)?;
+            if !outcome.failed.is_empty() {
+                let list: Vec<String> = outcome.failed.iter().map(|f| f.message()).collect();
+                bail!(
+                    "{} of {} photos failed (the others were written): {}",
+                    outcome.failed.len(),
+                    j.photos.len(),
+                    list.join("; ")
+                );
+            }
+            Ok(outcome
+                .done
                 .iter()
                 .flat_map(|r| {
                     let o = &r.outputs;

@@ -19,7 +19,7 @@ use super::batch::{self, BatchOptions, Status};
 use super::generate::w_from_seed;
 use super::morph::render_batches;
 use super::sources::LatentCache;
-use crate::interp::{plan_frames, Easing, Interp, PathSpec};
+use crate::interp::{Easing, FramePlan, Interp, PathSpec};
 use crate::latent::Latent;
 use crate::model::{Bundle, GraphKind};
 
@@ -64,7 +64,7 @@ pub fn morph_bench(
         frames_per_key: frames - 1,
         looped: false,
     };
-    let plan = plan_frames(&keys, &bundle.manifest().w_avg, &spec)?;
+    let plan = FramePlan::new(&keys, &bundle.manifest().w_avg, &spec)?;
     let mut rows = Vec::new();
     for &b in batch_sizes {
         render_batches(bundle, &plan, b, &mut |_| Ok(()))?;

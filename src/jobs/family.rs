@@ -11,7 +11,9 @@
 //! - `family.json`: the report, listing every file above.
 //!
 //! Each file is written atomically; the report is written last, so its presence means
-//! the folder is complete.
+//! the folder is complete. Into a reused folder, the earlier run's report and any of its
+//! children this run does not make (`child_NN*` files of the names above, nothing else)
+//! are removed first, so the folder never shows children its report does not list.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -261,6 +263,8 @@ pub fn run_family(
     std::fs::create_dir_all(&job.out_dir)
         .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
     let dir = &job.out_dir;
+    let indices: Vec<usize> = children.iter().map(|c| c.index).collect();
+    remove_stale_outputs(dir, &indices)?;
     let (num_ws, w_dim) = (bundle.num_ws(), bundle.w_dim());
     let bundle_ref = BundleRef {
         name: bundle.name().into(),
@@ -515,6 +519,40 @@ fn judge_family(
 }
 
 /// The sheet's caption under a child: its number, then its resemblance figures.
+/// The child index of a file this job writes (`child_NN.png|.npy|.json`,
+/// `child_NN_pasted.png`), or `None` for any other name.
+fn child_output_index(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("child_")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits < 2 {
+        return None;
+    }
+    let (nn, suffix) = rest.split_at(digits);
+    matches!(suffix, ".png" | ".npy" | ".json" | "_pasted.png")
+        .then(|| nn.parse().ok())
+        .flatten()
+}
+
+/// Removes an earlier run's `family.json` and the child files of indices not in `keep`.
+fn remove_stale_outputs(dir: &Path, keep: &[usize]) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale =
+            name == "family.json" || child_output_index(&name).is_some_and(|i| !keep.contains(&i));
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).with_context(|| {
+                format!(
+                    "cannot remove {} left by an earlier run",
+                    entry.path().display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn child_caption(index: usize, face: Option<&ChildFace>) -> String {
     let Some(f) = face else {
         return format!("child {index}");
@@ -534,4 +572,28 @@ fn child_caption(index: usize, face: Option<&ChildFace>) -> String {
         f.age,
         if f.female > 0.5 { "F" } else { "M" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::child_output_index;
+
+    #[test]
+    fn only_the_jobs_own_child_names_count() {
+        assert_eq!(child_output_index("child_03.png"), Some(3));
+        assert_eq!(child_output_index("child_03.npy"), Some(3));
+        assert_eq!(child_output_index("child_03.json"), Some(3));
+        assert_eq!(child_output_index("child_12_pasted.png"), Some(12));
+        assert_eq!(child_output_index("child_100.png"), Some(100));
+        for other in [
+            "child_3.png",
+            "child_03.txt",
+            "child_03_notes.png",
+            "my_child_03.png",
+            "child_.png",
+            "family.png",
+        ] {
+            assert_eq!(child_output_index(other), None, "{other}");
+        }
+    }
 }

@@ -24,6 +24,20 @@ pub struct Generated {
     pub image_path: PathBuf,
     pub latent_path: Option<PathBuf>,
     pub latent: Latent,
+    /// Notes for the user (a latent far from the model's statistics).
+    pub warnings: Vec<String>,
+}
+
+/// Refuses a truncation `psi` that is not finite or outside [-3, 3] (naming `--psi`).
+pub fn check_psi(psi: f32) -> Result<()> {
+    let lim = crate::latent::PSI_LIMIT;
+    if !(psi.is_finite() && psi.abs() <= lim) {
+        bail!(
+            "--psi {psi:?} is outside [-{lim}, {lim}]: 1 is the model's own spread, 0.5-0.8 the \
+             usual choice; further out there is only noise"
+        );
+    }
+    Ok(())
 }
 
 /// The W code for `seed` and truncation `psi` (deterministic).
@@ -59,19 +73,25 @@ pub fn generate(
             );
         }
     }
+    let mut warnings = Vec::new();
     let latent = match source {
         GenerateSource::Seed { seed, psi } => {
-            if !psi.is_finite() {
-                bail!("psi must be a finite number");
-            }
+            check_psi(*psi)?;
             bundle.prepare(&[GraphKind::Mapping, GraphKind::Synthesis])?;
             Latent::W(w_from_seed(bundle, *seed, *psi)?)
         }
         GenerateSource::LatentFile(p) => {
             let l = Latent::read(p)?;
             // Check the latent against the model before rendering anything.
-            l.to_ws(bundle.num_ws(), bundle.w_dim())
+            let ws = l
+                .to_ws(bundle.num_ws(), bundle.w_dim())
                 .with_context(|| format!("latent file {}", p.display()))?;
+            let m = bundle.manifest();
+            if let Some(w) = crate::latent::check_against_stats(&ws, &m.w_avg, &m.w_std)
+                .with_context(|| format!("latent file {}", p.display()))?
+            {
+                warnings.push(format!("latent file {}: {w}", p.display()));
+            }
             bundle.prepare(&[GraphKind::Synthesis])?;
             l
         }
@@ -112,5 +132,6 @@ pub fn generate(
         image_path: output.to_path_buf(),
         latent_path: save_latent.map(Path::to_path_buf),
         latent,
+        warnings,
     })
 }

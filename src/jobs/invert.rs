@@ -6,7 +6,9 @@
 //! and `NAME_report.json` (PSNR, SSIM, LPIPS when the bundle has the `lpips` graph,
 //! losses, steps, seconds, execution provider). Photos are inverted `batch_size` at a
 //! time in one graph call per step; every photo is read and checked before the first
-//! batch starts, and each batch's files are written as soon as it finishes.
+//! batch starts, and each batch's files are written as soon as it finishes. A photo that
+//! cannot be read or has no face is reported in the [`Outcome`] and the others go on,
+//! unless the job fails fast.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ use crate::metrics;
 use crate::model::{Bundle, GraphKind};
 use crate::rng::derive_seed;
 
+use super::{record_failure, Failure, Outcome};
+
 /// Everything an inversion run needs besides the bundle.
 #[derive(Clone, Debug)]
 pub struct InvertJob {
@@ -40,6 +44,9 @@ pub struct InvertJob {
     pub align: AlignSettings,
     /// Also paste each reconstruction back into its original photo (needs alignment).
     pub paste_back: bool,
+    /// Stop at the first photo that cannot be read or aligned (nothing written) instead
+    /// of going on with the others.
+    pub fail_fast: bool,
 }
 
 /// Progress hooks (the command line draws a bar; tests ignore them).
@@ -129,12 +136,13 @@ fn output_paths(dir: &Path, stem: &str, paste_back: bool) -> OutputPaths {
     }
 }
 
-/// Reads and checks every input; nothing is written here.
+/// Reads and checks every input; nothing is written here. Photos that cannot be used
+/// are returned apart (or end the job with `fail_fast`).
 fn prepare_inputs(
     bundle: &Bundle,
     job: &InvertJob,
     observer: &mut dyn InvertObserver,
-) -> Result<Vec<Prepared>> {
+) -> Result<(Vec<Prepared>, Vec<Failure>)> {
     if job.photos.is_empty() {
         bail!("no photos given");
     }
@@ -172,21 +180,32 @@ fn prepare_inputs(
         masks_cache.push(imageio::load_mask(m, res)?);
     }
     let mut prepared = Vec::with_capacity(job.photos.len());
+    let mut failed = Vec::new();
     for (i, path) in job.photos.iter().enumerate() {
-        if !path.is_file() {
-            bail!("photo {} does not exist or is not a file", path.display());
-        }
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .filter(|s| !s.is_empty())
             .with_context(|| format!("photo {} has no file name", path.display()))?;
-        let loaded = align::prepare_photo(path, res, aligner.as_ref())?;
+        let read = (|| {
+            if !path.is_file() {
+                bail!("photo {} does not exist or is not a file", path.display());
+            }
+            let loaded = align::prepare_photo(path, res, aligner.as_ref())?;
+            let sha256 = fsutil::sha256_file(path)
+                .with_context(|| format!("cannot read photo {}", path.display()))?;
+            Ok((loaded, sha256))
+        })();
+        let (loaded, sha256) = match read {
+            Ok(v) => v,
+            Err(e) => {
+                record_failure(&mut failed, job.fail_fast, path, e)?;
+                continue;
+            }
+        };
         for w in &loaded.warnings {
             observer.warning(w);
         }
-        let sha256 = fsutil::sha256_file(path)
-            .with_context(|| format!("cannot read photo {}", path.display()))?;
         let mask = match masks_cache.len() {
             0 => None,
             1 => Some(masks_cache[0].clone()),
@@ -214,7 +233,7 @@ fn prepare_inputs(
             });
         }
     }
-    Ok(prepared)
+    Ok((prepared, failed))
 }
 
 /// Photo vs reconstruction for a batch, or why it cannot be told (never fails the job).
@@ -232,13 +251,20 @@ fn judge_batch(
         .map_err(|e| format!("{e:#}"))
 }
 
-/// Runs the inversion job; returns one report per photo, in input order.
+/// Runs the inversion job; returns one report per photo inverted, in input order, and
+/// the photos that failed.
 pub fn run_invert(
     bundle: &Bundle,
     job: &InvertJob,
     observer: &mut dyn InvertObserver,
-) -> Result<Vec<PhotoReport>> {
-    let prepared = prepare_inputs(bundle, job, observer)?;
+) -> Result<Outcome<PhotoReport>> {
+    let (prepared, failed) = prepare_inputs(bundle, job, observer)?;
+    if prepared.is_empty() {
+        return Ok(Outcome {
+            done: Vec::new(),
+            failed,
+        });
+    }
     let mut graphs = vec![GraphKind::SynthesisGrad];
     let use_encoder = match job.params.init {
         InitStrategy::Mean => false,
@@ -393,5 +419,8 @@ pub fn run_invert(
         observer.batch_end(bi, &batch_reports);
         reports.extend(batch_reports);
     }
-    Ok(reports)
+    Ok(Outcome {
+        done: reports,
+        failed,
+    })
 }

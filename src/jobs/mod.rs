@@ -1,7 +1,8 @@
 //! Jobs: what one command does, from input files to output files.
 //!
 //! A job reads and validates all its inputs first (so a bad input fails before anything
-//! is written), calls the engines, and writes every output atomically. Jobs take an
+//! is written; in multi-photo jobs a bad photo fails alone, see [`Outcome`]), calls the
+//! engines, and writes every output atomically. Jobs take an
 //! opened [`Bundle`](crate::model::Bundle) and explicit parameters; they print nothing
 //! themselves and report progress through small observer traits, so the command line,
 //! tests and later batch jobs share them.
@@ -19,3 +20,62 @@ pub mod morph;
 pub mod sources;
 pub mod spec;
 pub mod vae;
+
+use std::path::PathBuf;
+
+/// An input of a multi-photo job (align, invert, vae encode/reconstruct) that could not be
+/// processed, and why. Such jobs go on with the other inputs, the way `grep -r` goes on
+/// past an unreadable file, unless the job asks to fail fast.
+#[derive(Debug)]
+pub struct Failure {
+    pub input: PathBuf,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// The error as one line that names the input (most messages already do).
+    pub fn message(&self) -> String {
+        let msg = format!("{:#}", self.error);
+        let name = self.input.display().to_string();
+        if msg.contains(&name) {
+            msg
+        } else {
+            format!("{name}: {msg}")
+        }
+    }
+}
+
+/// What a multi-photo job did: one result per input processed, in input order, and the
+/// inputs it could not process.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub done: Vec<T>,
+    pub failed: Vec<Failure>,
+}
+
+/// The error a command ends with when some inputs failed (each was reported on its own):
+/// `N done, M failed`.
+#[derive(Debug, thiserror::Error)]
+#[error("{done} done, {failed} failed")]
+pub struct SomeFailed {
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// Handles one input's error: with `fail_fast` it ends the job, else it is recorded and
+/// the job goes on.
+pub(crate) fn record_failure(
+    failed: &mut Vec<Failure>,
+    fail_fast: bool,
+    input: &std::path::Path,
+    error: anyhow::Error,
+) -> anyhow::Result<()> {
+    if fail_fast {
+        return Err(error);
+    }
+    failed.push(Failure {
+        input: input.to_path_buf(),
+        error,
+    });
+    Ok(())
+}

@@ -19,7 +19,7 @@ use super::sources::{self, SourceKind, SourceOptions};
 use crate::faces::{FaceJudge, Resemblance};
 use crate::fsutil;
 use crate::imageio;
-use crate::interp::{plan_frames, PathSpec};
+use crate::interp::{FramePlan, PathSpec};
 use crate::latent::BundleRef;
 use crate::media::{FrameWriter, MediaKind, MediaOptions, MediaSummary};
 use crate::model::{Bundle, GraphKind};
@@ -51,9 +51,8 @@ impl MorphJob {
                 self.keys.len()
             );
         }
-        if self.path.frames_per_key == 0 {
-            bail!("--frames-per-key must be at least 1");
-        }
+        // Bounded before any work: a typo must not cost hours of rendering or the disk.
+        self.path.checked_frame_count(self.keys.len())?;
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
@@ -135,23 +134,29 @@ pub fn report_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// Renders `plan` (each `[num_ws * w_dim]`) `batch` frames per graph call, handing every
-/// frame (`R x R` RGB) to `sink` in order. Returns the seconds spent in synthesis.
+/// Renders `plan` `batch` frames per graph call, handing every frame (`R x R` RGB) to
+/// `sink` in order. Only one batch of latents and pictures exists at a time. Returns
+/// the seconds spent in synthesis.
 pub fn render_batches(
     bundle: &Bundle,
-    plan: &[Vec<f32>],
+    plan: &FramePlan<'_>,
     batch: usize,
     sink: &mut dyn FnMut(RgbImage) -> Result<()>,
 ) -> Result<f64> {
     let r = bundle.resolution() as u32;
     let img_len = 3 * (r as usize) * (r as usize);
+    let batch = batch.max(1);
     let mut seconds = 0.0;
-    for (ci, chunk) in plan.chunks(batch.max(1)).enumerate() {
-        let ws: Vec<f32> = chunk.iter().flatten().copied().collect();
+    for start in (0..plan.len()).step_by(batch) {
+        let end = (start + batch).min(plan.len());
+        let mut ws = Vec::with_capacity((end - start) * plan.latent_len());
+        for i in start..end {
+            ws.extend(plan.frame(i));
+        }
         let t = Instant::now();
         let images = bundle
-            .synthesis(&ws, chunk.len())
-            .with_context(|| format!("rendering frames from {}", ci * batch))?;
+            .synthesis(&ws, end - start)
+            .with_context(|| format!("rendering frames from {start}"))?;
         let pics: Vec<RgbImage> = images
             .chunks(img_len)
             .map(|t| imageio::tensor_to_rgb(t, r, r))
@@ -217,7 +222,7 @@ pub fn run_morph(
         }
     };
     let key_ws: Vec<Vec<f32>> = keys.iter().map(|k| k.ws.clone()).collect();
-    let plan = plan_frames(&key_ws, &bundle.manifest().w_avg, &job.path)?;
+    let plan = FramePlan::new(&key_ws, &bundle.manifest().w_avg, &job.path)?;
     let total = plan.len();
     observer.start(total);
 

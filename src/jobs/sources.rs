@@ -167,6 +167,12 @@ pub fn resolve(
             let ws = Latent::read(path)?
                 .to_ws(bundle.num_ws(), bundle.w_dim())
                 .with_context(|| format!("latent file {}", path.display()))?;
+            let m = bundle.manifest();
+            if let Some(w) = crate::latent::check_against_stats(&ws, &m.w_avg, &m.w_std)
+                .with_context(|| format!("latent file {}", path.display()))?
+            {
+                warnings.push(format!("latent file {}: {w}", path.display()));
+            }
             out.push(Resolved {
                 path: path.clone(),
                 kind: SourceKind::Latent,

@@ -209,12 +209,26 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// A group name that is really a number (e.g. `"-1.5"` from a TOML string) is a strength.
-fn normalise_edit(t: &EditTarget) -> EditTarget {
-    match t {
+/// Largest edit strength accepted, in the direction's units (standard deviations of the
+/// projection): the training data spans about ±3, so ±20 is already far outside it.
+pub const MAX_EDIT_STRENGTH: f64 = 20.0;
+
+/// A group name that is really a number (e.g. `"-1.5"` from a TOML string) is a strength;
+/// a strength beyond ±[`MAX_EDIT_STRENGTH`] is refused, naming the flag.
+fn normalise_edit(flag: &str, t: &EditTarget) -> Result<EditTarget> {
+    let t = match t {
         EditTarget::Group(g) => g.parse().unwrap_or_else(|_| t.clone()),
         s => s.clone(),
+    };
+    if let EditTarget::Strength(v) = t {
+        if v.is_nan() || v.abs() > MAX_EDIT_STRENGTH {
+            bail!(
+                "--{flag} {v:?}: an edit strength must be within ±{MAX_EDIT_STRENGTH} (standard \
+                 deviations of the {flag} direction; the training faces span about ±3)"
+            );
+        }
     }
+    Ok(t)
 }
 
 /// Alignment settings of a spec's `align` and `face` fields (the detector is searched
@@ -332,15 +346,17 @@ impl JobSpec {
                     params,
                     align: align_settings(s.align, s.face)?,
                     paste_back: false,
+                    // The other photos are still inverted and written; the job fails.
+                    fail_fast: false,
                 })
             }
             JobSpec::Family(s) => {
                 let mut edits = BTreeMap::new();
                 if let Some(a) = &s.age {
-                    edits.insert("age".to_string(), normalise_edit(a));
+                    edits.insert("age".to_string(), normalise_edit("age", a)?);
                 }
                 if let Some(g) = &s.gender {
-                    edits.insert("gender".to_string(), normalise_edit(g));
+                    edits.insert("gender".to_string(), normalise_edit("gender", g)?);
                 }
                 let params = FamilyParams {
                     mix: s.mix,

@@ -28,6 +28,7 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use serde::Serialize;
 
+use super::{record_failure, Failure, Outcome};
 use crate::fsutil;
 use crate::imageio;
 use crate::invert::StepInfo;
@@ -103,30 +104,44 @@ pub fn load_photo(path: &Path, res: usize, obs: &mut dyn VaeObserver) -> Result<
 }
 
 /// Reads every photo; two photos with the same file stem are an error when their
-/// outputs would share a name (`unique_stems`).
+/// outputs would share a name (`unique_stems`). A photo that cannot be read goes to
+/// `failed` (or ends the job with `fail_fast`).
 fn load_photos(
     paths: &[PathBuf],
     res: usize,
     unique_stems: bool,
+    fail_fast: bool,
+    failed: &mut Vec<Failure>,
     obs: &mut dyn VaeObserver,
 ) -> Result<Vec<Photo>> {
     if paths.is_empty() {
         bail!("no photos given");
     }
     let mut stems = BTreeSet::new();
-    let mut out = Vec::with_capacity(paths.len());
     for p in paths {
-        let photo = load_photo(p, res, obs)?;
-        if unique_stems && !stems.insert(photo.stem.clone()) {
+        let stem = stem_of(p)?;
+        if unique_stems && !stems.insert(stem.clone()) {
             bail!(
-                "two photos share the name `{}` ({}); their outputs would collide",
-                photo.stem,
+                "two photos share the name `{stem}` ({}); their outputs would collide",
                 p.display()
             );
         }
-        out.push(photo);
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        match load_photo(p, res, obs) {
+            Ok(photo) => out.push(photo),
+            Err(e) => record_failure(failed, fail_fast, p, e)?,
+        }
     }
     Ok(out)
+}
+
+/// A photo a job could not use, as written in its JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedPhoto {
+    pub photo: PathBuf,
+    pub error: String,
 }
 
 fn check_out_dir(dir: &Path) -> Result<()> {
@@ -151,16 +166,7 @@ fn check_png_output(path: &Path) -> Result<()> {
     if path.is_dir() {
         bail!("output {} is a folder", path.display());
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            bail!(
-                "output {}: folder {} does not exist",
-                path.display(),
-                parent.display()
-            );
-        }
-    }
-    Ok(())
+    fsutil::check_parent_folder(path, "output")
 }
 
 fn flat(photos: &[Photo]) -> Vec<f32> {
@@ -273,6 +279,8 @@ pub struct EncodeJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// Stop at the first unreadable photo (nothing written) instead of going on.
+    pub fail_fast: bool,
 }
 
 /// What was written for one photo.
@@ -293,10 +301,24 @@ pub fn run_encode(
     bundle: &Bundle,
     job: &EncodeJob,
     obs: &mut dyn VaeObserver,
-) -> Result<Vec<EncodedPhoto>> {
+) -> Result<Outcome<EncodedPhoto>> {
     let vae = Vae::new(bundle)?;
     check_out_dir(&job.out_dir)?;
-    let photos = load_photos(&job.photos, vae.resolution(), true, obs)?;
+    let mut failed = Vec::new();
+    let photos = load_photos(
+        &job.photos,
+        vae.resolution(),
+        true,
+        job.fail_fast,
+        &mut failed,
+        obs,
+    )?;
+    if photos.is_empty() {
+        return Ok(Outcome {
+            done: Vec::new(),
+            failed,
+        });
+    }
     bundle.prepare(&[GraphKind::VaeEncoder])?;
     let started = Instant::now();
     let (mu, logvar) = vae.encode_chunked(&flat(&photos), job.batch_size)?;
@@ -322,7 +344,7 @@ pub fn run_encode(
         fsutil::write_json_atomic(&job.out_dir.join(format!("{}_vae.json", p.stem)), &rec)?;
         out.push(rec);
     }
-    Ok(out)
+    Ok(Outcome { done: out, failed })
 }
 
 // ------------------------------------------------------------------ decode
@@ -344,6 +366,8 @@ pub struct ReconstructJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// Stop at the first unreadable photo (nothing written) instead of going on.
+    pub fail_fast: bool,
 }
 
 /// Figures for one photo.
@@ -370,18 +394,32 @@ pub struct ReconstructReport {
     pub mean_neg_elbo_nats: f64,
     /// Encoder + decoder wall time per image.
     pub seconds_per_image: f64,
+    /// Photos that could not be read (not in `images` nor the means).
+    pub failed: Vec<FailedPhoto>,
 }
 
 /// `vae reconstruct`: per photo `NAME_recon.png`, `NAME_compare.png` (photo | recon)
-/// and one `report.json` with PSNR/SSIM per photo and their means.
+/// and one `report.json` with PSNR/SSIM per photo and their means. Returns the report
+/// (`None` when no photo could be read: nothing is written) and the failed photos.
 pub fn run_reconstruct(
     bundle: &Bundle,
     job: &ReconstructJob,
     obs: &mut dyn VaeObserver,
-) -> Result<ReconstructReport> {
+) -> Result<(Option<ReconstructReport>, Vec<Failure>)> {
     let vae = Vae::new(bundle)?;
     check_out_dir(&job.out_dir)?;
-    let photos = load_photos(&job.photos, vae.resolution(), true, obs)?;
+    let mut failed = Vec::new();
+    let photos = load_photos(
+        &job.photos,
+        vae.resolution(),
+        true,
+        job.fail_fast,
+        &mut failed,
+        obs,
+    )?;
+    if photos.is_empty() {
+        return Ok((None, failed));
+    }
     bundle.prepare(&[GraphKind::VaeEncoder, GraphKind::VaeDecoder])?;
     let res = vae.resolution();
     let il = vae.image_len();
@@ -432,9 +470,16 @@ pub fn run_reconstruct(
         mean_neg_elbo_nats: images.iter().map(|r| r.neg_elbo_nats).sum::<f64>() / n,
         seconds_per_image: per,
         images,
+        failed: failed
+            .iter()
+            .map(|f| FailedPhoto {
+                photo: f.input.clone(),
+                error: f.message(),
+            })
+            .collect(),
     };
     fsutil::write_json_atomic(&job.out_dir.join("report.json"), &report)?;
-    Ok(report)
+    Ok((Some(report), failed))
 }
 
 // ------------------------------------------------------------------ interpolate
@@ -878,15 +923,7 @@ pub fn run_anomaly(
         if csv.is_dir() {
             bail!("--csv {} is a folder", csv.display());
         }
-        if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                bail!(
-                    "--csv {}: folder {} does not exist",
-                    csv.display(),
-                    parent.display()
-                );
-            }
-        }
+        fsutil::check_parent_folder(csv, "--csv")?;
     }
     let paths = expand_inputs(&job.inputs)?;
     let samples = job
@@ -995,10 +1032,10 @@ pub fn run_anomaly(
 /// Which pixels to fill.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HoleSpec {
-    /// A mask image the size of the photo (or of the model); white = keep (the
+    /// A mask image the size of the upright photo; white = keep (the
     /// `invert --mask` convention) unless `holes_white`.
     Mask { path: PathBuf, holes_white: bool },
-    /// `x, y, w, h` in pixels of the photo as given.
+    /// `x, y, w, h` in pixels of the photo as shown upright (EXIF orientation applied).
     Box([u32; 4]),
 }
 
@@ -1053,12 +1090,11 @@ fn photo_visibility(hole: &HoleSpec, w: u32, h: u32) -> Result<Vec<f32>> {
             Ok(v)
         }
         HoleSpec::Mask { path, holes_white } => {
-            if !path.is_file() {
-                bail!("mask {} does not exist or is not a file", path.display());
-            }
-            let img = image::open(path)
-                .map_err(|e| anyhow!("mask {} is not a readable image: {e}", path.display()))?
-                .to_luma8();
+            // The one photo loader, so the mask is upright like the photo it masks.
+            let img = imageio::load_photo(path, &imageio::PhotoLimits::default())
+                .with_context(|| format!("mask {}", path.display()))?
+                .image;
+            let img = image::DynamicImage::ImageRgb8(img).to_luma8();
             if img.dimensions() != (w, h) {
                 bail!(
                     "mask {} is {}x{}, the photo is {w}x{h}: they must match",
@@ -1134,13 +1170,20 @@ pub fn run_impute(
         }
     }
     let res = vae.resolution();
-    let photo = load_photo(&job.photo, res, obs)?;
-    let (w, h) = photo.original_size;
-    let full = image::open(&job.photo)
-        .map_err(|e| anyhow!("{} is not a readable image: {e}", job.photo.display()))?
-        .to_rgb8();
+    // One decode, upright (EXIF applied): the optimiser's input, the crop and the
+    // paste-back all use the same pixels.
+    let loaded = imageio::load_photo(&job.photo, &imageio::PhotoLimits::default())?;
+    let mut notes = loaded.warnings;
+    let full = loaded.image;
+    let (w, h) = full.dimensions();
+    let photo_tensor = imageio::rgb_to_tensor(&imageio::square_photo(
+        &full, res as u32, &job.photo, &mut notes,
+    ));
+    for n in &notes {
+        obs.warning(n);
+    }
     let vis_full = photo_visibility(&job.hole, w, h)
-        .with_context(|| format!("the hole for photo {}", photo.path.display()))?;
+        .with_context(|| format!("the hole for photo {}", job.photo.display()))?;
     let (ox, oy, side) = centre_square(w, h);
     let outside = (0..h).any(|y| {
         (0..w).any(|x| {
@@ -1150,8 +1193,9 @@ pub fn run_impute(
     });
     if outside {
         bail!(
-            "the hole reaches outside the centre square ({ox},{oy},{side},{side}) of the {w}x{h}              photo {}, the only part the model sees",
-            photo.path.display()
+            "the hole reaches outside the centre square ({ox},{oy},{side},{side}) of the {w}x{h} \
+             photo {}, the only part the model sees",
+            job.photo.display()
         );
     }
     let side_u = side as usize;
@@ -1168,10 +1212,10 @@ pub fn run_impute(
     };
     bundle.prepare(&[GraphKind::VaeEncoder, GraphKind::VaeDecoderGrad])?;
     let started = Instant::now();
-    let r = impute(&vae, &photo.tensor, &visible, &job.params, &mut |i| {
+    let r = impute(&vae, &photo_tensor, &visible, &job.params, &mut |i| {
         obs.step(&i)
     })
-    .with_context(|| format!("filling {}", photo.path.display()))?;
+    .with_context(|| format!("filling {}", job.photo.display()))?;
     let seconds = started.elapsed().as_secs_f64();
 
     // Blend at the photo's resolution: the fill upscaled to the centre square, the
@@ -1200,8 +1244,7 @@ pub fn run_impute(
     if let Some(c) = &job.comparison {
         // The photo with its hole shown as mid-grey.
         let plane = res * res;
-        let holed: Vec<f32> = photo
-            .tensor
+        let holed: Vec<f32> = photo_tensor
             .iter()
             .enumerate()
             .map(|(i, &v)| v * visible[i % plane])

@@ -272,6 +272,8 @@ impl Bundle {
         }
         let spec = self.spec(g)?;
         let path = self.dir.join(&spec.file);
+        // Library problems are not the graph's: report them without the graph's name.
+        runtime::environment(self.options.ort_lib.as_deref())?;
         let created = runtime::create_session(&self.options, &path)
             .with_context(|| format!("bundle {}: graph `{g}`", self.dir.display()))?;
         check_session_io(&self.dir, g, spec, &created.session)?;

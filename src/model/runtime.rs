@@ -4,6 +4,9 @@
 //! ourselves: `--ort-lib` / `LATENTFACE_ORT_LIB`, else `.deps/onnxruntime/` (written by
 //! `scripts/setup.sh`) next to the executable or in one of its parent folders. We never
 //! rely on `ORT_DYLIB_PATH` alone because `ort` panics when that file is missing.
+//! The file is checked before it is loaded ([`check_ort_library`]): `dlopen` of a
+//! truncated library (what an interrupted setup leaves) kills the process with SIGBUS
+//! instead of returning an error.
 //! ONNX Runtime allows only one environment per process, so it lives in a `OnceLock`;
 //! every bundle in the process (and every test in a `cargo test` binary) shares it.
 //!
@@ -29,6 +32,30 @@ pub const ORT_VERSION: &str = "1.31.1";
 pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 /// Environment variable that overrides where the library is looked for.
 pub const ORT_LIB_ENV: &str = "LATENTFACE_ORT_LIB";
+/// sha256 of [`ORT_LIB_NAME`] as `scripts/setup.sh` installs it (its `LIB_SHA256`).
+pub const ORT_LIB_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
+
+/// Where the ONNX Runtime library path came from: it decides how the file is checked
+/// and what the messages say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrtLibSource {
+    /// `--ort-lib`: any build; structure checked, no hash.
+    Flag,
+    /// `LATENTFACE_ORT_LIB`: as `Flag`.
+    Env,
+    /// `.deps/onnxruntime/` from `scripts/setup.sh`: must be the pinned build (sha256).
+    Installed,
+}
+
+impl fmt::Display for OrtLibSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrtLibSource::Flag => f.write_str("from --ort-lib"),
+            OrtLibSource::Env => write!(f, "from {ORT_LIB_ENV}"),
+            OrtLibSource::Installed => f.write_str("installed by scripts/setup.sh"),
+        }
+    }
+}
 
 /// Which execution provider the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -108,31 +135,36 @@ static ENV: OnceLock<std::result::Result<LoadedEnv, String>> = OnceLock::new();
 
 /// Finds the ONNX Runtime library: explicit path, then `LATENTFACE_ORT_LIB`, then
 /// `.deps/onnxruntime/<lib>` next to the executable or the current folder, walking up.
-pub fn locate_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        if !p.is_file() {
+pub fn locate_ort_library(explicit: Option<&Path>) -> Result<(PathBuf, OrtLibSource)> {
+    let given = explicit
+        .map(|p| (p.to_path_buf(), OrtLibSource::Flag))
+        .or_else(|| {
+            std::env::var_os(ORT_LIB_ENV)
+                .filter(|v| !v.is_empty())
+                .map(|p| (PathBuf::from(p), OrtLibSource::Env))
+        });
+    if let Some((p, source)) = given {
+        if p.is_dir() {
             bail!(
-                "ONNX Runtime library {} (from --ort-lib) does not exist",
+                "ONNX Runtime library {} ({source}) is a folder; give the library file itself \
+                 (e.g. {}/{ORT_LIB_NAME})",
+                p.display(),
                 p.display()
             );
         }
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os(ORT_LIB_ENV).filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(p);
         if !p.is_file() {
             bail!(
-                "ONNX Runtime library {} (from {ORT_LIB_ENV}) does not exist",
+                "ONNX Runtime library {} ({source}) does not exist",
                 p.display()
             );
         }
-        return Ok(p);
+        return Ok((p, source));
     }
     let rel = Path::new(".deps").join("onnxruntime").join(ORT_LIB_NAME);
     let roots = fsutil::search_roots();
     for root in &roots {
         if let Some(p) = fsutil::find_upwards(root, &rel) {
-            return Ok(p);
+            return Ok((p, OrtLibSource::Installed));
         }
     }
     bail!(
@@ -143,13 +175,96 @@ pub fn locate_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
+/// Checks the library file before it is loaded (see the module docs): the installed one
+/// must have the pinned sha256; any other must at least be a whole shared library (its
+/// ELF headers, segments and section table inside the file).
+pub fn check_ort_library(path: &Path, source: OrtLibSource) -> Result<()> {
+    let name = path.display();
+    let repair = match source {
+        OrtLibSource::Installed => "run scripts/setup.sh to install it again".to_string(),
+        _ => format!(
+            "give a complete {ORT_LIB_NAME}, or run scripts/setup.sh and drop the \
+             {}",
+            if source == OrtLibSource::Flag {
+                "--ort-lib"
+            } else {
+                ORT_LIB_ENV
+            }
+        ),
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read ONNX Runtime library {name} ({source})"))?;
+    if source == OrtLibSource::Installed {
+        let got = fsutil::sha256_hex(&bytes);
+        if got != ORT_LIB_SHA256 {
+            bail!(
+                "ONNX Runtime library {name} ({source}) is damaged: {} bytes with sha256 {got}, \
+                 not the pinned {ORT_LIB_SHA256} (an interrupted setup?); {repair}",
+                bytes.len()
+            );
+        }
+        return Ok(());
+    }
+    elf_is_whole(&bytes).map_err(|why| {
+        anyhow!(
+            "ONNX Runtime library {name} ({source}) is not a usable shared library: {why} \
+             ({} bytes; a truncated copy or an interrupted download?); {repair}",
+            bytes.len()
+        )
+    })
+}
+
+/// Why `bytes` is not a complete ELF shared library, if it is not.
+#[cfg(target_os = "linux")]
+fn elf_is_whole(bytes: &[u8]) -> std::result::Result<(), String> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::{elf, Endianness};
+    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+        return Err("it does not start with an ELF header".into());
+    }
+    let header = elf::FileHeader64::<Endianness>::parse(bytes)
+        .map_err(|e| format!("its ELF header is unreadable ({e}); a 64-bit library is needed"))?;
+    let endian = header
+        .endian()
+        .map_err(|e| format!("its ELF header is unreadable ({e})"))?;
+    if header.e_type(endian) != elf::ET_DYN {
+        return Err("it is an ELF file but not a shared library".into());
+    }
+    let segments = header
+        .program_headers(endian, bytes)
+        .map_err(|e| format!("its program headers are cut off ({e})"))?;
+    for seg in segments {
+        if seg.p_type(endian) == elf::PT_LOAD {
+            let end = seg.p_offset(endian).checked_add(seg.p_filesz(endian));
+            if end.is_none_or(|end| end > bytes.len() as u64) {
+                return Err("it ends inside a loadable segment".into());
+            }
+        }
+    }
+    // The section table comes last in a library, so a cut-off file loses it first.
+    header
+        .sections(endian, bytes)
+        .map_err(|e| format!("its section table is cut off ({e})"))?;
+    Ok(())
+}
+
+/// Other systems' libraries are not ELF; only an empty file is refused there.
+#[cfg(not(target_os = "linux"))]
+fn elf_is_whole(bytes: &[u8]) -> std::result::Result<(), String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(())
+}
+
 /// Loads ONNX Runtime (first call only) and returns the process-wide environment.
 /// Later calls reuse the first library, whatever `ort_lib` they pass.
 pub fn environment(ort_lib: Option<&Path>) -> Result<&'static Environment> {
     let loaded = ENV.get_or_init(|| {
         let load = || -> Result<LoadedEnv> {
-            let lib = locate_ort_library(ort_lib)?;
+            let (lib, source) = locate_ort_library(ort_lib)?;
             let lib = lib.canonicalize().unwrap_or(lib);
+            check_ort_library(&lib, source)?;
             let builder = ort::init_from(&lib)
                 .map_err(|e| anyhow!("cannot load ONNX Runtime from {}: {e}", lib.display()))?;
             let env = builder
@@ -275,5 +390,37 @@ mod tests {
         let err =
             locate_ort_library(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
         assert!(format!("{err}").contains("/nonexistent/libonnxruntime.so"));
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{}", locate_ort_library(Some(dir.path())).unwrap_err());
+        assert!(
+            err.contains("is a folder") && !err.contains("does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_library_is_refused_before_loading() {
+        let (lib, _) = locate_ort_library(None).expect("run scripts/setup.sh first");
+        let whole = std::fs::read(&lib).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join(ORT_LIB_NAME);
+        std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+        for source in [
+            OrtLibSource::Installed,
+            OrtLibSource::Flag,
+            OrtLibSource::Env,
+        ] {
+            let err = format!("{:#}", check_ort_library(&cut, source).unwrap_err());
+            assert!(err.contains(&cut.display().to_string()), "{err}");
+            assert!(err.contains("scripts/setup.sh"), "{err}");
+        }
+        // Cut just before the end: only the section table is lost.
+        std::fs::write(&cut, &whole[..whole.len() - 100]).unwrap();
+        assert!(check_ort_library(&cut, OrtLibSource::Flag).is_err());
+        std::fs::write(&cut, b"not a library").unwrap();
+        assert!(check_ort_library(&cut, OrtLibSource::Flag).is_err());
+        // The installed library passes both checks.
+        check_ort_library(&lib, OrtLibSource::Installed).unwrap();
+        check_ort_library(&lib, OrtLibSource::Flag).unwrap();
     }
 }
