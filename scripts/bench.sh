@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                 (20 held-out faces, 300 steps; ~25 min on 2 cores)
 #   N=4 STEPS=100 scripts/bench.sh   (a quick look)
+#   QUICK=1 scripts/bench.sh          (4 faces, 60 steps, no morph/family suites: a few minutes)
 #
 # Needs the toolchain venv (scripts/setup_toolchain.sh) and the training images (the
 # held-out faces are written to the git-ignored onnx/.cache, never into the repository).
@@ -13,6 +14,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
+if [[ "${QUICK:-0}" == "1" ]]; then N="${N:-4}"; STEPS="${STEPS:-60}"; fi
 N="${N:-20}"
 STEPS="${STEPS:-300}"
 THREADS="${THREADS:-2}"
@@ -26,21 +28,22 @@ cargo build --release
 BIN="${ROOT}/target/release/latentface"
 mkdir -p "${OUT}"
 
-# The reference projector needs the generator checkpoint; the bundle alone is not enough.
-CKPT="${CKPT:-onnx/runs/gan/ckpt.pt}"
-if [[ ! -f "${CKPT}" ]]; then
-    echo "bench: ${CKPT} not found: the PyTorch reference runs on the training checkpoint" >&2
-    echo "bench: (rebuild it with the commands in onnx/README.md, or set CKPT=...)" >&2
-    exit 1
+# The reference projector rebuilds the bundle's generator in PyTorch from its graphs
+# (latentface_train.from_bundle, checked against ONNX Runtime), so a clone is enough;
+# CKPT=... runs it on a training checkpoint instead.
+BUNDLE_ABS="$(cd "${BUNDLE}" && pwd)"
+if [[ -n "${CKPT:-}" ]]; then
+    REF_MODEL=(--ckpt "$(cd "$(dirname "${CKPT}")" && pwd)/$(basename "${CKPT}")")
+else
+    REF_MODEL=(--bundle "${BUNDLE_ABS}")
 fi
-CKPT="$(cd "$(dirname "${CKPT}")" && pwd)/$(basename "${CKPT}")"
 
 (cd onnx && "${PY}" -m latentface_train.export_heldout --n "${N}" --out "${OUT}/heldout")
 
 echo "== PyTorch reference projector: batch 1 and 8, ${STEPS} steps, ${THREADS} threads"
-(cd onnx && "${PY}" -m latentface_train.project_reference --ckpt "${CKPT}" --n "${N}" --steps "${STEPS}" \
+(cd onnx && "${PY}" -m latentface_train.project_reference "${REF_MODEL[@]}" --n "${N}" --steps "${STEPS}" \
     --threads "${THREADS}" --batch 1 --out "${OUT}/ref_b1")
-(cd onnx && "${PY}" -m latentface_train.project_reference --ckpt "${CKPT}" --n 8 --steps "${STEPS}" \
+(cd onnx && "${PY}" -m latentface_train.project_reference "${REF_MODEL[@]}" --n 8 --steps "${STEPS}" \
     --threads "${THREADS}" --batch 8 --out "${OUT}/ref_b8")
 
 echo "== latentface invert: the same ${N} faces, ${STEPS} steps"
@@ -72,6 +75,7 @@ summary = {"n": len(rust), "reference": dict(zip(["psnr_db", "lpips", "seconds"]
 (out / "quality.json").write_text(json.dumps(summary, indent=1))
 PYEOF
 
+[[ "${QUICK:-0}" == "1" ]] && { echo "bench: results in ${OUT} (quick mode)"; exit 0; }
 echo "== morph and family suites"
 "${BIN}" bench --bundle "${BUNDLE}" --threads "${THREADS}" --suite morph,family
 echo "bench: results in ${OUT}"

@@ -59,6 +59,19 @@ fn invert(b: &Bundle, targets: &[Vec<f32>], init: InitStrategy, steps: usize) ->
         .collect()
 }
 
+/// samples/*.png (256 px renders of the default generator) at the model's size, in name
+/// order, resized exactly as `latentface invert --no-align` would.
+fn sample_photos(b: &Bundle) -> Vec<Vec<f32>> {
+    let mut paths: Vec<_> = std::fs::read_dir(common::repo().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    paths.sort();
+    let r = b.resolution() as u32;
+    paths.iter().map(|p| load_image(p, r).unwrap().tensor).collect()
+}
+
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.collect();
     v.iter().sum::<f64>() / v.len() as f64
@@ -104,18 +117,9 @@ fn the_bundled_sample_photos_invert_faithfully() {
     // samples/*.png are 256 px renders of the default generator, resized to 64 px here
     // exactly as `latentface invert --no-align` would.
     let b = default_bundle();
-    let r = b.resolution() as u32;
-    let mut paths: Vec<_> = std::fs::read_dir(common::repo().join("samples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    paths.sort();
-    assert!(paths.len() >= 4, "samples/ should hold the demo photos");
-    let targets: Vec<Vec<f32>> = paths[..4]
-        .iter()
-        .map(|p| load_image(p, r).unwrap().tensor)
-        .collect();
+    let mut targets = sample_photos(b);
+    assert!(targets.len() >= 4, "samples/ should hold the demo photos");
+    targets.truncate(4);
     let got = invert(b, &targets, InitStrategy::Auto, 150);
     let p = mean(got.iter().map(|g| g.0));
     eprintln!("samples/: PSNR {p:.2} dB after 150 steps");
@@ -217,16 +221,7 @@ fn the_face_judge_sees_the_same_people_in_their_inversions() {
     let b = default_bundle();
     let r = b.resolution() as u32;
     let judge = FaceJudge::new(b).expect("the default bundle has the face graphs");
-    let mut paths: Vec<_> = std::fs::read_dir(common::repo().join("samples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    paths.sort();
-    let targets: Vec<Vec<f32>> = paths
-        .iter()
-        .map(|p| load_image(p, r).unwrap().tensor)
-        .collect();
+    let targets = sample_photos(b);
     let t: Vec<Target> = targets
         .iter()
         .enumerate()

@@ -171,7 +171,9 @@ def cpu_name():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default="runs/gan/ckpt.pt")
+    ap.add_argument("--ckpt", default=None, help="training checkpoint (G_ema); default: --bundle's weights")
+    ap.add_argument("--bundle", default="default",
+                    help="bundle whose generator is rebuilt in PyTorch when no --ckpt is given (from_bundle)")
     ap.add_argument("--n", type=int, default=20, help="first N faces of the held-out split")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--space", choices=["w", "w+"], default="w+")
@@ -193,7 +195,12 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     load_at_start = os.getloadavg()
 
-    G, ck_meta = load_generator(args.ckpt)
+    if args.ckpt:
+        G, ck_meta = load_generator(args.ckpt)
+    else:  # the committed bundle's own generator, checked against its graphs
+        from .from_bundle import load_generator as from_bundle_generator
+        G = from_bundle_generator(args.bundle).requires_grad_(False)
+        ck_meta = {"bundle": str(args.bundle)}
     res = G.resolution
     images, names, _ = data.load_faces(res, args.data)
     held = data.split_indices(len(images))[1][:args.n]
@@ -255,7 +262,7 @@ def main():
     mean = {k: float(np.mean([r[k] for r in per_image]))
             for k in ("psnr_db", "lpips", "final_loss", "first_loss", "seconds", "ms_per_step_median")}
     report = dict(
-        settings=dict(ckpt=str(args.ckpt), ckpt_meta=ck_meta, n=len(held), steps=args.steps, space=args.space,
+        settings=dict(ckpt=str(args.ckpt or args.bundle), ckpt_meta=ck_meta, n=len(held), steps=args.steps, space=args.space,
                       batch=args.batch, lr=args.lr, noise_factor=args.noise_factor,
                       pixel_weight=args.pixel_weight, lpips_weight=args.lpips_weight,
                       w_avg_samples=args.w_avg_samples, seed=args.seed, noise_maps="zeros",
