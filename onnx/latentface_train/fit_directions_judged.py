@@ -87,7 +87,7 @@ def solve(strengths, curve, target):
     return float(np.interp(target, c, s))
 
 
-def fit(*, bundle, model_dir, n=384, threads=1, seed=0, data_path=None, log=print):
+def fit(*, bundle, model_dir, n=384, layers=None, threads=1, seed=0, data_path=None, log=print):
     torch.set_num_threads(threads)
     bundle = Path(bundle)
     man = json.loads((bundle / "manifest.json").read_text())
@@ -101,7 +101,7 @@ def fit(*, bundle, model_dir, n=384, threads=1, seed=0, data_path=None, log=prin
         ws = torch.cat([E(torch.from_numpy(images[pick[i:i + 128]]).float() / 127.5 - 1)
                         for i in range(0, n, 128)])
     old = man["directions"]
-    layers = old["age"]["layers"]
+    layers = old["age"]["layers"] if layers is None else list(layers)
     w_avg = torch.tensor(man["w_avg"])
     proj_of = lambda v: ((ws[:, layers] - w_avg) @ v).mean(1)  # noqa: E731
 
@@ -150,11 +150,14 @@ def main():
     ap.add_argument("--bundle", default="default")
     ap.add_argument("--model-dir", default="node_modules/@vladmandic/face-api/model")
     ap.add_argument("--n", type=int, default=384, help="encoded training faces to average over")
+    ap.add_argument("--layers", type=int, nargs="+", default=None,
+                    help="W+ rows the directions act on [default: the bundle's current ones]")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None)
     a = ap.parse_args()
-    fit(bundle=a.bundle, model_dir=a.model_dir, n=a.n, threads=a.threads, seed=a.seed, data_path=a.data)
+    fit(bundle=a.bundle, model_dir=a.model_dir, n=a.n, layers=a.layers, threads=a.threads, seed=a.seed,
+        data_path=a.data)
 
 
 if __name__ == "__main__":
