@@ -502,3 +502,60 @@ children = 1
         assert!(!tmp.path().join("out").exists(), "a job ran: {stdout}");
     }
 }
+
+#[test]
+fn two_concurrent_runs_of_one_manifest_do_each_job_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, _) = face(tmp.path(), "a", 9);
+    let (_, b) = face(tmp.path(), "b", 10);
+    let jobs = 8;
+    let manifest = family_manifest(tmp.path(), jobs, &pa, &b);
+    let spawn = |name: &str| {
+        std::process::Command::new(bin())
+            .args([
+                "batch",
+                "--bundle",
+                &tiny_arg(),
+                "--device",
+                "cpu",
+                s(&manifest),
+                "--jobs",
+                "2",
+                "--no-cache",
+                "--summary",
+                s(&tmp.path().join(format!("{name}.json"))),
+            ])
+            .env_remove("LATENTFACE_BUNDLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn("first"), spawn("second"));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (s1, s2) = (
+        summary(&tmp.path().join("first.json")),
+        summary(&tmp.path().join("second.json")),
+    );
+    check_outputs(&s1);
+    check_outputs(&s2);
+    let (st1, st2) = (statuses(&s1), statuses(&s2));
+    assert_eq!((st1.len(), st2.len()), (jobs, jobs));
+    for ((id, a), (_, b)) in st1.iter().zip(&st2) {
+        let mut pair = [a.as_str(), b.as_str()];
+        pair.sort();
+        assert_eq!(
+            pair,
+            ["ok", "skipped"],
+            "{id}: one run must do it, the other skip it\n{st1:?}\n{st2:?}"
+        );
+    }
+}

@@ -13,6 +13,9 @@
 //!   job hash covers the job's normalised spec, the content of its input files and the
 //!   bundle's manifest, so editing a job, replacing a photo or changing the model re-runs
 //!   exactly the affected jobs. A run killed at any point loses only the jobs in flight.
+//! - **One run per job.** While a job runs, its run holds an exclusive lock on
+//!   `STATE/<id>.lock`; a second run of the same manifest waits for it and then skips
+//!   the job as done, so overlapping runs never do a job twice.
 //! - **Sharding.** `shard = (i, n)` keeps the jobs whose id hashes to `i` modulo `n`
 //!   (first 8 bytes of sha256(id), big-endian): deterministic, so `n` machines given the
 //!   same manifest and `i = 0..n-1` split it exactly, with no coordination.
@@ -278,6 +281,57 @@ pub fn marker_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join(format!("{safe}-{h}.done"))
 }
 
+/// Lock file of a job, next to its marker (`<id>-<hash>.lock`). The lock files stay in
+/// the state folder: removing one while another process waits on it would let two
+/// processes hold "the" lock at once.
+pub fn lock_path(state_dir: &Path, id: &str) -> PathBuf {
+    marker_path(state_dir, id).with_extension("lock")
+}
+
+/// An exclusive advisory lock (`flock` on Unix, `LockFileEx` on Windows) on a job's lock
+/// file, held while the job runs so that two runs of one manifest (on one machine, or on
+/// machines sharing the state folder over a file system with working locks, e.g. NFSv4)
+/// never run the same job at once. The kernel drops it when the process dies, so a
+/// killed run leaves no stale lock.
+pub struct JobLock {
+    _file: std::fs::File,
+}
+
+impl JobLock {
+    /// Takes the lock, waiting while another process holds it. `Ok(None)` when `cancel`
+    /// was set while waiting.
+    pub fn acquire(
+        path: &Path,
+        cancel: &AtomicBool,
+        mut on_wait: impl FnMut(),
+    ) -> Result<Option<Self>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open the job lock {}", path.display()))?;
+        let mut waited = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(JobLock { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            if !waited {
+                on_wait();
+                waited = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// The job hash: sha256 over the normalised spec, the input files' content hashes and
 /// the bundle's manifest hash.
 pub fn job_hash(spec: &JobSpec, bundle_manifest_sha256: &str) -> Result<String> {
@@ -413,8 +467,9 @@ pub fn run_batch(
                     let id = entry.id.clone();
                     let kind = entry.kind.clone();
                     let t0 = Instant::now();
+                    let cancel_job = cancel.clone();
                     let res = tokio::task::spawn_blocking(move || {
-                        one_job(&bundle, &entry, force, &state_dir, &cache)
+                        one_job(&bundle, &entry, force, &state_dir, &cache, &cancel_job)
                     })
                     .await;
                     let seconds = t0.elapsed().as_secs_f64();
@@ -487,11 +542,31 @@ fn one_job(
     force: bool,
     state_dir: &Path,
     cache: &LatentCache,
+    cancel: &AtomicBool,
 ) -> Result<(Status, Vec<PathBuf>)> {
     let spec = entry.spec.as_ref().map_err(|e| anyhow!("{e}"))?;
     let hash = job_hash(spec, bundle.manifest_sha256())?;
     let marker = marker_path(state_dir, &entry.id);
     if !force {
+        if let Some(m) = already_done(&marker, &hash) {
+            return Ok((Status::Skipped, m.outputs));
+        }
+    }
+    let marker_before = std::fs::read(&marker).ok();
+    // Another run of this manifest may be doing this job right now: wait for it, then
+    // skip the job if that run finished it.
+    let lock = JobLock::acquire(&lock_path(state_dir, &entry.id), cancel, || {
+        eprintln!(
+            "job {}: running in another process; waiting for it",
+            entry.id
+        )
+    })?;
+    let Some(_lock) = lock else {
+        return Ok((Status::Cancelled, Vec::new()));
+    };
+    // Finished by another run since the check above (even with `force`: redoing it now
+    // would only repeat that run's work).
+    if std::fs::read(&marker).ok() != marker_before {
         if let Some(m) = already_done(&marker, &hash) {
             return Ok((Status::Skipped, m.outputs));
         }
