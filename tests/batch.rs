@@ -559,3 +559,90 @@ fn two_concurrent_runs_of_one_manifest_do_each_job_once() {
         );
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_interrupt_records_running_jobs_as_cancelled_and_writes_the_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, _) = face(tmp.path(), "a", 11);
+    let (_, b) = face(tmp.path(), "b", 12);
+    let jobs = 6;
+    // Long jobs (many inversion steps), so two are surely running at the interrupts.
+    let manifest = family_manifest(tmp.path(), jobs, &pa, &b);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"steps\": 60", "\"steps\": 20000");
+    std::fs::write(&manifest, text).unwrap();
+    let state = tmp.path().join("many.state");
+    let child = std::process::Command::new(bin())
+        .args([
+            "batch",
+            "--bundle",
+            &tiny_arg(),
+            "--device",
+            "cpu",
+            s(&manifest),
+            "--jobs",
+            "2",
+            "--no-cache",
+        ])
+        .env_remove("LATENTFACE_BUNDLE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two jobs have taken their locks: they are running.
+    let start = Instant::now();
+    while files_under(&state)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "lock"))
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no two jobs started in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sigint = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    sigint();
+    std::thread::sleep(Duration::from_millis(300));
+    sigint();
+    let t_signal = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        t_signal.elapsed() < Duration::from_secs(10),
+        "the second interrupt did not end the run at once"
+    );
+    assert!(stderr.contains("second interrupt"), "{stderr}");
+    let sum = summary(&state.join("summary.json"));
+    let st = statuses(&sum);
+    assert_eq!(st.len(), jobs);
+    assert!(
+        st.iter().all(|(_, s)| s == "cancelled"),
+        "nothing can have finished: {st:?}\n{stderr}"
+    );
+    let abandoned = sum["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("interrupted while running"))
+        })
+        .count();
+    assert_eq!(abandoned, 2, "{sum}");
+    assert_eq!(sum["failed"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+}

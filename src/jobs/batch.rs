@@ -21,7 +21,8 @@
 //!   same manifest and `i = 0..n-1` split it exactly, with no coordination.
 //! - **Interruption.** A cancel flag (set on Ctrl-C / SIGTERM by the command line) stops
 //!   new jobs from starting; running jobs finish and are recorded, the rest are listed as
-//!   `cancelled` in the summary.
+//!   `cancelled` in the summary. The command line has `run_batch` watch the signals on the
+//!   run's own runtime; a second one ends the wait for running jobs (listed `cancelled`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -211,6 +212,9 @@ pub struct BatchOptions {
     /// Folder of the `.done` markers.
     pub state_dir: PathBuf,
     pub cache: LatentCache,
+    /// Watch Ctrl-C / SIGTERM on the run's runtime (the command line sets it; see
+    /// [`run_batch`]).
+    pub handle_signals: bool,
 }
 
 /// Where a job ended.
@@ -248,6 +252,9 @@ pub struct Summary {
     pub cancelled: usize,
     pub seconds: f64,
     pub jobs: Vec<Outcome>,
+    /// Jobs still running when a second interrupt ended the run (listed as cancelled).
+    #[serde(skip)]
+    pub abandoned: usize,
 }
 
 /// The marker written when a job has finished.
@@ -404,10 +411,72 @@ pub enum Event<'a> {
         done: usize,
         total: usize,
     },
+    /// Ctrl-C or SIGTERM (only with [`BatchOptions::handle_signals`]). The first stops new
+    /// jobs from starting; the second (`second`) stops waiting for running ones.
+    Interrupted {
+        second: bool,
+        running: usize,
+    },
+}
+
+/// Why a job the second interrupt left running is listed as cancelled.
+pub const ABANDONED: &str =
+    "interrupted while running (second interrupt); the next run redoes it unless it finished meanwhile";
+
+/// Ctrl-C and SIGTERM, watched from the moment this is made (inside a runtime).
+struct Interrupts {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Interrupts {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Interrupts {}
+    }
+
+    /// The next Ctrl-C or SIGTERM; `false` when none can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+                match s {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            }
+            if self.int.is_none() && self.term.is_none() {
+                return false;
+            }
+            tokio::select! {
+                r = recv(&mut self.int) => r.is_some(),
+                r = recv(&mut self.term) => r.is_some(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
 }
 
 /// Runs the manifest's jobs (of this shard) and returns the summary. `cancel` may be
-/// set at any time (see module docs).
+/// set at any time (see module docs). With `opts.handle_signals`, Ctrl-C / SIGTERM are
+/// watched on the run's own tokio runtime: the first sets `cancel`; the second stops
+/// waiting for running jobs, lists them as cancelled ([`ABANDONED`]) and returns at once
+/// with [`Summary::abandoned`] counting them; their threads are still running, so the
+/// caller should write the summary and end the process without unloading ONNX Runtime
+/// under them (see `cli::latent_jobs`).
 pub fn run_batch(
     bundle: Arc<Bundle>,
     manifest: &BatchManifest,
@@ -434,17 +503,47 @@ pub fn run_batch(
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let outcomes: Vec<Outcome> = runtime.block_on(async {
+    // Jobs whose model work is running: index -> (id, kind, start).
+    type Running = std::sync::Mutex<BTreeMap<usize, (String, String, Instant)>>;
+    let running: Arc<Running> = Arc::new(Default::default());
+    let names: Vec<(String, String)> = selected
+        .iter()
+        .map(|e| (e.id.clone(), e.kind.clone()))
+        .collect();
+    let result: Result<(Vec<Outcome>, usize)> = runtime.block_on(async {
+        let abort = Arc::new(tokio::sync::Notify::new());
+        if opts.handle_signals {
+            let (cancel, abort, on_event, running) = (
+                cancel.clone(),
+                abort.clone(),
+                on_event.clone(),
+                running.clone(),
+            );
+            // Registered now, before any job starts.
+            let mut interrupts = Interrupts::new();
+            tokio::spawn(async move {
+                while interrupts.next().await {
+                    let n = running.lock().map(|r| r.len()).unwrap_or(0);
+                    let second = cancel.swap(true, Ordering::SeqCst);
+                    on_event(Event::Interrupted { second, running: n });
+                    if second {
+                        abort.notify_one();
+                        return;
+                    }
+                }
+            });
+        }
         let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers));
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut set = tokio::task::JoinSet::new();
         for (index, entry) in selected.into_iter().enumerate() {
-            let (sem, bundle, cancel, on_event, done) = (
+            let (sem, bundle, cancel, on_event, done, running) = (
                 sem.clone(),
                 bundle.clone(),
                 cancel.clone(),
                 on_event.clone(),
                 done.clone(),
+                running.clone(),
             );
             let (force, state_dir, cache) =
                 (opts.force, opts.state_dir.clone(), opts.cache.clone());
@@ -467,11 +566,17 @@ pub fn run_batch(
                     let id = entry.id.clone();
                     let kind = entry.kind.clone();
                     let t0 = Instant::now();
+                    if let Ok(mut r) = running.lock() {
+                        r.insert(index, (id.clone(), kind.clone(), t0));
+                    }
                     let cancel_job = cancel.clone();
                     let res = tokio::task::spawn_blocking(move || {
                         one_job(&bundle, &entry, force, &state_dir, &cache, &cancel_job)
                     })
                     .await;
+                    if let Ok(mut r) = running.lock() {
+                        r.remove(&index);
+                    }
                     let seconds = t0.elapsed().as_secs_f64();
                     match res {
                         Ok(Ok((status, outputs))) => Outcome {
@@ -509,16 +614,56 @@ pub fn run_batch(
                 (index, outcome)
             });
         }
-        let mut out: Vec<(usize, Outcome)> = Vec::with_capacity(total);
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(x) => out.push(x),
-                Err(e) => return Err(anyhow!("a batch task failed: {e}")),
+        let mut out: BTreeMap<usize, Outcome> = BTreeMap::new();
+        let mut aborted = false;
+        loop {
+            tokio::select! {
+                r = set.join_next() => match r {
+                    None => break,
+                    Some(Ok((i, o))) => {
+                        out.insert(i, o);
+                    }
+                    Some(Err(e)) => return Err(anyhow!("a batch task failed: {e}")),
+                },
+                _ = abort.notified() => {
+                    aborted = true;
+                    break;
+                }
             }
         }
-        out.sort_by_key(|(i, _)| *i);
-        Ok(out.into_iter().map(|(_, o)| o).collect())
-    })?;
+        // After a second interrupt: what ran is listed as abandoned, the rest cancelled.
+        let mut abandoned = 0;
+        if aborted {
+            let running = running.lock().map(|r| r.clone()).unwrap_or_default();
+            for (i, (id, kind)) in names.iter().enumerate() {
+                if out.contains_key(&i) {
+                    continue;
+                }
+                let (seconds, error) = match running.get(&i) {
+                    Some((_, _, t0)) => {
+                        abandoned += 1;
+                        (t0.elapsed().as_secs_f64(), Some(ABANDONED.to_string()))
+                    }
+                    None => (0.0, None),
+                };
+                out.insert(
+                    i,
+                    Outcome {
+                        id: id.clone(),
+                        kind: kind.clone(),
+                        status: Status::Cancelled,
+                        seconds,
+                        outputs: Vec::new(),
+                        error,
+                    },
+                );
+            }
+        }
+        Ok((out.into_values().collect(), abandoned))
+    });
+    // Never wait for abandoned jobs' threads (the default drop would).
+    runtime.shutdown_background();
+    let (outcomes, abandoned) = result?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     Ok(Summary {
         format: "latentface-batch-summary/1",
@@ -532,6 +677,7 @@ pub fn run_batch(
         cancelled: count(Status::Cancelled),
         seconds: started.elapsed().as_secs_f64(),
         jobs: outcomes,
+        abandoned,
     })
 }
 
