@@ -646,3 +646,54 @@ fn a_second_interrupt_records_running_jobs_as_cancelled_and_writes_the_summary()
     assert_eq!(sum["failed"], 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
 }
+
+#[test]
+fn job_warnings_are_shown_as_they_happen_with_the_job_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, b) = face(tmp.path(), "b", 13);
+    // A 40x40 photo: inverted with a "tiny photo" warning.
+    let small = tmp.path().join("small.png");
+    image::RgbImage::from_pixel(40, 40, image::Rgb([120, 100, 90]))
+        .save(&small)
+        .unwrap();
+    let manifest = tmp.path().join("warn.json");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({"jobs": [
+            {"id": "plain", "kind": "family", "parent_a": s(&b), "parent_b": s(&b), "output": "out/plain", "children": 1},
+            {"id": "small-photo", "kind": "family", "parent_a": s(&small), "parent_b": s(&b),
+             "output": "out/small", "children": 1, "steps": 5, "align": false},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&[
+        "batch",
+        "--bundle",
+        &tiny_arg(),
+        s(&manifest),
+        "--jobs",
+        "1",
+        "--no-cache",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("40x40"))
+        .unwrap_or_else(|| panic!("no warning about the 40x40 photo on stderr:\n{stderr}"));
+    assert!(
+        line.starts_with("[2/2] small-photo: warning: "),
+        "the warning must name its job: {line}"
+    );
+    assert!(
+        !stderr.contains("plain: warning"),
+        "a clean job has no warnings:\n{stderr}"
+    );
+    let sum = summary(&tmp.path().join("warn.state/summary.json"));
+    assert!(
+        sum["jobs"][1]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("40x40")),
+        "{sum}"
+    );
+}

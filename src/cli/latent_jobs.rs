@@ -438,39 +438,67 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
     // its own runtime.
     let cancel = Arc::new(AtomicBool::new(false));
 
+    // Progress (jobs done / failed / left) on stderr, with each job's warnings and
+    // failures printed above it as they happen, prefixed by the job's place and id.
     let bar = ProgressBar::new(0);
     if let Ok(style) =
-        ProgressStyle::with_template("batch [{bar:30}] {pos}/{len} jobs {msg} ({elapsed})")
+        ProgressStyle::with_template("batch [{bar:30}] {pos}/{len} jobs done, {msg} ({elapsed})")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let bar = Arc::new(Mutex::new(bar));
+    struct Progress {
+        total: usize,
+        done: usize,
+        failed: usize,
+        last_started: String,
+    }
+    impl Progress {
+        fn message(&self) -> String {
+            format!(
+                "{} failed, {} left; started {}",
+                self.failed,
+                self.total - self.done,
+                self.last_started
+            )
+        }
+    }
+    let progress = Mutex::new(Progress {
+        total: 0,
+        done: 0,
+        failed: 0,
+        last_started: String::new(),
+    });
     let bar2 = bar.clone();
     let on_event = Arc::new(move |e: Event<'_>| {
-        let Ok(bar) = bar2.lock() else { return };
+        let Ok(mut p) = progress.lock() else { return };
         match e {
             Event::Started { id, total } => {
-                bar.set_length(total as u64);
-                bar.set_message(format!("started {id}"));
+                p.total = total;
+                p.last_started = id.to_string();
+                bar2.set_length(total as u64);
             }
+            Event::Warning { id, index, message } => say(
+                &bar2,
+                format!("[{}/{}] {id}: warning: {message}", index + 1, p.total),
+            ),
             Event::Interrupted {
                 second: false,
                 running,
             } => say(
-                &bar,
+                &bar2,
                 format!(
                     "interrupt: no new jobs will start; waiting for {running} running job(s) \
-                 (interrupt again to stop waiting)"
+                     (interrupt again to stop waiting)"
                 ),
             ),
             Event::Interrupted {
                 second: true,
                 running,
             } => say(
-                &bar,
+                &bar2,
                 format!(
                     "second interrupt: not waiting for {running} running job(s); \
-                 writing the summary and exiting (finished outputs are kept)"
+                     writing the summary and exiting (finished outputs are kept)"
                 ),
             ),
             Event::Finished {
@@ -478,17 +506,24 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
                 done,
                 total,
             } => {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
+                p.total = total;
+                p.done = done;
+                bar2.set_length(total as u64);
+                bar2.set_position(done as u64);
                 if outcome.status == Status::Failed {
-                    bar.println(format!(
-                        "job {} failed: {}",
-                        outcome.id,
-                        outcome.error.as_deref().unwrap_or("?")
-                    ));
+                    p.failed += 1;
+                    say(
+                        &bar2,
+                        format!(
+                            "job {} failed: {}",
+                            outcome.id,
+                            outcome.error.as_deref().unwrap_or("?")
+                        ),
+                    );
                 }
             }
         }
+        bar2.set_message(p.message());
     });
     let opts = BatchOptions {
         workers: a.jobs,
@@ -499,9 +534,7 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
         handle_signals: true,
     };
     let summary = batch::run_batch(bundle.clone(), &manifest, &opts, cancel.clone(), on_event)?;
-    if let Ok(b) = bar.lock() {
-        b.finish_and_clear();
-    }
+    bar.finish_and_clear();
     crate::fsutil::write_json_atomic(&summary_path, &summary)
         .with_context(|| format!("writing the summary {}", summary_path.display()))?;
     print!("{}", batch::format_table(&summary));

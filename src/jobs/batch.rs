@@ -236,6 +236,9 @@ pub struct Outcome {
     pub seconds: f64,
     pub outputs: Vec<PathBuf>,
     pub error: Option<String>,
+    /// The job's warnings, in order (also shown as they happen).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The summary of a run (written as JSON, printed as a table).
@@ -362,11 +365,41 @@ fn already_done(marker: &Path, hash: &str) -> Option<DoneMarker> {
         .then_some(m)
 }
 
+/// Passes a job's warnings on as they happen.
+struct Warnings<'a>(&'a mut dyn FnMut(&str));
+impl invert::InvertObserver for Warnings<'_> {
+    fn warning(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+impl family::FamilyObserver for Warnings<'_> {
+    fn warning(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+impl morph::MorphObserver for Warnings<'_> {
+    fn warning(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+
 /// Runs one job synchronously; returns its outputs.
 pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<Vec<PathBuf>> {
+    run_job_warning(bundle, spec, cache, &mut |_| {})
+}
+
+/// [`run_job`], with each warning (several faces, transparency, a tiny photo, an
+/// unwritable cache ...) passed to `warn` when it happens.
+pub fn run_job_warning(
+    bundle: &Bundle,
+    spec: &JobSpec,
+    cache: &LatentCache,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>> {
+    let mut observer = Warnings(warn);
     match spec.into_job(bundle.manifest(), cache)? {
         Job::Invert(j) => {
-            let outcome = invert::run_invert(bundle, &j, &mut invert::Quiet)?;
+            let outcome = invert::run_invert(bundle, &j, &mut observer)?;
             if !outcome.failed.is_empty() {
                 let list: Vec<String> = outcome.failed.iter().map(|f| f.message()).collect();
                 bail!(
@@ -391,9 +424,9 @@ pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<V
                 })
                 .collect())
         }
-        Job::Family(j) => Ok(family::run_family(bundle, &j, &mut family::Quiet)?.outputs()),
+        Job::Family(j) => Ok(family::run_family(bundle, &j, &mut observer)?.outputs()),
         Job::Morph(j) => {
-            let r = morph::run_morph(bundle, &j, &mut morph::Quiet)?;
+            let r = morph::run_morph(bundle, &j, &mut observer)?;
             Ok(vec![r.output.path, r.report])
         }
     }
@@ -410,6 +443,12 @@ pub enum Event<'a> {
         outcome: &'a Outcome,
         done: usize,
         total: usize,
+    },
+    /// A warning of a running job (`index`: its 0-based place in the run), when it happens.
+    Warning {
+        id: &'a str,
+        index: usize,
+        message: &'a str,
     },
     /// Ctrl-C or SIGTERM (only with [`BatchOptions::handle_signals`]). The first stops new
     /// jobs from starting; the second (`second`) stops waiting for running ones.
@@ -557,6 +596,7 @@ pub fn run_batch(
                         seconds: 0.0,
                         outputs: Vec::new(),
                         error: None,
+                        warnings: Vec::new(),
                     }
                 } else {
                     on_event(Event::Started {
@@ -570,8 +610,27 @@ pub fn run_batch(
                         r.insert(index, (id.clone(), kind.clone(), t0));
                     }
                     let cancel_job = cancel.clone();
+                    let on_warning = on_event.clone();
                     let res = tokio::task::spawn_blocking(move || {
-                        one_job(&bundle, &entry, force, &state_dir, &cache, &cancel_job)
+                        let mut warnings = Vec::new();
+                        let mut warn = |m: &str| {
+                            on_warning(Event::Warning {
+                                id: &entry.id,
+                                index,
+                                message: m,
+                            });
+                            warnings.push(m.to_string());
+                        };
+                        let r = one_job(
+                            &bundle,
+                            &entry,
+                            force,
+                            &state_dir,
+                            &cache,
+                            &cancel_job,
+                            &mut warn,
+                        );
+                        (r, warnings)
                     })
                     .await;
                     if let Ok(mut r) = running.lock() {
@@ -579,21 +638,23 @@ pub fn run_batch(
                     }
                     let seconds = t0.elapsed().as_secs_f64();
                     match res {
-                        Ok(Ok((status, outputs))) => Outcome {
+                        Ok((Ok((status, outputs)), warnings)) => Outcome {
                             id,
                             kind,
                             status,
                             seconds,
                             outputs,
                             error: None,
+                            warnings,
                         },
-                        Ok(Err(e)) => Outcome {
+                        Ok((Err(e), warnings)) => Outcome {
                             id,
                             kind,
                             status: Status::Failed,
                             seconds,
                             outputs: Vec::new(),
                             error: Some(format!("{e:#}")),
+                            warnings,
                         },
                         Err(join) => Outcome {
                             id,
@@ -602,6 +663,7 @@ pub fn run_batch(
                             seconds,
                             outputs: Vec::new(),
                             error: Some(format!("the job crashed: {join}")),
+                            warnings: Vec::new(),
                         },
                     }
                 };
@@ -655,6 +717,7 @@ pub fn run_batch(
                         seconds,
                         outputs: Vec::new(),
                         error,
+                        warnings: Vec::new(),
                     },
                 );
             }
@@ -689,6 +752,7 @@ fn one_job(
     state_dir: &Path,
     cache: &LatentCache,
     cancel: &AtomicBool,
+    warn: &mut dyn FnMut(&str),
 ) -> Result<(Status, Vec<PathBuf>)> {
     let spec = entry.spec.as_ref().map_err(|e| anyhow!("{e}"))?;
     let hash = job_hash(spec, bundle.manifest_sha256())?;
@@ -702,10 +766,7 @@ fn one_job(
     // Another run of this manifest may be doing this job right now: wait for it, then
     // skip the job if that run finished it.
     let lock = JobLock::acquire(&lock_path(state_dir, &entry.id), cancel, || {
-        eprintln!(
-            "job {}: running in another process; waiting for it",
-            entry.id
-        )
+        warn("running in another process; waiting for it")
     })?;
     let Some(_lock) = lock else {
         return Ok((Status::Cancelled, Vec::new()));
@@ -718,7 +779,7 @@ fn one_job(
         }
     }
     let t0 = Instant::now();
-    let outputs = run_job(bundle, spec, cache)?;
+    let outputs = run_job_warning(bundle, spec, cache, warn)?;
     let unique: BTreeSet<PathBuf> = outputs.iter().cloned().collect();
     fsutil::write_json_atomic(
         &marker,
