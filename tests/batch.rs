@@ -697,3 +697,94 @@ fn job_warnings_are_shown_as_they_happen_with_the_job_named() {
         "{sum}"
     );
 }
+
+#[test]
+fn a_truncated_output_or_a_missing_frame_is_redone_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    face(tmp.path(), "a", 14);
+    face(tmp.path(), "b", 15);
+    let manifest = tmp.path().join("resume.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[[jobs]]
+id = "gif"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "out/m.gif"
+frames_per_key = 3
+
+[[jobs]]
+id = "frames"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "out/frames"
+frames_per_key = 3
+
+[[jobs]]
+id = "fam"
+kind = "family"
+parent_a = "a.npy"
+parent_b = "b.npy"
+output = "out/fam"
+children = 1
+"#,
+    )
+    .unwrap();
+    let args = ["batch", "--bundle", &tiny_arg(), s(&manifest), "--no-cache"];
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let state = tmp.path().join("resume.state/summary.json");
+    let frames: Vec<PathBuf> = files_under(&tmp.path().join("out/frames"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert!(frames.len() >= 3, "{frames:?}");
+
+    // A 0-byte GIF, a frame folder missing a frame; the family job untouched.
+    let gif = tmp.path().join("out/m.gif");
+    std::fs::File::create(&gif).unwrap();
+    std::fs::remove_file(&frames[1]).unwrap();
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        statuses(&summary(&state)),
+        vec![
+            ("gif".into(), "ok".into()),
+            ("frames".into(), "ok".into()),
+            ("fam".into(), "skipped".into()),
+        ],
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&gif).unwrap().len() > 0);
+    assert!(frames[1].is_file());
+    check_outputs(&summary(&state));
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("gif: warning:") && l.contains("m.gif") && l.contains("redoing")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.contains("frames: warning:")
+            && l.contains(s(&frames[1]))
+            && l.contains("redoing")),
+        "{stderr}"
+    );
+
+    // An output rewritten with other content of the same size is caught too.
+    let png = tmp.path().join("out/fam/child_01.png");
+    let mut bytes = std::fs::read(&png).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    std::fs::write(&png, &bytes).unwrap();
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let st = statuses(&summary(&state));
+    assert_eq!(
+        (st[0].1.as_str(), st[1].1.as_str(), st[2].1.as_str()),
+        ("skipped", "skipped", "ok"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sha256"), "{stderr}");
+}

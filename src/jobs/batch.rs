@@ -8,8 +8,9 @@
 //!   its error and the others go on; a manifest entry that does not parse fails only
 //!   itself. The run's exit status says whether any job failed.
 //! - **Resumability.** Every output is written atomically, and when a job has finished a
-//!   marker `STATE/<id>.done` records its *job hash* and its outputs. A later run skips a
-//!   job whose marker hash matches and whose outputs all exist (`force` redoes it). The
+//!   marker `STATE/<id>.done` records its *job hash* and its outputs (size and sha256 of
+//!   every file). A later run skips a job whose marker hash matches and whose outputs are
+//!   all still as recorded (`force` redoes it); a changed output is redone with a warning. The
 //!   job hash covers the job's normalised spec, the content of its input files and the
 //!   bundle's manifest, so editing a job, replacing a photo or changing the model re-runs
 //!   exactly the affected jobs. A run killed at any point loses only the jobs in flight.
@@ -267,11 +268,89 @@ pub struct DoneMarker {
     pub id: String,
     pub job_hash: String,
     pub outputs: Vec<PathBuf>,
+    /// Size and sha256 of every output file (the files of an output folder, e.g. PNG
+    /// frames, one by one), checked before the job is skipped.
+    pub files: Vec<FileRecord>,
     pub seconds: f64,
     pub finished_unix: u64,
 }
 
-const MARKER_FORMAT: &str = "latentface-batch-done/1";
+/// An output file as it was when its job finished.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRecord {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `/1` markers recorded no sizes or hashes: their jobs are redone.
+const MARKER_FORMAT: &str = "latentface-batch-done/2";
+
+/// Records the outputs (a folder: every file under it, sorted).
+pub fn record_outputs(outputs: &[PathBuf]) -> Result<Vec<FileRecord>> {
+    fn walk(p: &Path, out: &mut Vec<FileRecord>) -> Result<()> {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot list output folder {}", p.display()))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("cannot list output folder {}", p.display()))?;
+            entries.sort();
+            for e in entries {
+                walk(&e, out)?;
+            }
+            return Ok(());
+        }
+        let size = std::fs::metadata(p)
+            .with_context(|| format!("output {} cannot be read", p.display()))?
+            .len();
+        let sha256 = fsutil::sha256_file(p)
+            .with_context(|| format!("output {} cannot be read", p.display()))?;
+        out.push(FileRecord {
+            path: p.to_path_buf(),
+            size,
+            sha256,
+        });
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in outputs {
+        walk(p, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// What a job's marker says on a rerun.
+enum Resume {
+    /// Done and every output is as recorded.
+    Done(DoneMarker),
+    /// Done, but an output changed or went missing since: redo it (and say why).
+    Changed(String),
+    /// No marker, another format, or another job hash (the job or an input changed).
+    NotDone,
+}
+
+/// The first way `file` is no longer as recorded, if any.
+fn changed(rec: &FileRecord) -> Option<String> {
+    let p = rec.path.display();
+    let Ok(meta) = std::fs::metadata(&rec.path) else {
+        return Some(format!("output {p} is missing"));
+    };
+    if meta.len() != rec.size {
+        return Some(format!(
+            "output {p} is {} bytes, {} when the job finished",
+            meta.len(),
+            rec.size
+        ));
+    }
+    match fsutil::sha256_file(&rec.path) {
+        Ok(h) if h == rec.sha256 => None,
+        Ok(_) => Some(format!(
+            "output {p} changed since the job finished (sha256)"
+        )),
+        Err(e) => Some(format!("output {p} cannot be read: {e}")),
+    }
+}
 
 /// Marker path of a job: a readable, file-system-safe form of the id plus a short hash
 /// of the exact id (so distinct ids never share a marker).
@@ -359,10 +438,24 @@ pub fn job_hash(spec: &JobSpec, bundle_manifest_sha256: &str) -> Result<String> 
     Ok(fsutil::sha256_hex(serde_json::to_string(&v)?.as_bytes()))
 }
 
-fn already_done(marker: &Path, hash: &str) -> Option<DoneMarker> {
-    let m: DoneMarker = serde_json::from_slice(&std::fs::read(marker).ok()?).ok()?;
-    (m.format == MARKER_FORMAT && m.job_hash == hash && m.outputs.iter().all(|p| p.exists()))
-        .then_some(m)
+fn check_done(marker: &Path, hash: &str) -> Resume {
+    let Some(m) = std::fs::read(marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DoneMarker>(&b).ok())
+    else {
+        return Resume::NotDone;
+    };
+    if m.format != MARKER_FORMAT || m.job_hash != hash {
+        return Resume::NotDone;
+    }
+    let missing = m.outputs.iter().find(|p| !p.exists());
+    if let Some(p) = missing {
+        return Resume::Changed(format!("output {} is missing", p.display()));
+    }
+    match m.files.iter().find_map(changed) {
+        Some(why) => Resume::Changed(why),
+        None => Resume::Done(m),
+    }
 }
 
 /// Passes a job's warnings on as they happen.
@@ -758,8 +851,10 @@ fn one_job(
     let hash = job_hash(spec, bundle.manifest_sha256())?;
     let marker = marker_path(state_dir, &entry.id);
     if !force {
-        if let Some(m) = already_done(&marker, &hash) {
-            return Ok((Status::Skipped, m.outputs));
+        match check_done(&marker, &hash) {
+            Resume::Done(m) => return Ok((Status::Skipped, m.outputs)),
+            Resume::Changed(why) => warn(&format!("{why}: redoing the job")),
+            Resume::NotDone => {}
         }
     }
     let marker_before = std::fs::read(&marker).ok();
@@ -774,20 +869,27 @@ fn one_job(
     // Finished by another run since the check above (even with `force`: redoing it now
     // would only repeat that run's work).
     if std::fs::read(&marker).ok() != marker_before {
-        if let Some(m) = already_done(&marker, &hash) {
+        if let Resume::Done(m) = check_done(&marker, &hash) {
             return Ok((Status::Skipped, m.outputs));
         }
     }
     let t0 = Instant::now();
     let outputs = run_job_warning(bundle, spec, cache, warn)?;
-    let unique: BTreeSet<PathBuf> = outputs.iter().cloned().collect();
+    let unique: Vec<PathBuf> = outputs
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<PathBuf>>()
+        .into_iter()
+        .collect();
+    let files = record_outputs(&unique)?;
     fsutil::write_json_atomic(
         &marker,
         &DoneMarker {
             format: MARKER_FORMAT.into(),
             id: entry.id.clone(),
             job_hash: hash,
-            outputs: unique.into_iter().collect(),
+            outputs: unique,
+            files,
             seconds: t0.elapsed().as_secs_f64(),
             finished_unix: crate::latent::unix_now(),
         },
