@@ -5,12 +5,17 @@
 #
 #   scripts/test.sh            (what CI runs; the README's test command)
 #   SKIP_TOOLCHAIN=1 scripts/test.sh   (Rust only: no Python venv needed)
+#   SKIP_SLURM=1 scripts/test.sh       (without the one-node Slurm cluster test)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 
 scripts/setup.sh
 cargo test --release
+# `batch --shard` as a Slurm job array on a real one-node cluster (root + apt, else it skips).
+if [[ "${SKIP_SLURM:-0}" != "1" ]]; then
+    scripts/slurm_test.sh
+fi
 
 if [[ "${SKIP_TOOLCHAIN:-0}" != "1" ]]; then
     scripts/setup_toolchain.sh

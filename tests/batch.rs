@@ -502,3 +502,289 @@ children = 1
         assert!(!tmp.path().join("out").exists(), "a job ran: {stdout}");
     }
 }
+
+#[test]
+fn two_concurrent_runs_of_one_manifest_do_each_job_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, _) = face(tmp.path(), "a", 9);
+    let (_, b) = face(tmp.path(), "b", 10);
+    let jobs = 8;
+    let manifest = family_manifest(tmp.path(), jobs, &pa, &b);
+    let spawn = |name: &str| {
+        std::process::Command::new(bin())
+            .args([
+                "batch",
+                "--bundle",
+                &tiny_arg(),
+                "--device",
+                "cpu",
+                s(&manifest),
+                "--jobs",
+                "2",
+                "--no-cache",
+                "--summary",
+                s(&tmp.path().join(format!("{name}.json"))),
+            ])
+            .env_remove("LATENTFACE_BUNDLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn("first"), spawn("second"));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (s1, s2) = (
+        summary(&tmp.path().join("first.json")),
+        summary(&tmp.path().join("second.json")),
+    );
+    check_outputs(&s1);
+    check_outputs(&s2);
+    let (st1, st2) = (statuses(&s1), statuses(&s2));
+    assert_eq!((st1.len(), st2.len()), (jobs, jobs));
+    for ((id, a), (_, b)) in st1.iter().zip(&st2) {
+        let mut pair = [a.as_str(), b.as_str()];
+        pair.sort();
+        assert_eq!(
+            pair,
+            ["ok", "skipped"],
+            "{id}: one run must do it, the other skip it\n{st1:?}\n{st2:?}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_second_interrupt_records_running_jobs_as_cancelled_and_writes_the_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, _) = face(tmp.path(), "a", 11);
+    let (_, b) = face(tmp.path(), "b", 12);
+    let jobs = 6;
+    // Long jobs (many inversion steps), so two are surely running at the interrupts.
+    let manifest = family_manifest(tmp.path(), jobs, &pa, &b);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"steps\": 60", "\"steps\": 20000");
+    std::fs::write(&manifest, text).unwrap();
+    let state = tmp.path().join("many.state");
+    let child = std::process::Command::new(bin())
+        .args([
+            "batch",
+            "--bundle",
+            &tiny_arg(),
+            "--device",
+            "cpu",
+            s(&manifest),
+            "--jobs",
+            "2",
+            "--no-cache",
+        ])
+        .env_remove("LATENTFACE_BUNDLE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two jobs have taken their locks: they are running.
+    let start = Instant::now();
+    while files_under(&state)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "lock"))
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no two jobs started in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sigint = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    sigint();
+    std::thread::sleep(Duration::from_millis(300));
+    sigint();
+    let t_signal = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        t_signal.elapsed() < Duration::from_secs(10),
+        "the second interrupt did not end the run at once"
+    );
+    assert!(stderr.contains("second interrupt"), "{stderr}");
+    let sum = summary(&state.join("summary.json"));
+    let st = statuses(&sum);
+    assert_eq!(st.len(), jobs);
+    assert!(
+        st.iter().all(|(_, s)| s == "cancelled"),
+        "nothing can have finished: {st:?}\n{stderr}"
+    );
+    let abandoned = sum["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("interrupted while running"))
+        })
+        .count();
+    assert_eq!(abandoned, 2, "{sum}");
+    assert_eq!(sum["failed"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+}
+
+#[test]
+fn job_warnings_are_shown_as_they_happen_with_the_job_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, b) = face(tmp.path(), "b", 13);
+    // A 40x40 photo: inverted with a "tiny photo" warning.
+    let small = tmp.path().join("small.png");
+    image::RgbImage::from_pixel(40, 40, image::Rgb([120, 100, 90]))
+        .save(&small)
+        .unwrap();
+    let manifest = tmp.path().join("warn.json");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({"jobs": [
+            {"id": "plain", "kind": "family", "parent_a": s(&b), "parent_b": s(&b), "output": "out/plain", "children": 1},
+            {"id": "small-photo", "kind": "family", "parent_a": s(&small), "parent_b": s(&b),
+             "output": "out/small", "children": 1, "steps": 5, "align": false},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&[
+        "batch",
+        "--bundle",
+        &tiny_arg(),
+        s(&manifest),
+        "--jobs",
+        "1",
+        "--no-cache",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("40x40"))
+        .unwrap_or_else(|| panic!("no warning about the 40x40 photo on stderr:\n{stderr}"));
+    assert!(
+        line.starts_with("[2/2] small-photo: warning: "),
+        "the warning must name its job: {line}"
+    );
+    assert!(
+        !stderr.contains("plain: warning"),
+        "a clean job has no warnings:\n{stderr}"
+    );
+    let sum = summary(&tmp.path().join("warn.state/summary.json"));
+    assert!(
+        sum["jobs"][1]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("40x40")),
+        "{sum}"
+    );
+}
+
+#[test]
+fn a_truncated_output_or_a_missing_frame_is_redone_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    face(tmp.path(), "a", 14);
+    face(tmp.path(), "b", 15);
+    let manifest = tmp.path().join("resume.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[[jobs]]
+id = "gif"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "out/m.gif"
+frames_per_key = 3
+
+[[jobs]]
+id = "frames"
+kind = "morph"
+keys = ["a.npy", "b.npy"]
+output = "out/frames"
+frames_per_key = 3
+
+[[jobs]]
+id = "fam"
+kind = "family"
+parent_a = "a.npy"
+parent_b = "b.npy"
+output = "out/fam"
+children = 1
+"#,
+    )
+    .unwrap();
+    let args = ["batch", "--bundle", &tiny_arg(), s(&manifest), "--no-cache"];
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let state = tmp.path().join("resume.state/summary.json");
+    let frames: Vec<PathBuf> = files_under(&tmp.path().join("out/frames"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert!(frames.len() >= 3, "{frames:?}");
+
+    // A 0-byte GIF, a frame folder missing a frame; the family job untouched.
+    let gif = tmp.path().join("out/m.gif");
+    std::fs::File::create(&gif).unwrap();
+    std::fs::remove_file(&frames[1]).unwrap();
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        statuses(&summary(&state)),
+        vec![
+            ("gif".into(), "ok".into()),
+            ("frames".into(), "ok".into()),
+            ("fam".into(), "skipped".into()),
+        ],
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&gif).unwrap().len() > 0);
+    assert!(frames[1].is_file());
+    check_outputs(&summary(&state));
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("gif: warning:") && l.contains("m.gif") && l.contains("redoing")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.contains("frames: warning:")
+            && l.contains(s(&frames[1]))
+            && l.contains("redoing")),
+        "{stderr}"
+    );
+
+    // An output rewritten with other content of the same size is caught too.
+    let png = tmp.path().join("out/fam/child_01.png");
+    let mut bytes = std::fs::read(&png).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    std::fs::write(&png, &bytes).unwrap();
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let st = statuses(&summary(&state));
+    assert_eq!(
+        (st[0].1.as_str(), st[1].1.as_str(), st[2].1.as_str()),
+        ("skipped", "skipped", "ok"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sha256"), "{stderr}");
+}

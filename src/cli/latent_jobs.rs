@@ -432,42 +432,98 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
     let bundle = Arc::new(open_bundle(common)?);
     bundle.prepare(&[GraphKind::Synthesis])?;
 
-    // First Ctrl-C or SIGTERM: start no new job, let running ones finish. Second: exit now
-    // (outputs are atomic, so even that loses nothing already written).
+    // First Ctrl-C or SIGTERM: start no new job, let running ones finish. Second: stop
+    // waiting, list the running jobs as cancelled, write the summary and exit (outputs
+    // are atomic, so even that loses nothing already written). Watched by run_batch on
+    // its own runtime.
     let cancel = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(cancel.clone());
 
+    // Progress (jobs done / failed / left) on stderr, with each job's warnings and
+    // failures printed above it as they happen, prefixed by the job's place and id.
     let bar = ProgressBar::new(0);
     if let Ok(style) =
-        ProgressStyle::with_template("batch [{bar:30}] {pos}/{len} jobs {msg} ({elapsed})")
+        ProgressStyle::with_template("batch [{bar:30}] {pos}/{len} jobs done, {msg} ({elapsed})")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let bar = Arc::new(Mutex::new(bar));
+    struct Progress {
+        total: usize,
+        done: usize,
+        failed: usize,
+        last_started: String,
+    }
+    impl Progress {
+        fn message(&self) -> String {
+            format!(
+                "{} failed, {} left; started {}",
+                self.failed,
+                self.total - self.done,
+                self.last_started
+            )
+        }
+    }
+    let progress = Mutex::new(Progress {
+        total: 0,
+        done: 0,
+        failed: 0,
+        last_started: String::new(),
+    });
     let bar2 = bar.clone();
     let on_event = Arc::new(move |e: Event<'_>| {
-        let Ok(bar) = bar2.lock() else { return };
+        let Ok(mut p) = progress.lock() else { return };
         match e {
             Event::Started { id, total } => {
-                bar.set_length(total as u64);
-                bar.set_message(format!("started {id}"));
+                p.total = total;
+                p.last_started = id.to_string();
+                bar2.set_length(total as u64);
             }
+            Event::Warning { id, index, message } => say(
+                &bar2,
+                format!("[{}/{}] {id}: warning: {message}", index + 1, p.total),
+            ),
+            Event::Interrupted {
+                second: false,
+                running,
+            } => say(
+                &bar2,
+                format!(
+                    "interrupt: no new jobs will start; waiting for {running} running job(s) \
+                     (interrupt again to stop waiting)"
+                ),
+            ),
+            Event::Interrupted {
+                second: true,
+                running,
+            } => say(
+                &bar2,
+                format!(
+                    "second interrupt: not waiting for {running} running job(s); \
+                     writing the summary and exiting (finished outputs are kept)"
+                ),
+            ),
             Event::Finished {
                 outcome,
                 done,
                 total,
             } => {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
+                p.total = total;
+                p.done = done;
+                bar2.set_length(total as u64);
+                bar2.set_position(done as u64);
                 if outcome.status == Status::Failed {
-                    bar.println(format!(
-                        "job {} failed: {}",
-                        outcome.id,
-                        outcome.error.as_deref().unwrap_or("?")
-                    ));
+                    p.failed += 1;
+                    say(
+                        &bar2,
+                        format!(
+                            "job {} failed: {}",
+                            outcome.id,
+                            outcome.error.as_deref().unwrap_or("?")
+                        ),
+                    );
                 }
             }
         }
+        bar2.set_message(p.message());
     });
     let opts = BatchOptions {
         workers: a.jobs,
@@ -475,15 +531,24 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
         shard: a.shard,
         state_dir,
         cache,
+        handle_signals: true,
     };
     let summary = batch::run_batch(bundle.clone(), &manifest, &opts, cancel.clone(), on_event)?;
-    if let Ok(b) = bar.lock() {
-        b.finish_and_clear();
-    }
+    bar.finish_and_clear();
     crate::fsutil::write_json_atomic(&summary_path, &summary)
         .with_context(|| format!("writing the summary {}", summary_path.display()))?;
     print!("{}", batch::format_table(&summary));
     println!("summary {}", summary_path.display());
+    if summary.abandoned > 0 {
+        // Jobs are still running on other threads: a normal exit would unload ONNX
+        // Runtime under them (static destructors) and could crash. End the process now.
+        eprintln!(
+            "error: interrupted: {} running job(s) abandoned, {} not started; run the same command again to resume",
+            summary.abandoned,
+            summary.cancelled - summary.abandoned
+        );
+        exit_now(super::EXIT_INTERRUPTED);
+    }
     // An interrupted run is incomplete whatever else happened: 130 says "run me again".
     if cancel.load(Ordering::SeqCst) {
         if summary.failed > 0 {
@@ -511,39 +576,25 @@ pub fn run_batch(common: &Common, a: &BatchArgs) -> Result<()> {
     Ok(())
 }
 
-fn install_signal_handlers(cancel: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            #[cfg(unix)]
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            loop {
-                #[cfg(unix)]
-                let got = match term.as_mut() {
-                    Some(t) => tokio::select! {
-                        r = tokio::signal::ctrl_c() => r.is_ok(),
-                        r = t.recv() => r.is_some(),
-                    },
-                    None => tokio::signal::ctrl_c().await.is_ok(),
-                };
-                #[cfg(not(unix))]
-                let got = tokio::signal::ctrl_c().await.is_ok();
-                if !got {
-                    return;
-                }
-                if cancel.swap(true, Ordering::SeqCst) {
-                    eprintln!("\nsecond interrupt: exiting now (finished outputs are kept)");
-                    std::process::exit(130);
-                }
-                eprintln!("\ninterrupt: no new jobs will start; waiting for running jobs (interrupt again to exit now)");
-            }
-        });
-    });
+/// A line on stderr above the progress bar (`ProgressBar::println` prints nothing while
+/// the bar is hidden, e.g. when stderr is not a terminal).
+fn say(bar: &ProgressBar, line: String) {
+    bar.suspend(|| eprintln!("{line}"));
+}
+
+/// Ends the process at once with `code`, after flushing stdout and stderr, without
+/// running exit handlers or C++ static destructors (`_exit`).
+fn exit_now(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    // SAFETY: `_exit` only ends the process; nothing runs after it.
+    unsafe {
+        libc::_exit(code as i32)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code as i32)
 }
 
 /// `bench --suite ...` with morph and/or family: runs each asked suite and prints its table;

@@ -8,17 +8,22 @@
 //!   its error and the others go on; a manifest entry that does not parse fails only
 //!   itself. The run's exit status says whether any job failed.
 //! - **Resumability.** Every output is written atomically, and when a job has finished a
-//!   marker `STATE/<id>.done` records its *job hash* and its outputs. A later run skips a
-//!   job whose marker hash matches and whose outputs all exist (`force` redoes it). The
+//!   marker `STATE/<id>.done` records its *job hash* and its outputs (size and sha256 of
+//!   every file). A later run skips a job whose marker hash matches and whose outputs are
+//!   all still as recorded (`force` redoes it); a changed output is redone with a warning. The
 //!   job hash covers the job's normalised spec, the content of its input files and the
 //!   bundle's manifest, so editing a job, replacing a photo or changing the model re-runs
 //!   exactly the affected jobs. A run killed at any point loses only the jobs in flight.
+//! - **One run per job.** While a job runs, its run holds an exclusive lock on
+//!   `STATE/<id>.lock`; a second run of the same manifest waits for it and then skips
+//!   the job as done, so overlapping runs never do a job twice.
 //! - **Sharding.** `shard = (i, n)` keeps the jobs whose id hashes to `i` modulo `n`
 //!   (first 8 bytes of sha256(id), big-endian): deterministic, so `n` machines given the
 //!   same manifest and `i = 0..n-1` split it exactly, with no coordination.
 //! - **Interruption.** A cancel flag (set on Ctrl-C / SIGTERM by the command line) stops
 //!   new jobs from starting; running jobs finish and are recorded, the rest are listed as
-//!   `cancelled` in the summary.
+//!   `cancelled` in the summary. The command line has `run_batch` watch the signals on the
+//!   run's own runtime; a second one ends the wait for running jobs (listed `cancelled`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -208,6 +213,9 @@ pub struct BatchOptions {
     /// Folder of the `.done` markers.
     pub state_dir: PathBuf,
     pub cache: LatentCache,
+    /// Watch Ctrl-C / SIGTERM on the run's runtime (the command line sets it; see
+    /// [`run_batch`]).
+    pub handle_signals: bool,
 }
 
 /// Where a job ended.
@@ -229,6 +237,9 @@ pub struct Outcome {
     pub seconds: f64,
     pub outputs: Vec<PathBuf>,
     pub error: Option<String>,
+    /// The job's warnings, in order (also shown as they happen).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The summary of a run (written as JSON, printed as a table).
@@ -245,6 +256,9 @@ pub struct Summary {
     pub cancelled: usize,
     pub seconds: f64,
     pub jobs: Vec<Outcome>,
+    /// Jobs still running when a second interrupt ended the run (listed as cancelled).
+    #[serde(skip)]
+    pub abandoned: usize,
 }
 
 /// The marker written when a job has finished.
@@ -254,11 +268,89 @@ pub struct DoneMarker {
     pub id: String,
     pub job_hash: String,
     pub outputs: Vec<PathBuf>,
+    /// Size and sha256 of every output file (the files of an output folder, e.g. PNG
+    /// frames, one by one), checked before the job is skipped.
+    pub files: Vec<FileRecord>,
     pub seconds: f64,
     pub finished_unix: u64,
 }
 
-const MARKER_FORMAT: &str = "latentface-batch-done/1";
+/// An output file as it was when its job finished.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRecord {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `/1` markers recorded no sizes or hashes: their jobs are redone.
+const MARKER_FORMAT: &str = "latentface-batch-done/2";
+
+/// Records the outputs (a folder: every file under it, sorted).
+pub fn record_outputs(outputs: &[PathBuf]) -> Result<Vec<FileRecord>> {
+    fn walk(p: &Path, out: &mut Vec<FileRecord>) -> Result<()> {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot list output folder {}", p.display()))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("cannot list output folder {}", p.display()))?;
+            entries.sort();
+            for e in entries {
+                walk(&e, out)?;
+            }
+            return Ok(());
+        }
+        let size = std::fs::metadata(p)
+            .with_context(|| format!("output {} cannot be read", p.display()))?
+            .len();
+        let sha256 = fsutil::sha256_file(p)
+            .with_context(|| format!("output {} cannot be read", p.display()))?;
+        out.push(FileRecord {
+            path: p.to_path_buf(),
+            size,
+            sha256,
+        });
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in outputs {
+        walk(p, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// What a job's marker says on a rerun.
+enum Resume {
+    /// Done and every output is as recorded.
+    Done(DoneMarker),
+    /// Done, but an output changed or went missing since: redo it (and say why).
+    Changed(String),
+    /// No marker, another format, or another job hash (the job or an input changed).
+    NotDone,
+}
+
+/// The first way `file` is no longer as recorded, if any.
+fn changed(rec: &FileRecord) -> Option<String> {
+    let p = rec.path.display();
+    let Ok(meta) = std::fs::metadata(&rec.path) else {
+        return Some(format!("output {p} is missing"));
+    };
+    if meta.len() != rec.size {
+        return Some(format!(
+            "output {p} is {} bytes, {} when the job finished",
+            meta.len(),
+            rec.size
+        ));
+    }
+    match fsutil::sha256_file(&rec.path) {
+        Ok(h) if h == rec.sha256 => None,
+        Ok(_) => Some(format!(
+            "output {p} changed since the job finished (sha256)"
+        )),
+        Err(e) => Some(format!("output {p} cannot be read: {e}")),
+    }
+}
 
 /// Marker path of a job: a readable, file-system-safe form of the id plus a short hash
 /// of the exact id (so distinct ids never share a marker).
@@ -278,6 +370,57 @@ pub fn marker_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join(format!("{safe}-{h}.done"))
 }
 
+/// Lock file of a job, next to its marker (`<id>-<hash>.lock`). The lock files stay in
+/// the state folder: removing one while another process waits on it would let two
+/// processes hold "the" lock at once.
+pub fn lock_path(state_dir: &Path, id: &str) -> PathBuf {
+    marker_path(state_dir, id).with_extension("lock")
+}
+
+/// An exclusive advisory lock (`flock` on Unix, `LockFileEx` on Windows) on a job's lock
+/// file, held while the job runs so that two runs of one manifest (on one machine, or on
+/// machines sharing the state folder over a file system with working locks, e.g. NFSv4)
+/// never run the same job at once. The kernel drops it when the process dies, so a
+/// killed run leaves no stale lock.
+pub struct JobLock {
+    _file: std::fs::File,
+}
+
+impl JobLock {
+    /// Takes the lock, waiting while another process holds it. `Ok(None)` when `cancel`
+    /// was set while waiting.
+    pub fn acquire(
+        path: &Path,
+        cancel: &AtomicBool,
+        mut on_wait: impl FnMut(),
+    ) -> Result<Option<Self>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open the job lock {}", path.display()))?;
+        let mut waited = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(JobLock { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            if !waited {
+                on_wait();
+                waited = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// The job hash: sha256 over the normalised spec, the input files' content hashes and
 /// the bundle's manifest hash.
 pub fn job_hash(spec: &JobSpec, bundle_manifest_sha256: &str) -> Result<String> {
@@ -295,17 +438,61 @@ pub fn job_hash(spec: &JobSpec, bundle_manifest_sha256: &str) -> Result<String> 
     Ok(fsutil::sha256_hex(serde_json::to_string(&v)?.as_bytes()))
 }
 
-fn already_done(marker: &Path, hash: &str) -> Option<DoneMarker> {
-    let m: DoneMarker = serde_json::from_slice(&std::fs::read(marker).ok()?).ok()?;
-    (m.format == MARKER_FORMAT && m.job_hash == hash && m.outputs.iter().all(|p| p.exists()))
-        .then_some(m)
+fn check_done(marker: &Path, hash: &str) -> Resume {
+    let Some(m) = std::fs::read(marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DoneMarker>(&b).ok())
+    else {
+        return Resume::NotDone;
+    };
+    if m.format != MARKER_FORMAT || m.job_hash != hash {
+        return Resume::NotDone;
+    }
+    let missing = m.outputs.iter().find(|p| !p.exists());
+    if let Some(p) = missing {
+        return Resume::Changed(format!("output {} is missing", p.display()));
+    }
+    match m.files.iter().find_map(changed) {
+        Some(why) => Resume::Changed(why),
+        None => Resume::Done(m),
+    }
+}
+
+/// Passes a job's warnings on as they happen.
+struct Warnings<'a>(&'a mut dyn FnMut(&str));
+impl invert::InvertObserver for Warnings<'_> {
+    fn warning(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+impl family::FamilyObserver for Warnings<'_> {
+    fn warning(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+impl morph::MorphObserver for Warnings<'_> {
+    fn warning(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
 }
 
 /// Runs one job synchronously; returns its outputs.
 pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<Vec<PathBuf>> {
+    run_job_warning(bundle, spec, cache, &mut |_| {})
+}
+
+/// [`run_job`], with each warning (several faces, transparency, a tiny photo, an
+/// unwritable cache ...) passed to `warn` when it happens.
+pub fn run_job_warning(
+    bundle: &Bundle,
+    spec: &JobSpec,
+    cache: &LatentCache,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>> {
+    let mut observer = Warnings(warn);
     match spec.into_job(bundle.manifest(), cache)? {
         Job::Invert(j) => {
-            let outcome = invert::run_invert(bundle, &j, &mut invert::Quiet)?;
+            let outcome = invert::run_invert(bundle, &j, &mut observer)?;
             if !outcome.failed.is_empty() {
                 let list: Vec<String> = outcome.failed.iter().map(|f| f.message()).collect();
                 bail!(
@@ -330,9 +517,9 @@ pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<V
                 })
                 .collect())
         }
-        Job::Family(j) => Ok(family::run_family(bundle, &j, &mut family::Quiet)?.outputs()),
+        Job::Family(j) => Ok(family::run_family(bundle, &j, &mut observer)?.outputs()),
         Job::Morph(j) => {
-            let r = morph::run_morph(bundle, &j, &mut morph::Quiet)?;
+            let r = morph::run_morph(bundle, &j, &mut observer)?;
             Ok(vec![r.output.path, r.report])
         }
     }
@@ -350,10 +537,78 @@ pub enum Event<'a> {
         done: usize,
         total: usize,
     },
+    /// A warning of a running job (`index`: its 0-based place in the run), when it happens.
+    Warning {
+        id: &'a str,
+        index: usize,
+        message: &'a str,
+    },
+    /// Ctrl-C or SIGTERM (only with [`BatchOptions::handle_signals`]). The first stops new
+    /// jobs from starting; the second (`second`) stops waiting for running ones.
+    Interrupted {
+        second: bool,
+        running: usize,
+    },
+}
+
+/// Why a job the second interrupt left running is listed as cancelled.
+pub const ABANDONED: &str =
+    "interrupted while running (second interrupt); the next run redoes it unless it finished meanwhile";
+
+/// Ctrl-C and SIGTERM, watched from the moment this is made (inside a runtime).
+struct Interrupts {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Interrupts {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Interrupts {}
+    }
+
+    /// The next Ctrl-C or SIGTERM; `false` when none can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+                match s {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            }
+            if self.int.is_none() && self.term.is_none() {
+                return false;
+            }
+            tokio::select! {
+                r = recv(&mut self.int) => r.is_some(),
+                r = recv(&mut self.term) => r.is_some(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
 }
 
 /// Runs the manifest's jobs (of this shard) and returns the summary. `cancel` may be
-/// set at any time (see module docs).
+/// set at any time (see module docs). With `opts.handle_signals`, Ctrl-C / SIGTERM are
+/// watched on the run's own tokio runtime: the first sets `cancel`; the second stops
+/// waiting for running jobs, lists them as cancelled ([`ABANDONED`]) and returns at once
+/// with [`Summary::abandoned`] counting them; their threads are still running, so the
+/// caller should write the summary and end the process without unloading ONNX Runtime
+/// under them (see `cli::latent_jobs`).
 pub fn run_batch(
     bundle: Arc<Bundle>,
     manifest: &BatchManifest,
@@ -380,17 +635,47 @@ pub fn run_batch(
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let outcomes: Vec<Outcome> = runtime.block_on(async {
+    // Jobs whose model work is running: index -> (id, kind, start).
+    type Running = std::sync::Mutex<BTreeMap<usize, (String, String, Instant)>>;
+    let running: Arc<Running> = Arc::new(Default::default());
+    let names: Vec<(String, String)> = selected
+        .iter()
+        .map(|e| (e.id.clone(), e.kind.clone()))
+        .collect();
+    let result: Result<(Vec<Outcome>, usize)> = runtime.block_on(async {
+        let abort = Arc::new(tokio::sync::Notify::new());
+        if opts.handle_signals {
+            let (cancel, abort, on_event, running) = (
+                cancel.clone(),
+                abort.clone(),
+                on_event.clone(),
+                running.clone(),
+            );
+            // Registered now, before any job starts.
+            let mut interrupts = Interrupts::new();
+            tokio::spawn(async move {
+                while interrupts.next().await {
+                    let n = running.lock().map(|r| r.len()).unwrap_or(0);
+                    let second = cancel.swap(true, Ordering::SeqCst);
+                    on_event(Event::Interrupted { second, running: n });
+                    if second {
+                        abort.notify_one();
+                        return;
+                    }
+                }
+            });
+        }
         let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers));
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut set = tokio::task::JoinSet::new();
         for (index, entry) in selected.into_iter().enumerate() {
-            let (sem, bundle, cancel, on_event, done) = (
+            let (sem, bundle, cancel, on_event, done, running) = (
                 sem.clone(),
                 bundle.clone(),
                 cancel.clone(),
                 on_event.clone(),
                 done.clone(),
+                running.clone(),
             );
             let (force, state_dir, cache) =
                 (opts.force, opts.state_dir.clone(), opts.cache.clone());
@@ -404,6 +689,7 @@ pub fn run_batch(
                         seconds: 0.0,
                         outputs: Vec::new(),
                         error: None,
+                        warnings: Vec::new(),
                     }
                 } else {
                     on_event(Event::Started {
@@ -413,27 +699,55 @@ pub fn run_batch(
                     let id = entry.id.clone();
                     let kind = entry.kind.clone();
                     let t0 = Instant::now();
+                    if let Ok(mut r) = running.lock() {
+                        r.insert(index, (id.clone(), kind.clone(), t0));
+                    }
+                    let cancel_job = cancel.clone();
+                    let on_warning = on_event.clone();
                     let res = tokio::task::spawn_blocking(move || {
-                        one_job(&bundle, &entry, force, &state_dir, &cache)
+                        let mut warnings = Vec::new();
+                        let mut warn = |m: &str| {
+                            on_warning(Event::Warning {
+                                id: &entry.id,
+                                index,
+                                message: m,
+                            });
+                            warnings.push(m.to_string());
+                        };
+                        let r = one_job(
+                            &bundle,
+                            &entry,
+                            force,
+                            &state_dir,
+                            &cache,
+                            &cancel_job,
+                            &mut warn,
+                        );
+                        (r, warnings)
                     })
                     .await;
+                    if let Ok(mut r) = running.lock() {
+                        r.remove(&index);
+                    }
                     let seconds = t0.elapsed().as_secs_f64();
                     match res {
-                        Ok(Ok((status, outputs))) => Outcome {
+                        Ok((Ok((status, outputs)), warnings)) => Outcome {
                             id,
                             kind,
                             status,
                             seconds,
                             outputs,
                             error: None,
+                            warnings,
                         },
-                        Ok(Err(e)) => Outcome {
+                        Ok((Err(e), warnings)) => Outcome {
                             id,
                             kind,
                             status: Status::Failed,
                             seconds,
                             outputs: Vec::new(),
                             error: Some(format!("{e:#}")),
+                            warnings,
                         },
                         Err(join) => Outcome {
                             id,
@@ -442,6 +756,7 @@ pub fn run_batch(
                             seconds,
                             outputs: Vec::new(),
                             error: Some(format!("the job crashed: {join}")),
+                            warnings: Vec::new(),
                         },
                     }
                 };
@@ -454,16 +769,57 @@ pub fn run_batch(
                 (index, outcome)
             });
         }
-        let mut out: Vec<(usize, Outcome)> = Vec::with_capacity(total);
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(x) => out.push(x),
-                Err(e) => return Err(anyhow!("a batch task failed: {e}")),
+        let mut out: BTreeMap<usize, Outcome> = BTreeMap::new();
+        let mut aborted = false;
+        loop {
+            tokio::select! {
+                r = set.join_next() => match r {
+                    None => break,
+                    Some(Ok((i, o))) => {
+                        out.insert(i, o);
+                    }
+                    Some(Err(e)) => return Err(anyhow!("a batch task failed: {e}")),
+                },
+                _ = abort.notified() => {
+                    aborted = true;
+                    break;
+                }
             }
         }
-        out.sort_by_key(|(i, _)| *i);
-        Ok(out.into_iter().map(|(_, o)| o).collect())
-    })?;
+        // After a second interrupt: what ran is listed as abandoned, the rest cancelled.
+        let mut abandoned = 0;
+        if aborted {
+            let running = running.lock().map(|r| r.clone()).unwrap_or_default();
+            for (i, (id, kind)) in names.iter().enumerate() {
+                if out.contains_key(&i) {
+                    continue;
+                }
+                let (seconds, error) = match running.get(&i) {
+                    Some((_, _, t0)) => {
+                        abandoned += 1;
+                        (t0.elapsed().as_secs_f64(), Some(ABANDONED.to_string()))
+                    }
+                    None => (0.0, None),
+                };
+                out.insert(
+                    i,
+                    Outcome {
+                        id: id.clone(),
+                        kind: kind.clone(),
+                        status: Status::Cancelled,
+                        seconds,
+                        outputs: Vec::new(),
+                        error,
+                        warnings: Vec::new(),
+                    },
+                );
+            }
+        }
+        Ok((out.into_values().collect(), abandoned))
+    });
+    // Never wait for abandoned jobs' threads (the default drop would).
+    runtime.shutdown_background();
+    let (outcomes, abandoned) = result?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     Ok(Summary {
         format: "latentface-batch-summary/1",
@@ -477,6 +833,7 @@ pub fn run_batch(
         cancelled: count(Status::Cancelled),
         seconds: started.elapsed().as_secs_f64(),
         jobs: outcomes,
+        abandoned,
     })
 }
 
@@ -487,25 +844,52 @@ fn one_job(
     force: bool,
     state_dir: &Path,
     cache: &LatentCache,
+    cancel: &AtomicBool,
+    warn: &mut dyn FnMut(&str),
 ) -> Result<(Status, Vec<PathBuf>)> {
     let spec = entry.spec.as_ref().map_err(|e| anyhow!("{e}"))?;
     let hash = job_hash(spec, bundle.manifest_sha256())?;
     let marker = marker_path(state_dir, &entry.id);
     if !force {
-        if let Some(m) = already_done(&marker, &hash) {
+        match check_done(&marker, &hash) {
+            Resume::Done(m) => return Ok((Status::Skipped, m.outputs)),
+            Resume::Changed(why) => warn(&format!("{why}: redoing the job")),
+            Resume::NotDone => {}
+        }
+    }
+    let marker_before = std::fs::read(&marker).ok();
+    // Another run of this manifest may be doing this job right now: wait for it, then
+    // skip the job if that run finished it.
+    let lock = JobLock::acquire(&lock_path(state_dir, &entry.id), cancel, || {
+        warn("running in another process; waiting for it")
+    })?;
+    let Some(_lock) = lock else {
+        return Ok((Status::Cancelled, Vec::new()));
+    };
+    // Finished by another run since the check above (even with `force`: redoing it now
+    // would only repeat that run's work).
+    if std::fs::read(&marker).ok() != marker_before {
+        if let Resume::Done(m) = check_done(&marker, &hash) {
             return Ok((Status::Skipped, m.outputs));
         }
     }
     let t0 = Instant::now();
-    let outputs = run_job(bundle, spec, cache)?;
-    let unique: BTreeSet<PathBuf> = outputs.iter().cloned().collect();
+    let outputs = run_job_warning(bundle, spec, cache, warn)?;
+    let unique: Vec<PathBuf> = outputs
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<PathBuf>>()
+        .into_iter()
+        .collect();
+    let files = record_outputs(&unique)?;
     fsutil::write_json_atomic(
         &marker,
         &DoneMarker {
             format: MARKER_FORMAT.into(),
             id: entry.id.clone(),
             job_hash: hash,
-            outputs: unique.into_iter().collect(),
+            outputs: unique,
+            files,
             seconds: t0.elapsed().as_secs_f64(),
             finished_unix: crate::latent::unix_now(),
         },

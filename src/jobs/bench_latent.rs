@@ -130,6 +130,7 @@ pub fn family_bench(
             shard: None,
             state_dir: tmp.join("state"),
             cache: LatentCache::Off,
+            handle_signals: false,
         };
         let t = Instant::now();
         let summary = batch::run_batch(
