@@ -51,6 +51,7 @@ pub enum VaeCommand {
 
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
+    /// Photos to encode (PNG or JPEG; centre-cropped and resized to the model's size)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
     /// Output folder
@@ -67,6 +68,7 @@ pub struct EncodeArgs {
 
 #[derive(Debug, Args)]
 pub struct DecodeArgs {
+    /// A VAE latent .npy, as `vae encode` and `vae sample` write them
     #[arg(value_name = "LATENT.npy")]
     pub latent: PathBuf,
     /// Output PNG
@@ -79,6 +81,7 @@ pub struct DecodeArgs {
 
 #[derive(Debug, Args)]
 pub struct ReconstructArgs {
+    /// Photos to encode and decode again (PNG or JPEG)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
     /// Output folder
@@ -170,6 +173,7 @@ pub struct AnomalyArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("hole").required(true).args(["mask", "box"]))]
 pub struct ImputeArgs {
+    /// The photo with missing pixels (PNG or JPEG, any size)
     #[arg(value_name = "PHOTO")]
     pub photo: PathBuf,
     /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white.
@@ -183,7 +187,7 @@ pub struct ImputeArgs {
     /// orientation, as image viewers show it): x,y,w,h
     #[arg(long = "box", value_name = "x,y,w,h")]
     pub r#box: Option<String>,
-    /// Output PNG (at the model's resolution)
+    /// Output PNG: the photo at its own size with the hole filled
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Also write photo-with-hole | fill | result here
