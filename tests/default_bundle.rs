@@ -107,7 +107,7 @@ fn the_encoder_starts_closer_than_the_w_mean() {
     let il = avg.len();
     let pe = mean((0..n).map(|i| psnr(&targets[i], &guess[i * il..(i + 1) * il])));
     let pa = mean((0..n).map(|i| psnr(&targets[i], &avg)));
-    // measured: encoder 28.1 dB, w_avg 19.7 dB
+    // measured: encoder 24.1 dB, w_avg 17.7 dB (the first bundle: 28.1 / 19.7)
     eprintln!("start PSNR: encoder {pe:.2} dB, w_avg {pa:.2} dB");
     assert!(pe > pa + 4.0, "encoder {pe:.2} dB vs w_avg {pa:.2} dB");
 }
@@ -127,9 +127,9 @@ fn the_bundled_sample_photos_invert_faithfully() {
 }
 
 // Margins: measured values when the bundle was built, minus a few dB / plus ~30%.
-const PSNR_150_MIN: f64 = 30.0; // measured 33.9 dB
-const LPIPS_150_MAX: f64 = 0.005; // measured 0.0012
-const SAMPLES_PSNR_MIN: f64 = 30.0; // measured 33.7 dB
+const PSNR_150_MIN: f64 = 30.0; // measured 31.9 dB (the first bundle: 33.9)
+const LPIPS_150_MAX: f64 = 0.005; // measured 0.0017 (0.0012)
+const SAMPLES_PSNR_MIN: f64 = 30.0; // measured 30.9 dB (33.7)
 
 #[test]
 fn vae_anomaly_passes_the_sample_faces_and_flags_junk() {
@@ -250,9 +250,11 @@ fn the_face_judge_sees_the_same_people_in_their_inversions() {
     assert!(worst_self < SELF_ID_MAX, "{worst_self}");
     assert!(worst_age < AGE_CHANGE_MAX, "{worst_age}");
     // The default generator's faces look alike (its samples collapse), so only the means.
-    assert!(mean_self < 0.75 * mean_stranger, "{mean_self} vs {mean_stranger}"); // 0.220 vs 0.354
+    assert!(mean_self < MEAN_SELF_TO_STRANGER_MAX * mean_stranger, "{mean_self} vs {mean_stranger}");
 }
 
-// measured when the face graphs were added: max 0.257, max |Δ age| 9.6 y
-const SELF_ID_MAX: f32 = 0.35;
-const AGE_CHANGE_MAX: f32 = 14.0;
+// measured on this bundle: max 0.334, mean 0.283 vs 0.384 between samples (0.74),
+// max |Δ age| 13.7 y
+const SELF_ID_MAX: f32 = 0.42;
+const MEAN_SELF_TO_STRANGER_MAX: f32 = 0.85;
+const AGE_CHANGE_MAX: f32 = 18.0;
