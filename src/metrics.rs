@@ -4,7 +4,8 @@
 //! in the literature. SSIM follows Wang et al. 2004 (Gaussian window 11, sigma 1.5,
 //! K1 = 0.01, K2 = 0.03), averaged over channels and over the "valid" window positions;
 //! for images smaller than 11 px the window shrinks to the image. LPIPS needs a network
-//! and comes from the bundle's `lpips` graph.
+//! and comes from the bundle's `lpips` graph. `mean` and `median` are the summaries the
+//! reports and benchmarks print.
 
 /// Peak signal-to-noise ratio in dB on [0, 1]; `f64::INFINITY` for identical images.
 pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
@@ -73,9 +74,40 @@ pub fn ssim(a: &[f32], b: &[f32], size: usize) -> f64 {
     total / (3 * n * n) as f64
 }
 
+/// Arithmetic mean (`NaN` when empty).
+pub fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
+    let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
+}
+
+/// Median, the mean of the middle two for an even count (`NaN` when empty).
+pub fn median(v: impl IntoIterator<Item = f64>) -> f64 {
+    let mut s: Vec<f64> = v.into_iter().collect();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => s[n / 2],
+        _ => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn means_and_medians() {
+        assert_eq!(mean([1.0, 2.0, 6.0]), 3.0);
+        assert!(mean([]).is_nan());
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median([]).is_nan());
+    }
 
     #[test]
     fn psnr_known_value() {

@@ -95,31 +95,6 @@ pub fn knn_precision_recall(real: &[Vec<f32>], fake: &[Vec<f32>], k: usize) -> R
     Ok((coverage(fake, real, &rr), coverage(real, fake, &fr)))
 }
 
-/// Median of a list (`NaN` when empty).
-pub fn median(v: &[f32]) -> f32 {
-    if v.is_empty() {
-        return f32::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f32::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
-    }
-}
-
-/// Arithmetic mean (`NaN` when empty).
-pub fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,12 +133,5 @@ mod tests {
         let collapsed = cloud(300, 8, 0.0, 0.05, 7);
         let (p, r) = knn_precision_recall(&real, &collapsed, 3).unwrap();
         assert!(p > 0.9 && r < 0.1, "{p} {r}");
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
     }
 }

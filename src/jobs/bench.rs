@@ -54,19 +54,6 @@ pub struct BenchReport {
     pub results: Vec<BenchResult>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Runs the benchmark.
 pub fn run_bench(
     bundle: &Bundle,
@@ -115,7 +102,7 @@ pub fn run_bench(
             progress(b, info.step, params.steps);
         })
         .with_context(|| format!("benchmark at batch size {b}"))?;
-        let ms = median(times);
+        let ms = crate::metrics::median(times);
         results.push(BenchResult {
             batch_size: b,
             ms_per_step: ms,
@@ -282,7 +269,7 @@ mod tests {
         .unwrap();
         let t = format_table(&ours, Some(&r));
         assert!(t.contains("2.00x"), "{t}");
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(crate::metrics::median(vec![3.0, 1.0, 2.0]), 2.0);
     }
 
     #[test]

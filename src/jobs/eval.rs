@@ -16,27 +16,27 @@
 //! Photos that cannot be read or hold no face are reported and left out.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::align::{self, AlignSettings, Aligner, Template};
-use crate::faces::stats::{frechet_distance, knn_precision_recall, mean, median};
+use crate::faces::stats::{frechet_distance, knn_precision_recall};
 use crate::faces::{distance, FaceJudge, FaceReading};
 use crate::family::{apply_edits, make_children, EditTarget, FamilyParams};
 use crate::fsutil;
 use crate::invert::{invert_batch, InvertParams, Target};
 use crate::latent::BundleRef;
-use crate::metrics;
+use crate::metrics::{self, mean, median};
 use crate::model::{Bundle, GraphKind};
 use crate::rng::{derive_seed, Rng};
 
 /// Everything an evaluation needs besides the bundle.
 #[derive(Clone, Debug)]
 pub struct EvalJob {
-    /// A folder of face photos (read in name order).
+    /// A folder of face photos (PNG/JPEG, found recursively; shuffled with `seed`).
     pub folder: PathBuf,
     /// Use at most this many photos.
     pub limit: usize,
@@ -204,30 +204,6 @@ struct RealFace {
     ws: Vec<f32>,
 }
 
-const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "webp", "bmp", "tif"];
-
-/// The photos of a folder, sorted by name.
-pub fn list_photos(folder: &Path) -> Result<Vec<PathBuf>> {
-    if !folder.is_dir() {
-        bail!("{} is not a folder", folder.display());
-    }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(folder)
-        .with_context(|| format!("cannot list {}", folder.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
-        })
-        .collect();
-    v.sort();
-    if v.is_empty() {
-        bail!("{} holds no photos ({})", folder.display(), IMAGE_EXTENSIONS.join(", "));
-    }
-    Ok(v)
-}
-
 /// Runs every block; writes the JSON report last (atomically) when asked.
 pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> Result<EvalReport> {
     let started = Instant::now();
@@ -239,10 +215,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     }
     job.invert.validate()?;
     if let Some(out) = &job.output {
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-        if parent.is_some_and(|p| !p.is_dir()) {
-            bail!("output {}: its folder does not exist", out.display());
-        }
+        fsutil::check_parent_folder(out, "output")?;
     }
     let judge = FaceJudge::new(bundle).map_err(anyhow::Error::msg)?;
     judge.prepare()?;
@@ -258,7 +231,10 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     // Photos -> aligned crops; the bad ones are reported, not fatal.
     // A seeded shuffle: folders are often sorted by a label (UTKFace's names start with
     // the age), and `--limit` or the halves of the samples block must not pick one end.
-    let mut photos = list_photos(&job.folder)?;
+    if !job.folder.is_dir() {
+        bail!("{} is not a folder", job.folder.display());
+    }
+    let mut photos = super::vae::expand_inputs(std::slice::from_ref(&job.folder))?;
     let mut rng = Rng::new(derive_seed(job.seed, b"eval photo order"));
     for i in (1..photos.len()).rev() {
         photos.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
@@ -405,7 +381,7 @@ fn eval_inversion(
         psnr_db: mean(psnr.iter().copied()),
         lpips: (!lpips.is_empty()).then(|| mean(lpips.iter().map(|&v| v as f64))),
         identity_distance_mean: mean(ids.iter().map(|&v| v as f64)),
-        identity_distance_median: median(&ids) as f64,
+        identity_distance_median: median(ids.iter().map(|&v| v as f64)),
         same_person_rate: fits.iter().filter(|f| f.same_person).count() as f64 / n,
         age_abs_change_mean: mean(fits.iter().map(|f| f.age_change.abs() as f64)),
         age_change_mean: mean(fits.iter().map(|f| f.age_change as f64)),
@@ -627,16 +603,16 @@ fn eval_families(
             let dp = 0.5
                 * (distance(&c.descriptor, &a.reading.descriptor)
                     + distance(&c.descriptor, &b.reading.descriptor));
-            let strangers: Vec<f32> = faces
-                .iter()
-                .enumerate()
-                .filter(|&(k, _)| k != ia && k != ib)
-                .map(|(_, f)| distance(&c.descriptor, &f.reading.descriptor))
-                .collect();
-            let ms = median(&strangers);
+            let ms = median(
+                faces
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != ia && k != ib)
+                    .map(|(_, f)| distance(&c.descriptor, &f.reading.descriptor) as f64),
+            );
             to_par.push(dp as f64);
-            to_str.push(ms as f64);
-            kin += usize::from(dp < ms);
+            to_str.push(ms);
+            kin += usize::from((dp as f64) < ms);
             ages.push(c.age as f64);
             for d in &read[i + 1..] {
                 sib.push(distance(&c.descriptor, &d.descriptor) as f64);

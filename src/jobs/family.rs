@@ -500,7 +500,6 @@ fn judge_family(
 ) -> std::result::Result<FamilyReadings, String> {
     let judge = FaceJudge::new(bundle)?;
     let res = bundle.resolution();
-    let len = 3 * res * res;
     let fail = |e: anyhow::Error| format!("{e:#}");
     let mut renders = judge.read(images, res).map_err(fail)?;
     let mut parent_fit = [None, None];
@@ -511,7 +510,6 @@ fn judge_family(
             renders[i] = read;
         }
     }
-    debug_assert_eq!(renders.len() * len, images.len());
     Ok(FamilyReadings {
         people: renders,
         parent_fit,
