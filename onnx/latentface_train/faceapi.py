@@ -395,6 +395,18 @@ def load_face_attributes(model_dir):
     return net.eval().requires_grad_(False)
 
 
+def judge_input(img, size, fraction=1.0):
+    """Renders in [-1, 1] [B, 3, W, W] -> what the face graphs are fed, differentiably:
+    RGB 0..255, the centred square of round(fraction * W) px (as `centre_crop_resize` and
+    src/faces), bilinearly resized to size x size (no 8-bit rounding: gradients flow)."""
+    x = (img.clamp(-1, 1) + 1) * 127.5
+    w = x.shape[-1]
+    px = min(int(np.floor(fraction * w + 0.5)), w)
+    off = (w - px) // 2
+    return F.interpolate(x[..., off:off + px, off:off + px], size=(size, size), mode="bilinear",
+                         align_corners=False)
+
+
 @torch.no_grad()
 def randomize(module, seed=0):
     """Deterministic random weights for the tiny test bundle, with outputs of a plausible

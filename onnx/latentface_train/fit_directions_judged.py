@@ -26,23 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import data, from_bundle
-from .faceapi import load_face_attributes
+from .faceapi import judge_input, load_face_attributes
 
 AGE_TARGETS = {"child": 7.0, "teen": 16.0, "young": 26.0, "adult": 45.0, "senior": 70.0}
 
 
-def attributes(net, img, fraction=1.0):
+def attributes(net, img):
     """Predicted (age, logit of woman) of renders in [-1, 1], fed as the Rust side does."""
-    x = (img.clamp(-1, 1) + 1) * 127.5
-    w = x.shape[-1]
-    px = min(int(np.floor(fraction * w + 0.5)), w)
-    off = (w - px) // 2
-    x = x[..., off:off + px, off:off + px]
-    x = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
-    age, gender = net(x)
+    age, gender = net(judge_input(img, 112))
     p = gender[:, 1].clamp(1e-6, 1 - 1e-6)
     return age, torch.log(p / (1 - p))
 

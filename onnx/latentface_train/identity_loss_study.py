@@ -20,33 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import data, from_bundle
-from .faceapi import load_face_attributes, load_face_id
+from .faceapi import judge_input, load_face_attributes, load_face_id
 from .graphs import reconstruction_loss
 from .lpips import LPIPS
 
 
-def crops(img, size, fraction=1.0):
-    x = (img.clamp(-1, 1) + 1) * 127.5
-    w = x.shape[-1]
-    px = min(int(math.floor(fraction * w + 0.5)), w)
-    off = (w - px) // 2
-    return F.interpolate(x[..., off:off + px, off:off + px], size=(size, size), mode="bilinear",
-                         align_corners=False)
-
-
 def judge(face_id, attrs, img):
-    age, gender = attrs(crops(img, 112))
-    return face_id(crops(img, 150)), age, gender[:, 1]
+    age, gender = attrs(judge_input(img, 112))
+    return face_id(judge_input(img, 150)), age, gender[:, 1]
 
 
 def invert(G, E, lpips, face_id, target, *, steps, id_weight, lr=0.1):
     S = G.synthesis
     with torch.no_grad():
         ws0 = E(target)
-        d_target = face_id(crops(target, 150))
+        d_target = face_id(judge_input(target, 150))
     ws = ws0.clone().requires_grad_(True)
     opt = torch.optim.Adam([ws], betas=(0.9, 0.999), eps=1e-8)
     noise = [torch.zeros([len(target)] + s) for s in S.noise_shapes]
@@ -58,7 +48,7 @@ def invert(G, E, lpips, face_id, target, *, steps, id_weight, lr=0.1):
         img = S(ws, noise)
         loss = reconstruction_loss(img, target, ones, weights, lpips)
         if id_weight > 0:
-            loss = loss + id_weight * (face_id(crops(img, 150)) - d_target).square().sum(1)
+            loss = loss + id_weight * (face_id(judge_input(img, 150)) - d_target).square().sum(1)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
