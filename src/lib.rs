@@ -21,6 +21,7 @@ pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod rng;
+pub mod serve;
 pub mod sheet;
 pub mod vae;
 

@@ -71,6 +71,30 @@ pub enum Command {
     Align(AlignArgs),
     /// Judge the model on a folder of real faces it never saw: inversion, samples, edits, families (identity, age, gender)
     Eval(EvalArgs),
+    /// The family and morph studio in the browser, and its HTTP API (loopback by default)
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start)
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "IP:PORT")]
+    pub addr: std::net::SocketAddr,
+    /// Allow an address that is not loopback (there is no login: anyone who can reach it can use it)
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Inversions, morphs and family sheets that run at once
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+    /// Such jobs that may wait for a worker; more get 503 with Retry-After
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub queue: usize,
+    /// Longest one of those jobs may run, in seconds
+    #[arg(long, default_value_t = 300, value_name = "S")]
+    pub job_timeout: u64,
+    /// Inversion steps per photo when a request does not say
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub steps: usize,
 }
 
 #[derive(Debug, Args)]

@@ -121,6 +121,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Vae(a) => vae::run(&common, a)?,
         Command::Eval(a) => run_eval(&common, &a)?,
+        Command::Serve(a) => crate::serve::run(open_bundle(&common)?, &a.options())?,
         Command::Align(_) => unreachable!("handled above"),
     }
     Ok(())

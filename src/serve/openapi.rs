@@ -1,0 +1,226 @@
+//! The OpenAPI 3 description of the server, served at `/api/openapi.json`.
+//!
+//! Written by hand next to the route table (`routes::route_table`); the test
+//! `tests/serve.rs` checks that both list the same routes and that each described route
+//! answers on a real server, so neither can drift from the other.
+
+use serde_json::{json, Value};
+
+fn error_response(what: &str) -> Value {
+    json!({
+        "description": what,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+fn json_ok(what: &str, schema: Value) -> Value {
+    json!({"description": what, "content": {"application/json": {"schema": schema}}})
+}
+
+fn binary_ok(what: &str, media: &[&str]) -> Value {
+    let content: serde_json::Map<String, Value> = media
+        .iter()
+        .map(|m| {
+            (
+                m.to_string(),
+                json!({"schema": {"type": "string", "format": "binary"}}),
+            )
+        })
+        .collect();
+    json!({"description": what, "content": content})
+}
+
+fn id_param(what: &str) -> Value {
+    json!({
+        "name": "id", "in": "path", "required": true,
+        "description": format!("{what} id: 32 hex digits from an earlier answer"),
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+    })
+}
+
+fn name_param(what: &str) -> Value {
+    json!({"name": "name", "in": "path", "required": true, "description": what, "schema": {"type": "string"}})
+}
+
+fn busy() -> Value {
+    json!({
+        "description": "the queue is full or the server is stopping; try again after `Retry-After` seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+/// The family controls: `FamilySpec`'s fields (see `jobs::spec`) with latent ids for parents.
+fn family_body() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["parent_a", "parent_b"],
+        "properties": {
+            "parent_a": {"type": "string", "description": "latent id"},
+            "parent_b": {"type": "string", "description": "latent id"},
+            "mix": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5, "description": "share of parent B"},
+            "coarse": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "description": "share of B for the coarse layers (default: mix)"},
+            "middle": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "fine": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "crossover": {"type": "boolean", "default": false},
+            "age": {"description": "a group of the bundle's `age` direction (`child`, ...) or a signed strength", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
+            "gender": {"description": "a group of the `gender` direction (`female`, `male`) or a signed strength", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
+            "children": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
+            "mutation": {"type": "number", "minimum": 0, "default": 0.25},
+            "diversity": {"type": "number", "minimum": 0, "maximum": 4, "default": 1.0},
+            "seed": {"type": "integer", "minimum": 0, "default": 0},
+            "figures": {"type": "boolean", "default": true, "description": "/api/family only: compute the resemblance figures (the face judge costs several times the render)"}
+        }
+    })
+}
+
+/// The whole description.
+pub fn document() -> Value {
+    let family = family_body();
+    let mut paths = serde_json::Map::new();
+    paths.insert("/".into(), json!({"get": {"summary": "The studio page", "responses": {"200": binary_ok("HTML page", &["text/html"])}}}));
+    paths.insert("/assets/{name}".into(), json!({"get": {
+                "summary": "The page's script and style sheet (embedded in the binary)",
+                "parameters": [name_param("`app.js` or `style.css`")],
+                "responses": {"200": binary_ok("the file", &["text/javascript", "text/css"]), "404": error_response("no such asset")}
+            }}));
+    paths.insert("/samples/{name}".into(), json!({"get": {
+                "summary": "A bundled sample photo (a generated face), e.g. `alice.png`",
+                "parameters": [name_param("file name, listed by /api/health")],
+                "responses": {"200": binary_ok("PNG", &["image/png"]), "404": error_response("no such sample")}
+            }}));
+    paths.insert("/api/health".into(), json!({"get": {
+                "summary": "Server, bundle and queue status",
+                "responses": {"200": json_ok("status", json!({"type": "object", "properties": {
+                    "status": {"type": "string"}, "version": {"type": "string"},
+                    "bundle": {"type": "object"}, "execution_provider": {"type": "string"},
+                    "queues": {"type": "object"}, "latents": {"type": "integer"},
+                    "limits": {"type": "object"}, "samples": {"type": "array", "items": {"type": "string"}}
+                }}))}
+            }}));
+    paths.insert("/api/openapi.json".into(), json!({"get": {"summary": "This description", "responses": {"200": json_ok("OpenAPI 3", json!({"type": "object"}))}}}));
+    paths.insert("/api/invert".into(), json!({"post": {
+                "summary": "Align and invert one to four photos (PNG or JPEG) into latents",
+                "description": "Runs the `invert` job. A photo already inverted with the same options (by sha256) is answered from memory.",
+                "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["photo"],
+                    "properties": {
+                        "photo": {"type": "string", "format": "binary", "description": "repeat for several photos"},
+                        "options": {"type": "string", "description": "JSON object of invert settings (InvertSpec fields without `photos`/`output`): steps, space, batch_size, seed, init, align, face"}
+                    }
+                }}}},
+                "responses": {
+                    "200": json_ok("one latent per photo", json!({"type": "object", "properties": {"latents": {"type": "array", "items": {"$ref": "#/components/schemas/Latent"}}}})),
+                    "400": error_response("malformed request or options"),
+                    "413": error_response("larger than 20 MB"),
+                    "422": error_response("not an image, truncated, too large to decode, no face found (`code`: bad_image, no_face), or invalid settings"),
+                    "503": busy(), "504": error_response("the job ran past its time limit")
+                }
+            }}));
+    paths.insert("/api/generate".into(), json!({"post": {
+                "summary": "Render a face from a seed (z ~ N(0,1), truncation psi)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": false, "required": ["seed"],
+                    "properties": {"seed": {"type": "integer", "minimum": 0}, "psi": {"type": "number", "default": 0.7, "minimum": -3, "maximum": 3}}
+                }}}},
+                "responses": {"200": json_ok("the face", json!({"$ref": "#/components/schemas/Latent"})), "400": error_response("bad body"), "422": error_response("psi out of range"), "503": busy()}
+            }}));
+    paths.insert("/api/family".into(), json!({"post": {
+                "summary": "Children of two latents, rendered in memory (the studio's re-render)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": family}}},
+                "responses": {
+                    "200": json_ok("children (PNG as base64, latent ids) and resemblance figures", json!({"type": "object", "properties": {
+                        "children": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "string"}, "index": {"type": "integer"}, "image": {"type": "string", "format": "byte"},
+                            "mutated": {"type": "boolean"}, "rows_from": {"type": "string"}, "projections": {"type": "object"},
+                            "face": {"type": ["object", "null"], "description": "distance_a, distance_b, distance_siblings, age, female"}
+                        }}},
+                        "faces": {"type": ["object", "null"]}, "settings": {"type": "object"}, "ms": {"type": "object"}
+                    }})),
+                    "400": error_response("bad body"), "404": error_response("unknown latent id"),
+                    "422": error_response("invalid settings"), "503": busy()
+                }
+            }}));
+    paths.insert("/api/family/sheet".into(), json!({"post": {
+                "summary": "The family sheet PNG: the `family` job run on the two latents",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": family_body()}}},
+                "responses": {"200": binary_ok("family.png", &["image/png"]), "400": error_response("bad body"), "404": error_response("unknown latent id"), "422": error_response("invalid settings"), "503": busy(), "504": error_response("time limit")}
+            }}));
+    paths.insert("/api/latents/{id}".into(), json!({"get": {
+                "summary": "A latent's record (origin, label, picture, report)",
+                "parameters": [id_param("latent")],
+                "responses": {"200": json_ok("the latent", json!({"$ref": "#/components/schemas/Latent"})), "404": error_response("unknown id")}
+            }}));
+    paths.insert("/api/latents/{id}/image.png".into(), json!({"get": {
+                "summary": "A latent's render",
+                "parameters": [id_param("latent")],
+                "responses": {"200": binary_ok("PNG", &["image/png"]), "404": error_response("unknown id")}
+            }}));
+    paths.insert("/api/latents/{id}/latent.npy".into(), json!({"get": {
+                "summary": "A latent as .npy ([1, num_ws, w_dim] float32, readable by every latentface command)",
+                "parameters": [id_param("latent")],
+                "responses": {"200": binary_ok("NumPy array", &["application/octet-stream"]), "404": error_response("unknown id")}
+            }}));
+    paths.insert("/api/morph".into(), json!({"post": {
+                "summary": "Start a morph through latents (a long job): answers 202 with the job id",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": false, "required": ["keys"],
+                    "properties": {
+                        "keys": {"type": "array", "minItems": 2, "items": {"type": "string"}, "description": "latent ids, in order"},
+                        "format": {"type": "string", "enum": ["gif", "mp4"], "default": "gif"},
+                        "interp": {"type": "string", "enum": ["lerp", "slerp", "spline"], "default": "lerp"},
+                        "easing": {"type": "string", "enum": ["linear", "ease-in", "ease-out", "ease-in-out", "sine", "circular"], "default": "linear"},
+                        "frames_per_key": {"type": "integer", "minimum": 1, "default": 30},
+                        "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": 240, "default": 25},
+                        "loop": {"type": "boolean", "default": false},
+                        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
+                        "size": {"type": ["integer", "null"], "minimum": 8, "maximum": 512}
+                    }
+                }}}},
+                "responses": {
+                    "202": json_ok("the job", json!({"type": "object", "properties": {"job": {"type": "string"}, "status": {"type": "string"}, "result": {"type": "string"}, "frames": {"type": "integer"}}})),
+                    "400": error_response("bad body"), "404": error_response("unknown latent id"), "422": error_response("invalid settings or too many frames"), "503": busy()
+                }
+            }}));
+    paths.insert("/api/jobs/{id}".into(), json!({"get": {
+                "summary": "A job's state and progress (poll it)",
+                "parameters": [id_param("job")],
+                "responses": {"200": json_ok("state", json!({"type": "object", "properties": {
+                    "job": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+                    "done": {"type": "integer"}, "total": {"type": "integer"}, "error": {"type": ["string", "null"]},
+                    "result": {"type": ["string", "null"]}, "media_type": {"type": ["string", "null"]}, "report": {"type": ["object", "null"]}
+                }})), "404": error_response("unknown id")}
+            }}));
+    paths.insert("/api/jobs/{id}/result".into(), json!({"get": {
+                "summary": "A finished job's file (GIF or MP4)",
+                "parameters": [id_param("job")],
+                "responses": {"200": binary_ok("the video", &["image/gif", "video/mp4"]), "404": error_response("unknown id"), "409": error_response("not finished")}
+            }}));
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "latentface studio API",
+            "version": crate::VERSION,
+            "description": "Invert face photos into the model's latent space, breed children of two \
+                            faces, render morphs. Every model job is the command line's job, built \
+                            from the same typed description (field names as in batch manifests). \
+                            Errors are JSON {error, code}. Uploaded photos stay in this process's \
+                            memory and temporary folder and are deleted when it exits."
+        },
+        "paths": paths,
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error", "code"], "properties": {
+                "error": {"type": "string", "description": "what was wrong, in a sentence"},
+                "code": {"type": "string", "description": "bad_request, invalid, bad_image, no_face, too_large, unknown_id, busy, timeout, no_route, ..."}
+            }},
+            "Latent": {"type": "object", "properties": {
+                "id": {"type": "string"}, "origin": {"type": "string", "enum": ["photo", "generated", "child"]},
+                "label": {"type": "string"}, "image": {"type": "string", "format": "byte", "description": "the render, PNG"},
+                "crop": {"type": ["string", "null"], "format": "byte", "description": "photos: the aligned crop the model saw, PNG"},
+                "reading": {"type": ["object", "null"], "description": "the face judge: age (years), female (probability)"},
+                "report": {"type": "object", "description": "photos: the invert report (PSNR, SSIM, LPIPS, face: identity distance, same person, age and gender of photo and reconstruction)"}
+            }}
+        }}
+    })
+}

@@ -1,0 +1,399 @@
+// latentface studio: the page's behaviour. Plain JavaScript, no libraries; every call
+// goes to this server's JSON API (/api/openapi.json describes it).
+'use strict';
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const state = {
+  health: null,
+  parents: { a: null, b: null },
+  children: [],
+  rendering: false,
+  pending: false,
+  pendingFigures: false,
+  morphKeys: new Set(), // child ids ticked for the morph
+};
+
+async function api(path, options) {
+  const r = await fetch(path, options);
+  if (!r.ok) {
+    let msg = `${r.status} ${r.statusText}`;
+    try {
+      const j = await r.json();
+      if (j.error) msg = j.error;
+    } catch (_) { /* not JSON */ }
+    const e = new Error(msg);
+    e.status = r.status;
+    throw e;
+  }
+  return r;
+}
+
+const png = (b64) => `data:image/png;base64,${b64}`;
+const fmt = (v, d = 2) => (v === null || v === undefined ? 'n/a' : Number(v).toFixed(d));
+const sex = (female) => (female > 0.5 ? 'F' : 'M');
+
+function show(el, on) { el.hidden = !on; }
+function setError(el, msg) { el.textContent = msg || ''; show(el, !!msg); }
+
+// ---------------------------------------------------------------------------------------
+// Parents
+
+function parentEl(slot) { return $(`#parent-${slot}`); }
+
+async function invert(slot, file, name) {
+  const root = parentEl(slot);
+  const busy = $('.busy', root);
+  const text = $('.busy-text', root);
+  setError($('.error', root), '');
+  show($('.result', root), false);
+  show(busy, true);
+  const t0 = performance.now();
+  const timer = setInterval(() => {
+    text.textContent = `aligning and inverting ${name}… ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+  }, 100);
+  try {
+    const form = new FormData();
+    form.append('photo', file, name);
+    const r = await api('/api/invert', { method: 'POST', body: form });
+    const j = await r.json();
+    const lat = j.latents[0];
+    state.parents[slot] = lat;
+    $('.crop', root).src = png(lat.crop || lat.image);
+    $('.recon', root).src = png(lat.image);
+    $('.figures', root).replaceChildren(...parentFigures(lat, (performance.now() - t0) / 1000));
+    show($('.result', root), true);
+    root.dataset.ready = 'true';
+    updateMorphKeys();
+    render();
+  } catch (e) {
+    state.parents[slot] = null;
+    root.dataset.ready = 'false';
+    setError($('.error', root), e.message);
+  } finally {
+    clearInterval(timer);
+    show(busy, false);
+  }
+}
+
+function li(text, cls) {
+  const el = document.createElement('li');
+  el.textContent = text;
+  if (cls) el.className = cls;
+  return el;
+}
+
+function parentFigures(lat, seconds) {
+  const r = lat.report || {};
+  const out = [];
+  out.push(li(`PSNR ${fmt(r.psnr_db, 1)} dB · SSIM ${fmt(r.ssim, 3)} · LPIPS ${fmt(r.lpips, 3)}`));
+  const f = r.face;
+  if (f) {
+    out.push(li(`identity distance ${fmt(f.identity_distance)} — ${f.same_person ? 'same person' : 'NOT the same person'}`,
+      f.same_person ? 'good' : 'bad'));
+    out.push(li(`age ${fmt(f.age_photo, 0)} y → ${fmt(f.age_result, 0)} y · gender ${sex(f.female_photo)} → ${sex(f.female_result)}${f.gender_flipped ? ' (flipped)' : ''}`));
+  }
+  out.push(li(`${r.steps_run ?? '?'} steps, ${fmt(seconds, 1)} s${r.early_stopped ? ' (plateau)' : ''}`, 'muted'));
+  return out;
+}
+
+function wireParent(slot) {
+  const root = parentEl(slot);
+  const input = $('.file', root);
+  input.addEventListener('change', () => {
+    if (input.files[0]) invert(slot, input.files[0], input.files[0].name);
+  });
+  const drop = $('.drop', root);
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    const f = e.dataTransfer.files[0];
+    if (f) invert(slot, f, f.name);
+  });
+  $('.use-sample', root).addEventListener('click', async () => {
+    const name = $('.sample', root).value;
+    try {
+      const blob = await (await api(`/samples/${encodeURIComponent(name)}`)).blob();
+      invert(slot, blob, name);
+    } catch (e) {
+      setError($('.error', root), e.message);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Family
+
+const sliders = ['mix', 'coarse', 'middle', 'fine', 'children', 'diversity', 'mutation'];
+
+function familyBody() {
+  const body = {
+    parent_a: state.parents.a.id,
+    parent_b: state.parents.b.id,
+    mix: Number($('#mix').value),
+    children: Number($('#children').value),
+    diversity: Number($('#diversity').value),
+    mutation: Number($('#mutation').value),
+    crossover: $('#crossover').checked,
+    seed: Math.max(0, Math.floor(Number($('#seed').value) || 0)),
+  };
+  for (const g of ['coarse', 'middle', 'fine']) {
+    if ($(`#own-${g}`).checked) body[g] = Number($(`#${g}`).value);
+  }
+  for (const d of ['age', 'gender']) {
+    if ($(`#${d}`).value) body[d] = $(`#${d}`).value;
+  }
+  return body;
+}
+
+// Re-renders as controls move: one request at a time, the latest settings win. While a
+// slider moves only the pictures are asked for (milliseconds); the resemblance figures
+// (the face judge, several times slower) come when it is let go.
+async function render(figures = true) {
+  if (!state.parents.a || !state.parents.b) return;
+  if (state.rendering) {
+    state.pending = true;
+    state.pendingFigures = state.pendingFigures || figures;
+    return;
+  }
+  state.rendering = true;
+  const t0 = performance.now();
+  try {
+    const r = await api('/api/family', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ ...familyBody(), figures }),
+    });
+    const j = await r.json();
+    setError($('#family-error'), '');
+    showChildren(j);
+    $('#render-ms').textContent = `rendered in ${(performance.now() - t0).toFixed(0)} ms (server ${j.ms.total.toFixed(0)} ms)`;
+  } catch (e) {
+    setError($('#family-error'), e.message);
+  } finally {
+    state.rendering = false;
+    if (state.pending) {
+      const f = state.pendingFigures;
+      state.pending = false;
+      state.pendingFigures = false;
+      render(f);
+    }
+  }
+}
+
+function showChildren(j) {
+  state.children = j.children;
+  show($('#family-hint'), false);
+  $('#sheet').disabled = false;
+  const f = j.faces;
+  document.body.dataset.figures = f ? 'true' : 'false';
+  $('#family-figures').textContent = f
+    ? `parents' identity distance ${fmt(f.parents_distance)}` +
+      (f.sibling_distance_mean !== null ? ` · siblings' mean distance ${fmt(f.sibling_distance_mean)}` : '')
+    : (j.face_note === 'figures not asked for' ? 'resemblance figures when the slider stops…' : (j.face_note || ''));
+  const cards = j.children.map((c) => {
+    const card = document.createElement('figure');
+    card.className = 'child';
+    card.dataset.id = c.id;
+    const img = document.createElement('img');
+    img.src = png(c.image);
+    img.alt = `child ${c.index}`;
+    card.append(img);
+    const cap = document.createElement('figcaption');
+    const face = c.face;
+    let text = `child ${c.index}${c.mutated ? ' (mutated)' : ''}`;
+    if (face) {
+      const sibs = Object.values(face.distance_siblings);
+      const sib = sibs.length ? ` · sib ${fmt(sibs.reduce((a, b) => a + b, 0) / sibs.length)}` : '';
+      text += `\nto A ${fmt(face.distance_a)} · to B ${fmt(face.distance_b)}${sib}\n${fmt(face.age, 0)} y · ${sex(face.female)}`;
+    }
+    cap.textContent = text;
+    card.append(cap);
+    const links = document.createElement('div');
+    links.className = 'links';
+    const a1 = document.createElement('a');
+    a1.href = `/api/latents/${c.id}/image.png`;
+    a1.download = `child_${c.index}.png`;
+    a1.textContent = 'PNG';
+    const a2 = document.createElement('a');
+    a2.href = `/api/latents/${c.id}/latent.npy`;
+    a2.download = `child_${c.index}.npy`;
+    a2.textContent = 'latent';
+    const key = document.createElement('label');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.className = 'morph-key';
+    box.addEventListener('change', () => {
+      if (box.checked) state.morphKeys.add(c.id); else state.morphKeys.delete(c.id);
+      updateMorphKeys();
+    });
+    key.append(box, ' morph key');
+    links.append(a1, ' · ', a2, ' · ', key);
+    card.append(links);
+    return card;
+  });
+  $('#children-grid').replaceChildren(...cards);
+  // Ticked children are replaced by new ones on every render.
+  state.morphKeys.clear();
+  updateMorphKeys();
+}
+
+async function familySheet() {
+  const btn = $('#sheet');
+  btn.disabled = true;
+  btn.textContent = 'making the family sheet…';
+  try {
+    const r = await api('/api/family/sheet', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(familyBody()),
+    });
+    const url = URL.createObjectURL(await r.blob());
+    $('#sheet-img').src = url;
+    show($('#sheet-img'), true);
+    $('#sheet-download').href = url;
+    show($('#sheet-download'), true);
+  } catch (e) {
+    setError($('#family-error'), e.message);
+  } finally {
+    btn.disabled = false;
+    btn.textContent = 'family sheet (PNG)';
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Morph
+
+function morphKeyList() {
+  const keys = [];
+  if (state.parents.a) keys.push({ id: state.parents.a.id, label: `parent A (${state.parents.a.label})` });
+  for (const c of state.children) {
+    if (state.morphKeys.has(c.id)) keys.push({ id: c.id, label: `child ${c.index}` });
+  }
+  if (state.parents.b) keys.push({ id: state.parents.b.id, label: `parent B (${state.parents.b.label})` });
+  return keys;
+}
+
+function updateMorphKeys() {
+  const keys = morphKeyList();
+  $('#morph-keys').replaceChildren(...keys.map((k) => li(k.label)));
+  $('#morph-render').disabled = keys.length < 2;
+}
+
+async function renderMorph() {
+  const keys = morphKeyList();
+  const btn = $('#morph-render');
+  const bar = $('#morph-progress');
+  const status = $('#morph-status');
+  const format = $('#format').value;
+  setError($('#morph-error'), '');
+  btn.disabled = true;
+  bar.value = 0;
+  show(bar, true);
+  status.textContent = 'queued…';
+  try {
+    const r = await api('/api/morph', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        keys: keys.map((k) => k.id),
+        interp: $('#interp').value,
+        easing: $('#easing').value,
+        frames_per_key: Number($('#frames').value),
+        fps: Number($('#fps').value),
+        loop: $('#loop').checked,
+        format,
+      }),
+    });
+    const job = await r.json();
+    let s;
+    for (;;) {
+      s = await (await api(job.status)).json();
+      bar.max = Math.max(1, s.total);
+      bar.value = s.done;
+      status.textContent = `${s.state}: ${s.done}/${s.total} frames`;
+      if (s.state !== 'queued' && s.state !== 'running') break;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    if (s.state !== 'done') throw new Error(s.error || `the morph ${s.state}`);
+    const blob = await (await api(job.result)).blob();
+    const url = URL.createObjectURL(blob);
+    const gif = $('#morph-gif');
+    const video = $('#morph-video');
+    show(gif, format === 'gif');
+    show(video, format === 'mp4');
+    if (format === 'gif') gif.src = url; else video.src = url;
+    const dl = $('#morph-download');
+    dl.href = url;
+    dl.download = `morph.${format}`;
+    dl.textContent = `download morph.${format} (${(blob.size / 1024).toFixed(0)} kB, ${s.report.frames} frames)`;
+    show($('#morph-result'), true);
+    status.textContent = `done in ${fmt(s.seconds, 1)} s`;
+  } catch (e) {
+    setError($('#morph-error'), e.message);
+    status.textContent = '';
+  } finally {
+    btn.disabled = morphKeyList().length < 2;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Start
+
+function wireControls() {
+  for (const id of sliders) {
+    const el = $(`#${id}`);
+    const out = $(`output[for="${id}"]`);
+    const sync = () => { if (out) out.textContent = el.value; };
+    sync();
+    el.addEventListener('input', () => { sync(); render(false); });
+    el.addEventListener('change', () => render(true));
+  }
+  for (const g of ['coarse', 'middle', 'fine']) {
+    $(`#own-${g}`).addEventListener('change', (e) => {
+      $(`#${g}`).disabled = !e.target.checked;
+      render();
+    });
+  }
+  for (const id of ['age', 'gender', 'crossover', 'seed']) {
+    $(`#${id}`).addEventListener('change', render);
+  }
+  $('#reseed').addEventListener('click', () => {
+    $('#seed').value = Math.floor(Math.random() * 1e6);
+    render();
+  });
+  $('#sheet').addEventListener('click', familySheet);
+  $('#morph-render').addEventListener('click', renderMorph);
+}
+
+async function start() {
+  $('#origin').textContent = location.host;
+  wireParent('a');
+  wireParent('b');
+  wireControls();
+  try {
+    const h = await (await api('/api/health')).json();
+    state.health = h;
+    $('#server-status').textContent = `model ${h.bundle.name} · ${h.execution_provider}`;
+    $('#version').textContent = h.version;
+    $('#bundle-name').textContent = h.bundle.name;
+    for (const slot of ['a', 'b']) {
+      const sel = $(`#sample-${slot}`);
+      sel.replaceChildren(...h.samples.map((n) => new Option(n.replace(/\.png$/, ''), n)));
+    }
+    if (h.samples.length > 1) $('#sample-b').selectedIndex = 1;
+    for (const d of ['age', 'gender']) {
+      for (const g of h.bundle.directions[d] || []) $(`#${d}`).append(new Option(g, g));
+      $(`#${d}`).disabled = !h.bundle.directions[d];
+    }
+    for (const g of ['coarse', 'middle', 'fine']) {
+      if (!h.bundle.layers.includes(g)) $(`#own-${g}`).disabled = true;
+    }
+    document.body.dataset.ready = 'true';
+  } catch (e) {
+    $('#server-status').textContent = `server not reachable: ${e.message}`;
+  }
+}
+
+document.addEventListener('DOMContentLoaded', start);
