@@ -89,7 +89,7 @@ pub fn run(bundle: Bundle, opts: &ServeOptions) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let state = routes::Shared::new(Arc::new(bundle), opts)?;
-    runtime.block_on(async move {
+    let unfinished = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .with_context(|| format!("cannot listen on {}", opts.addr))?;
@@ -106,11 +106,17 @@ pub fn run(bundle: Bundle, opts: &ServeOptions) -> Result<()> {
             .context("the HTTP server failed")?;
         eprintln!("shutting down: jobs not started are cancelled, running ones finish");
         let unfinished = state.shutdown(opts.job_timeout).await;
-        if unfinished > 0 {
-            eprintln!("warning: {unfinished} job(s) still running were abandoned");
-        }
-        anyhow::Ok(())
+        anyhow::Ok(unfinished)
     })?;
+    if unfinished > 0 {
+        // Their threads are inside ONNX Runtime: a normal exit would unload it under
+        // them (static destructors) and could crash. The temporary folder is gone already.
+        eprintln!("warning: {unfinished} job(s) still running were abandoned");
+        #[cfg(unix)]
+        unsafe {
+            libc::_exit(0)
+        }
+    }
     // Dropping the runtime, then the state (its temporary folder) when the last Arc goes.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

@@ -252,8 +252,29 @@ pub fn router(state: AppState) -> Router {
     r.fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_large))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// A request whose `Content-Length` is over the limit is answered at once, before any of
+/// its body is read (bodies without one are cut at the limit by `DefaultBodyLimit`).
+async fn refuse_large(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut r = ApiError::too_large().into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    next.run(req).await
 }
 
 async fn security_headers(mut r: Response) -> Response {
@@ -716,10 +737,11 @@ fn invert_uploads(
             .context("the photo's face is gone")?
             .tensor;
         let crop_png = studio::png_bytes(&imageio::tensor_to_rgb(&crop, res, res)?)?;
-        let reading = match &judge {
-            Some(j) => Some(j.read(&crop, res as usize)?.remove(0)),
-            None => None,
-        };
+        // A crop the judge cannot read (too few pixels) only leaves the figures out.
+        let reading = judge
+            .as_ref()
+            .and_then(|j| j.read(&crop, res as usize).ok())
+            .and_then(|mut v| v.pop());
         let mut report = serde_json::to_value(r)?;
         if let Value::Object(m) = &mut report {
             m.remove("photo");
@@ -791,7 +813,7 @@ async fn generate_face(
             let reading = match FaceJudge::new(&s2.bundle) {
                 Ok(j) => {
                     let img = s2.bundle.synthesis(&ws, 1)?;
-                    Some(j.read(&img, s2.bundle.resolution())?.remove(0))
+                    j.read(&img, s2.bundle.resolution()).ok().and_then(|mut v| v.pop())
                 }
                 Err(_) => None,
             };

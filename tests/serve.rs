@@ -1,0 +1,737 @@
+//! `latentface serve` against a real server: the binary on a loopback port with the tiny
+//! bundle, driven over HTTP (ureq). The page itself is tested in a browser by
+//! `scripts/browser_test.sh`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running server; killed (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    /// The temporary folder it reported.
+    tmp: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", extra)
+    }
+
+    fn start_at(addr: &str, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(common::bin());
+        cmd.args([
+            "--bundle",
+            &common::tiny_arg(),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "serve",
+            "--addr",
+            addr,
+            "--steps",
+            "20",
+        ])
+        .args(extra)
+        .env_remove("LATENTFACE_BUNDLE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start latentface serve");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(dir) = line
+                    .strip_prefix("uploads are kept in memory and in ")
+                    .and_then(|r| r.split(" (deleted").next())
+                {
+                    let _ = tx.send(dir.to_string());
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).unwrap();
+        let base = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `listening on` line; stdout {first:?}, stderr {}",
+                    log.lock().unwrap()
+                )
+            })
+            .trim_end_matches('/')
+            .to_string();
+        let tmp = PathBuf::from(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+        Server {
+            child,
+            base,
+            tmp,
+            stderr: log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// (status, headers, body bytes).
+struct Answer {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    let mut r = r.expect("request failed");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(s: &Server, path: &str) -> Answer {
+    answer(agent().get(&s.url(path)).call())
+}
+
+fn post_json(s: &Server, path: &str, body: &Value) -> Answer {
+    answer(
+        agent()
+            .post(&s.url(path))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes()),
+    )
+}
+
+/// A multipart body: `photo` fields from (file name, bytes), plus `options` when given.
+fn multipart(photos: &[(&str, &[u8])], options: Option<&str>) -> (String, Vec<u8>) {
+    let boundary = "latentfaceTestBoundary7d1f";
+    let mut body = Vec::new();
+    for (name, bytes) in photos {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    if let Some(o) = options {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"options\"\r\n\r\n{o}\r\n"
+        )
+        .unwrap();
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn invert(s: &Server, photos: &[(&str, &[u8])], options: Option<&str>) -> Answer {
+    let (ct, body) = multipart(photos, options);
+    answer(
+        agent()
+            .post(&s.url("/api/invert"))
+            .header("Content-Type", &ct)
+            .send(&body[..]),
+    )
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(common::repo().join("samples").join(name)).unwrap()
+}
+
+fn png_of(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn decode_b64(v: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("a base64 string"))
+        .unwrap()
+}
+
+fn assert_error(a: &Answer, status: u16, code: &str, needle: &str) {
+    assert_eq!(
+        a.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let j = a.json();
+    assert_eq!(j["code"], code, "{j}");
+    let msg = j["error"].as_str().unwrap();
+    assert!(msg.contains(needle), "`{msg}` should mention `{needle}`");
+}
+
+/// Two parents (alice, bob) inverted; returns their ids.
+fn parents(s: &Server) -> (String, String) {
+    let a = invert(
+        s,
+        &[("alice.png", &sample("alice.png")), ("bob.png", &sample("bob.png"))],
+        None,
+    );
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let j = a.json();
+    let l = j["latents"].as_array().unwrap();
+    (
+        l[0]["id"].as_str().unwrap().to_string(),
+        l[1]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn wait_job(s: &Server, id: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let j = get(s, &format!("/api/jobs/{id}")).json();
+        let state = j["state"].as_str().unwrap().to_string();
+        if state != "queued" && state != "running" {
+            return j;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "job never ended: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn openapi_describes_exactly_the_routes_and_each_answers() {
+    let table: BTreeSet<(String, String)> = latentface::serve::routes::route_table()
+        .iter()
+        .map(|r| (r.method.as_str().to_ascii_lowercase(), r.path.to_string()))
+        .collect();
+    let doc = latentface::serve::openapi::document();
+    let mut described = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} has no responses"
+            );
+            described.insert((method.clone(), path.clone()));
+        }
+    }
+    assert_eq!(
+        table.difference(&described).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes missing from the description"
+    );
+    assert_eq!(
+        described.difference(&table).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "described routes the server does not have"
+    );
+
+    // The served description is this one, and every described route exists on a real
+    // server (a placeholder id gets `unknown_id`, never `no_route`).
+    let s = Server::start(&[]);
+    let served = get(&s, "/api/openapi.json");
+    assert_eq!(served.status, 200);
+    assert_eq!(served.json(), doc);
+    for (method, path) in &described {
+        let p = path
+            .replace("{id}", "0123456789abcdef0123456789abcdef")
+            .replace("{name}", "nothing.png");
+        let a = match method.as_str() {
+            "get" => get(&s, &p),
+            "post" => post_json(&s, &p, &json!({})),
+            m => panic!("unexpected method {m}"),
+        };
+        assert!(
+            a.status != 405,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        if a.status == 404 {
+            assert_ne!(a.json()["code"], "no_route", "{method} {path}");
+        }
+    }
+    // And an undescribed one does not.
+    assert_error(&get(&s, "/api/nothing"), 404, "no_route", "/api/nothing");
+}
+
+#[test]
+fn photos_to_children_to_morph() {
+    let s = Server::start(&[]);
+    let h = get(&s, "/api/health").json();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["bundle"]["resolution"], 32);
+    assert_eq!(h["samples"].as_array().unwrap().len(), 6);
+
+    // Two photos inverted in one request: a latent each, with the report's figures.
+    let a = invert(
+        &s,
+        &[("alice.png", &sample("alice.png")), ("bob.png", &sample("bob.png"))],
+        Some(r#"{"steps": 15}"#),
+    );
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let j = a.json();
+    let lat = j["latents"].as_array().unwrap();
+    assert_eq!(lat.len(), 2);
+    for (l, name) in lat.iter().zip(["alice.png", "bob.png"]) {
+        assert_eq!(l["id"].as_str().unwrap().len(), 32);
+        assert!(l["id"].as_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(l["label"], name);
+        assert_eq!(l["report"]["photo"], name, "reports name the upload, not a server path");
+        assert!(!a.body.windows(5).any(|w| w == b"/tmp/"), "no server path in the answer");
+        assert_eq!(l["report"]["steps_requested"], 15);
+        assert!(l["report"]["psnr_db"].as_f64().unwrap() > 5.0);
+        let face = &l["report"]["face"];
+        assert!(face["identity_distance"].as_f64().unwrap() >= 0.0, "{face}");
+        assert!(face["age_photo"].is_number() && face["female_result"].is_number());
+        for key in ["image", "crop"] {
+            let img = image::load_from_memory(&decode_b64(&l[key])).unwrap();
+            assert_eq!((img.width(), img.height()), (32, 32));
+        }
+    }
+    let (ia, ib) = (
+        lat[0]["id"].as_str().unwrap().to_string(),
+        lat[1]["id"].as_str().unwrap().to_string(),
+    );
+    assert_ne!(ia, ib);
+    // The same photo with the same settings comes from the cache (same latent).
+    let again = invert(&s, &[("copy.png", &sample("alice.png"))], Some(r#"{"steps": 15}"#));
+    assert_eq!(again.json()["latents"][0]["id"], ia.as_str());
+    // Other settings: inverted again.
+    let other = invert(&s, &[("alice.png", &sample("alice.png"))], Some(r#"{"steps": 16}"#));
+    assert_ne!(other.json()["latents"][0]["id"], ia.as_str());
+
+    // Children with figures.
+    let body = json!({"parent_a": ia, "parent_b": ib, "children": 4, "seed": 3});
+    let f = post_json(&s, "/api/family", &body);
+    assert_eq!(f.status, 200, "{}", String::from_utf8_lossy(&f.body));
+    let fj = f.json();
+    let kids = fj["children"].as_array().unwrap();
+    assert_eq!(kids.len(), 4);
+    for (k, c) in kids.iter().enumerate() {
+        assert_eq!(c["index"], k + 1);
+        assert!(c["face"]["distance_a"].as_f64().unwrap() >= 0.0, "{c}");
+        assert_eq!(c["face"]["distance_siblings"].as_object().unwrap().len(), 3);
+        image::load_from_memory(&decode_b64(&c["image"])).unwrap();
+    }
+    assert!(fj["faces"]["parents_distance"].as_f64().unwrap() > 0.0);
+    assert_eq!(fj["settings"]["children"], 4);
+    // The same settings make the same children; another mix makes others.
+    let same = post_json(&s, "/api/family", &body).json();
+    assert_eq!(same["children"][0]["image"], kids[0]["image"]);
+    let mut moved = body.clone();
+    moved["mix"] = json!(0.9);
+    moved["figures"] = json!(false);
+    let m = post_json(&s, "/api/family", &moved).json();
+    assert_ne!(m["children"][0]["image"], kids[0]["image"]);
+    assert!(m["faces"].is_null() && m["children"][0]["face"].is_null());
+    // Settings the engine refuses, named.
+    let mut bad = body.clone();
+    bad["mix"] = json!(1.5);
+    assert_error(&post_json(&s, "/api/family", &bad), 422, "invalid", "mix");
+    let mut bad = body.clone();
+    bad["age"] = json!("toddler");
+    assert_error(&post_json(&s, "/api/family", &bad), 422, "invalid", "toddler");
+    let mut bad = body.clone();
+    bad["colour"] = json!(1);
+    assert_error(&post_json(&s, "/api/family", &bad), 400, "bad_request", "colour");
+    let mut bad = body.clone();
+    bad["output"] = json!("/etc");
+    assert_error(&post_json(&s, "/api/family", &bad), 400, "bad_request", "output");
+    let mut bad = body.clone();
+    bad["children"] = json!(100);
+    assert_error(&post_json(&s, "/api/family", &bad), 422, "invalid", "children");
+
+    // A child's PNG and latent download; the latent reads as one.
+    let child = kids[1]["id"].as_str().unwrap();
+    let png = get(&s, &format!("/api/latents/{child}/image.png"));
+    assert_eq!(png.header("content-type").as_deref(), Some("image/png"));
+    assert_eq!(png.body, decode_b64(&kids[1]["image"]));
+    let npy = get(&s, &format!("/api/latents/{child}/latent.npy"));
+    assert_eq!(npy.status, 200);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("child.npy");
+    std::fs::write(&path, &npy.body).unwrap();
+    let ws = latentface::latent::Latent::read(&path)
+        .unwrap()
+        .to_ws(common::tiny().num_ws(), common::tiny().w_dim())
+        .unwrap();
+    assert_eq!(ws.len(), common::tiny().num_ws() * common::tiny().w_dim());
+    assert_eq!(get(&s, &format!("/api/latents/{child}")).json()["origin"], "child");
+
+    // The family sheet: the `family` job's picture.
+    let sheet = post_json(&s, "/api/family/sheet", &body);
+    assert_eq!(sheet.status, 200, "{}", String::from_utf8_lossy(&sheet.body));
+    let img = image::load_from_memory(&sheet.body).unwrap();
+    assert!(img.width() > 4 * 32 && img.height() > 2 * 32);
+
+    // A generated face as a third key.
+    let g = post_json(&s, "/api/generate", &json!({"seed": 7}));
+    assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
+    let gid = g.json()["id"].as_str().unwrap().to_string();
+    assert_error(&post_json(&s, "/api/generate", &json!({"seed": 7, "psi": 9})), 422, "invalid", "psi");
+    assert_error(&post_json(&s, "/api/generate", &json!({"seed": 7, "zeta": 1})), 400, "bad_request", "zeta");
+
+    // Morphs: a GIF through three keys and an MP4, with progress and a download.
+    for (format, magic) in [("gif", &b"GIF89a"[..]), ("mp4", &b"ftyp"[..])] {
+        let start = post_json(
+            &s,
+            "/api/morph",
+            &json!({"keys": [ia, child, gid], "frames_per_key": 5, "fps": 10, "format": format, "easing": "ease-in-out"}),
+        );
+        assert_eq!(start.status, 202, "{}", String::from_utf8_lossy(&start.body));
+        let job = start.json()["job"].as_str().unwrap().to_string();
+        let done = wait_job(&s, &job);
+        assert_eq!(done["state"], "done", "{done}");
+        assert_eq!(done["done"], done["total"]);
+        assert_eq!(done["report"]["frames"], done["total"]);
+        let file = get(&s, &format!("/api/jobs/{job}/result"));
+        assert_eq!(file.status, 200);
+        let head = &file.body[..12];
+        assert!(head.windows(magic.len()).any(|w| w == magic), "{format}: {head:?}");
+    }
+    assert_error(
+        &post_json(&s, "/api/morph", &json!({"keys": [ia], "format": "gif"})),
+        422,
+        "invalid",
+        "at least 2 keys",
+    );
+    assert_error(
+        &post_json(&s, "/api/morph", &json!({"keys": [ia, ib], "format": "avi"})),
+        400,
+        "bad_request",
+        "format",
+    );
+    assert_error(
+        &post_json(&s, "/api/morph", &json!({"keys": [ia, ib], "frames_per_key": 5000})),
+        422,
+        "invalid",
+        "frames",
+    );
+    assert_error(
+        &post_json(&s, "/api/morph", &json!({"keys": [ia, ib], "steps": 10})),
+        400,
+        "bad_request",
+        "steps",
+    );
+}
+
+/// A PNG whose header claims `w x h` pixels (the pixel data is a 1x1 picture's).
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = png_of(&image::RgbImage::new(1, 1));
+    // IHDR: 8-byte signature, length (4), "IHDR" (4), width (4), height (4), ..., CRC.
+    png[16..20].copy_from_slice(&w.to_be_bytes());
+    png[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+#[test]
+fn bad_uploads_get_clear_errors() {
+    let s = Server::start(&[]);
+    let photo = sample("carol.png");
+    assert_error(
+        &invert(&s, &[("notes.png", b"these are not pixels")], None),
+        422,
+        "bad_image",
+        "notes.png is not an image",
+    );
+    assert_error(
+        &invert(&s, &[("cut.png", &photo[..photo.len() / 3])], None),
+        422,
+        "bad_image",
+        "cut.png",
+    );
+    assert_error(
+        &invert(&s, &[("bomb.png", &png_claiming(60_000, 60_000))], None),
+        422,
+        "bad_image",
+        "larger than this program decodes",
+    );
+    let grey = png_of(&image::RgbImage::from_pixel(200, 200, image::Rgb([128, 128, 128])));
+    let nf = invert(&s, &[("wall.png", &grey)], None);
+    assert_error(&nf, 422, "no_face", "no face found in wall.png");
+    assert!(nf.json()["error"].as_str().unwrap().contains("\"align\": false"));
+    // The same picture as a ready crop (alignment off) is accepted.
+    let crop = invert(&s, &[("wall.png", &grey)], Some(r#"{"align": false, "steps": 5}"#));
+    assert_eq!(crop.status, 200, "{}", String::from_utf8_lossy(&crop.body));
+    assert_error(&invert(&s, &[], None), 400, "bad_request", "no photo");
+    assert_error(
+        &invert(&s, &[("a.png", &photo)], Some("{steps: 5")),
+        400,
+        "bad_request",
+        "not valid JSON",
+    );
+    assert_error(
+        &invert(&s, &[("a.png", &photo)], Some(r#"{"stepz": 5}"#)),
+        400,
+        "bad_request",
+        "stepz",
+    );
+    assert_error(
+        &invert(&s, &[("a.png", &photo)], Some(r#"{"output": "/etc"}"#)),
+        400,
+        "bad_request",
+        "output",
+    );
+    assert_error(
+        &invert(&s, &[("a.png", &photo)], Some(r#"{"steps": 0}"#)),
+        422,
+        "invalid",
+        "steps",
+    );
+    let not_multipart = answer(
+        agent()
+            .post(&s.url("/api/invert"))
+            .header("Content-Type", "application/json")
+            .send(&b"{}"[..]),
+    );
+    assert_error(&not_multipart, 400, "bad_request", "multipart");
+    let not_json = answer(
+        agent()
+            .post(&s.url("/api/family"))
+            .header("Content-Type", "application/json")
+            .send(&b"{\"parent_a\": "[..]),
+    );
+    assert_error(&not_json, 400, "bad_request", "not valid JSON");
+
+    // Too large: refused from its Content-Length, before the body is sent.
+    let mut tcp = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    write!(
+        tcp,
+        "POST /api/invert HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n\
+         Content-Length: {}\r\n\r\n",
+        21 << 20
+    )
+    .unwrap();
+    let mut reply = String::new();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = tcp.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("\"too_large\"") && reply.contains("20 MB"), "{reply}");
+    // ... and cut at the limit when it is sent without one (chunked).
+    let big = vec![0u8; 21 << 20];
+    let (ct, body) = multipart(&[("huge.png", &big)], None);
+    let r = agent()
+        .post(&s.url("/api/invert"))
+        .header("Content-Type", &ct)
+        .send(ureq::SendBody::from_reader(&mut &body[..]));
+    if let Ok(r) = r {
+        assert_error(&answer(Ok(r)), 413, "too_large", "20 MB");
+    }
+    // The server is still well.
+    assert_eq!(get(&s, "/api/health").status, 200);
+}
+
+#[test]
+fn unknown_ids_and_routes() {
+    let s = Server::start(&[]);
+    let nobody = "0123456789abcdef0123456789abcdef";
+    for path in [
+        format!("/api/latents/{nobody}"),
+        format!("/api/latents/{nobody}/image.png"),
+        format!("/api/latents/{nobody}/latent.npy"),
+        format!("/api/jobs/{nobody}"),
+        format!("/api/jobs/{nobody}/result"),
+        "/api/latents/../../etc/passwd".to_string(),
+    ] {
+        let a = get(&s, &path);
+        assert_eq!(a.status, 404, "{path}");
+        assert!(a.json()["error"].is_string(), "{path}");
+    }
+    assert_error(
+        &post_json(&s, "/api/family", &json!({"parent_a": nobody, "parent_b": nobody})),
+        404,
+        "unknown_id",
+        nobody,
+    );
+    assert_error(
+        &post_json(&s, "/api/family", &json!({"parent_b": nobody})),
+        400,
+        "bad_request",
+        "parent_a",
+    );
+    assert_error(
+        &post_json(&s, "/api/morph", &json!({"keys": [nobody, nobody]})),
+        404,
+        "unknown_id",
+        nobody,
+    );
+    assert_error(&get(&s, "/samples/../Cargo.toml"), 404, "no_route", "");
+    assert_error(&get(&s, "/assets/nothing.js"), 404, "no_asset", "nothing.js");
+    let wrong = answer(agent().delete(&s.url("/api/health")).call());
+    assert_error(&wrong, 405, "wrong_method", "DELETE");
+}
+
+#[test]
+fn the_page_is_served_from_the_binary_without_cors() {
+    let s = Server::start(&[]);
+    let page = answer(
+        agent()
+            .get(&s.url("/"))
+            .header("Origin", "http://evil.example")
+            .call(),
+    );
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    assert!(html.contains("latentface studio") && html.contains("/assets/app.js"));
+    assert!(html.contains("deleted when it stops"), "the page says what happens to photos");
+    assert!(!html.contains("http://") && !html.contains("https://"), "nothing from elsewhere");
+    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(page.header("access-control-allow-origin").is_none());
+    let pre = answer(
+        agent()
+            .options(&s.url("/api/health"))
+            .header("Origin", "http://evil.example")
+            .header("Access-Control-Request-Method", "GET")
+            .call(),
+    );
+    assert!(pre.header("access-control-allow-origin").is_none());
+    for (path, ct) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/style.css", "text/css"),
+        ("/samples/alice.png", "image/png"),
+    ] {
+        let a = get(&s, path);
+        assert_eq!(a.status, 200, "{path}");
+        assert!(a.header("content-type").unwrap().starts_with(ct), "{path}");
+    }
+    assert_eq!(get(&s, "/samples/alice.png").body, sample("alice.png"));
+}
+
+#[test]
+fn a_full_queue_answers_503_and_a_slow_job_times_out() {
+    // One worker, no waiting room, jobs of 5 s at most.
+    let s = Server::start(&["--workers", "1", "--queue", "0", "--job-timeout", "5"]);
+    let (ia, ib) = parents(&s);
+    // A long morph: 600 frames scaled to 512 px (about a minute of GIF encoding).
+    let long = json!({"keys": [ia, ib], "frames_per_key": 599, "size": 512, "format": "gif"});
+    let first = post_json(&s, "/api/morph", &long);
+    assert_eq!(first.status, 202, "{}", String::from_utf8_lossy(&first.body));
+    let job = first.json()["job"].as_str().unwrap().to_string();
+    // While it runs, heavy work is refused at once with Retry-After.
+    let busy = post_json(&s, "/api/morph", &long);
+    assert_error(&busy, 503, "busy", "full");
+    let wait: u64 = busy.header("retry-after").unwrap().parse().unwrap();
+    assert!(wait >= 1);
+    let inv = invert(&s, &[("erin.png", &sample("erin.png"))], None);
+    assert_error(&inv, 503, "busy", "heavy");
+    // The studio's light renders still work.
+    let f = post_json(&s, "/api/family", &json!({"parent_a": ia, "parent_b": ib, "children": 4}));
+    assert_eq!(f.status, 200);
+    // The morph passes its time limit: failed, saying so.
+    let done = wait_job(&s, &job);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("time limit"), "{done}");
+    assert_error(&get(&s, &format!("/api/jobs/{job}/result")), 409, "not_ready", "failed");
+}
+
+#[test]
+fn loopback_unless_asked_and_sigterm_deletes_the_uploads() {
+    let (code, _, err) = common::run(&[
+        "--bundle",
+        &common::tiny_arg(),
+        "serve",
+        "--addr",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a loopback address") && err.contains("--allow-remote"), "{err}");
+
+    let mut s = Server::start_at("0.0.0.0:0", &["--allow-remote"]);
+    assert!(s.stderr.lock().unwrap().contains("warning: serving on 0.0.0.0"));
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    s.base = format!("http://127.0.0.1:{port}");
+    let (ia, _) = parents(&s);
+    assert!(!ia.is_empty());
+    let uploads: Vec<PathBuf> = common::files_under(&s.tmp.join("uploads"));
+    assert_eq!(uploads.len(), 2, "the two photos, by content hash");
+    assert!(uploads.iter().all(|p| p.starts_with(&s.tmp)));
+    assert_eq!(s.terminate(), Some(0), "{}", s.stderr.lock().unwrap());
+    assert!(!Path::new(&s.tmp).exists(), "{} left behind", s.tmp.display());
+}
