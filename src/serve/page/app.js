@@ -303,6 +303,7 @@ async function renderMorph() {
         frames_per_key: Number($('#frames').value),
         fps: Number($('#fps').value),
         loop: $('#loop').checked,
+        size: $('#size').value ? Number($('#size').value) : null,
         format,
       }),
     });
