@@ -34,7 +34,9 @@ struct Reply {
     ms: f64,
 }
 
-fn send(req: impl FnOnce(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+fn send(
+    req: impl FnOnce(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Reply {
     let t = Instant::now();
     match req(&agent()) {
         Ok(mut r) => {
@@ -91,14 +93,19 @@ fn invert(base: &str, photos: &[(String, Vec<u8>)]) -> Reply {
     let url = format!("{base}/api/invert");
     send(move |a| {
         a.post(&url)
-            .header("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
             .send(&body[..])
     })
 }
 
 /// A sample photo with one pixel changed by `k`, so its sha256 (the cache key) is new.
 fn fresh_photo(root: &std::path::Path, name: &str, k: u32) -> Vec<u8> {
-    let mut img = image::open(root.join("samples").join(name)).unwrap().to_rgb8();
+    let mut img = image::open(root.join("samples").join(name))
+        .unwrap()
+        .to_rgb8();
     let p = img.get_pixel_mut(k % 7, k / 7 % 7);
     p.0[0] = p.0[0].wrapping_add(1 + (k % 250) as u8);
     let mut out = Vec::new();
@@ -129,13 +136,8 @@ fn vm_kb(pid: u32, key: &str) -> u64 {
 }
 
 fn json_of(r: &Reply) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|_| {
-        panic!(
-            "status {}: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        )
-    })
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| panic!("status {}: {}", r.status, String::from_utf8_lossy(&r.body)))
 }
 
 fn main() {
@@ -156,11 +158,24 @@ fn main() {
     }
     let bin = root.join("target/release/latentface");
     let mut child = Command::new(&bin)
-        .args(["--bundle", &bundle, "--device", "cpu", "serve", "--addr", "127.0.0.1:0"])
+        .args([
+            "--bundle",
+            &bundle,
+            "--device",
+            "cpu",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} (cargo build --release): {e}", bin.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (cargo build --release): {e}",
+                bin.display()
+            )
+        });
     let pid = child.id();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -175,7 +190,9 @@ fn main() {
     let health = json_of(&get(&base, "/api/health"));
     println!(
         "server {base}: bundle {} ({} px), {}, {} inversion steps",
-        health["bundle"]["name"], health["bundle"]["resolution"], health["execution_provider"],
+        health["bundle"]["name"],
+        health["bundle"]["resolution"],
+        health["execution_provider"],
         health["default_steps"]
     );
 
@@ -184,8 +201,14 @@ fn main() {
     let pair = invert(
         &base,
         &[
-            ("dave.png".into(), std::fs::read(root.join("samples/dave.png")).unwrap()),
-            ("erin.png".into(), std::fs::read(root.join("samples/erin.png")).unwrap()),
+            (
+                "dave.png".into(),
+                std::fs::read(root.join("samples/dave.png")).unwrap(),
+            ),
+            (
+                "erin.png".into(),
+                std::fs::read(root.join("samples/erin.png")).unwrap(),
+            ),
         ],
     );
     let pj = json_of(&pair);
@@ -240,8 +263,17 @@ fn main() {
 
     // 3. Concurrent mixed requests, released together.
     let kinds = [
-        "family", "family", "family", "family", "family+figures", "generate", "generate",
-        "invert", "morph", "health", "latent.png",
+        "family",
+        "family",
+        "family",
+        "family",
+        "family+figures",
+        "generate",
+        "generate",
+        "invert",
+        "morph",
+        "health",
+        "latent.png",
     ];
     let results: Arc<Mutex<Vec<(String, u16, f64, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(requests + 1));
@@ -316,7 +348,9 @@ fn main() {
     let results = results.lock().unwrap();
     let mut by: BTreeMap<String, Vec<(u16, f64, String)>> = BTreeMap::new();
     for (k, s, ms, code) in results.iter() {
-        by.entry(k.clone()).or_default().push((*s, *ms, code.clone()));
+        by.entry(k.clone())
+            .or_default()
+            .push((*s, *ms, code.clone()));
     }
     println!(
         "\n{requests} concurrent requests in {wall:.1} s; server memory {:.0} MB before, peak {:.0} MB (RSS sampled), VmHWM {:.0} MB",
@@ -332,7 +366,10 @@ fn main() {
         let busy = v.iter().filter(|x| x.0 == 503).count();
         let bad = v.len() - ok - busy;
         errors += bad;
-        for x in v.iter().filter(|x| !(200..300).contains(&x.0) && x.0 != 503) {
+        for x in v
+            .iter()
+            .filter(|x| !(200..300).contains(&x.0) && x.0 != 503)
+        {
             eprintln!("error: {k}: status {} {}", x.0, x.2);
         }
         let mut ms: Vec<f64> = v.iter().map(|x| x.1).collect();

@@ -231,12 +231,7 @@ fn decode_b64(v: &Value) -> Vec<u8> {
 }
 
 fn assert_error(a: &Answer, status: u16, code: &str, needle: &str) {
-    assert_eq!(
-        a.status,
-        status,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    assert_eq!(a.status, status, "{}", String::from_utf8_lossy(&a.body));
     let j = a.json();
     assert_eq!(j["code"], code, "{j}");
     let msg = j["error"].as_str().unwrap();
@@ -247,7 +242,10 @@ fn assert_error(a: &Answer, status: u16, code: &str, needle: &str) {
 fn parents(s: &Server) -> (String, String) {
     let a = invert(
         s,
-        &[("alice.png", &sample("alice.png")), ("bob.png", &sample("bob.png"))],
+        &[
+            ("alice.png", &sample("alice.png")),
+            ("bob.png", &sample("bob.png")),
+        ],
         None,
     );
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -267,7 +265,10 @@ fn wait_job(s: &Server, id: &str) -> Value {
         if state != "queued" && state != "running" {
             return j;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "job never ended: {j}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "job never ended: {j}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -339,7 +340,10 @@ fn photos_to_children_to_morph() {
     // Two photos inverted in one request: a latent each, with the report's figures.
     let a = invert(
         &s,
-        &[("alice.png", &sample("alice.png")), ("bob.png", &sample("bob.png"))],
+        &[
+            ("alice.png", &sample("alice.png")),
+            ("bob.png", &sample("bob.png")),
+        ],
         Some(r#"{"steps": 15}"#),
     );
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -348,10 +352,20 @@ fn photos_to_children_to_morph() {
     assert_eq!(lat.len(), 2);
     for (l, name) in lat.iter().zip(["alice.png", "bob.png"]) {
         assert_eq!(l["id"].as_str().unwrap().len(), 32);
-        assert!(l["id"].as_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(l["id"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit()));
         assert_eq!(l["label"], name);
-        assert_eq!(l["report"]["photo"], name, "reports name the upload, not a server path");
-        assert!(!a.body.windows(5).any(|w| w == b"/tmp/"), "no server path in the answer");
+        assert_eq!(
+            l["report"]["photo"], name,
+            "reports name the upload, not a server path"
+        );
+        assert!(
+            !a.body.windows(5).any(|w| w == b"/tmp/"),
+            "no server path in the answer"
+        );
         assert_eq!(l["report"]["steps_requested"], 15);
         assert!(l["report"]["psnr_db"].as_f64().unwrap() > 5.0);
         let face = &l["report"]["face"];
@@ -368,10 +382,18 @@ fn photos_to_children_to_morph() {
     );
     assert_ne!(ia, ib);
     // The same photo with the same settings comes from the cache (same latent).
-    let again = invert(&s, &[("copy.png", &sample("alice.png"))], Some(r#"{"steps": 15}"#));
+    let again = invert(
+        &s,
+        &[("copy.png", &sample("alice.png"))],
+        Some(r#"{"steps": 15}"#),
+    );
     assert_eq!(again.json()["latents"][0]["id"], ia.as_str());
     // Other settings: inverted again.
-    let other = invert(&s, &[("alice.png", &sample("alice.png"))], Some(r#"{"steps": 16}"#));
+    let other = invert(
+        &s,
+        &[("alice.png", &sample("alice.png"))],
+        Some(r#"{"steps": 16}"#),
+    );
     assert_ne!(other.json()["latents"][0]["id"], ia.as_str());
 
     // Children with figures.
@@ -404,16 +426,36 @@ fn photos_to_children_to_morph() {
     assert_error(&post_json(&s, "/api/family", &bad), 422, "invalid", "mix");
     let mut bad = body.clone();
     bad["age"] = json!("toddler");
-    assert_error(&post_json(&s, "/api/family", &bad), 422, "invalid", "toddler");
+    assert_error(
+        &post_json(&s, "/api/family", &bad),
+        422,
+        "invalid",
+        "toddler",
+    );
     let mut bad = body.clone();
     bad["colour"] = json!(1);
-    assert_error(&post_json(&s, "/api/family", &bad), 400, "bad_request", "colour");
+    assert_error(
+        &post_json(&s, "/api/family", &bad),
+        400,
+        "bad_request",
+        "colour",
+    );
     let mut bad = body.clone();
     bad["output"] = json!("/etc");
-    assert_error(&post_json(&s, "/api/family", &bad), 400, "bad_request", "output");
+    assert_error(
+        &post_json(&s, "/api/family", &bad),
+        400,
+        "bad_request",
+        "output",
+    );
     let mut bad = body.clone();
     bad["children"] = json!(100);
-    assert_error(&post_json(&s, "/api/family", &bad), 422, "invalid", "children");
+    assert_error(
+        &post_json(&s, "/api/family", &bad),
+        422,
+        "invalid",
+        "children",
+    );
 
     // A child's PNG and latent download; the latent reads as one.
     let child = kids[1]["id"].as_str().unwrap();
@@ -430,11 +472,19 @@ fn photos_to_children_to_morph() {
         .to_ws(common::tiny().num_ws(), common::tiny().w_dim())
         .unwrap();
     assert_eq!(ws.len(), common::tiny().num_ws() * common::tiny().w_dim());
-    assert_eq!(get(&s, &format!("/api/latents/{child}")).json()["origin"], "child");
+    assert_eq!(
+        get(&s, &format!("/api/latents/{child}")).json()["origin"],
+        "child"
+    );
 
     // The family sheet: the `family` job's picture.
     let sheet = post_json(&s, "/api/family/sheet", &body);
-    assert_eq!(sheet.status, 200, "{}", String::from_utf8_lossy(&sheet.body));
+    assert_eq!(
+        sheet.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&sheet.body)
+    );
     let img = image::load_from_memory(&sheet.body).unwrap();
     assert!(img.width() > 4 * 32 && img.height() > 2 * 32);
 
@@ -442,8 +492,18 @@ fn photos_to_children_to_morph() {
     let g = post_json(&s, "/api/generate", &json!({"seed": 7}));
     assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
     let gid = g.json()["id"].as_str().unwrap().to_string();
-    assert_error(&post_json(&s, "/api/generate", &json!({"seed": 7, "psi": 9})), 422, "invalid", "psi");
-    assert_error(&post_json(&s, "/api/generate", &json!({"seed": 7, "zeta": 1})), 400, "bad_request", "zeta");
+    assert_error(
+        &post_json(&s, "/api/generate", &json!({"seed": 7, "psi": 9})),
+        422,
+        "invalid",
+        "psi",
+    );
+    assert_error(
+        &post_json(&s, "/api/generate", &json!({"seed": 7, "zeta": 1})),
+        400,
+        "bad_request",
+        "zeta",
+    );
 
     // Morphs: a GIF through three keys and an MP4, with progress and a download.
     for (format, magic) in [("gif", &b"GIF89a"[..]), ("mp4", &b"ftyp"[..])] {
@@ -452,7 +512,12 @@ fn photos_to_children_to_morph() {
             "/api/morph",
             &json!({"keys": [ia, child, gid], "frames_per_key": 5, "fps": 10, "format": format, "easing": "ease-in-out"}),
         );
-        assert_eq!(start.status, 202, "{}", String::from_utf8_lossy(&start.body));
+        assert_eq!(
+            start.status,
+            202,
+            "{}",
+            String::from_utf8_lossy(&start.body)
+        );
         let job = start.json()["job"].as_str().unwrap().to_string();
         let done = wait_job(&s, &job);
         assert_eq!(done["state"], "done", "{done}");
@@ -461,7 +526,10 @@ fn photos_to_children_to_morph() {
         let file = get(&s, &format!("/api/jobs/{job}/result"));
         assert_eq!(file.status, 200);
         let head = &file.body[..12];
-        assert!(head.windows(magic.len()).any(|w| w == magic), "{format}: {head:?}");
+        assert!(
+            head.windows(magic.len()).any(|w| w == magic),
+            "{format}: {head:?}"
+        );
     }
     assert_error(
         &post_json(&s, "/api/morph", &json!({"keys": [ia], "format": "gif"})),
@@ -470,13 +538,21 @@ fn photos_to_children_to_morph() {
         "at least 2 keys",
     );
     assert_error(
-        &post_json(&s, "/api/morph", &json!({"keys": [ia, ib], "format": "avi"})),
+        &post_json(
+            &s,
+            "/api/morph",
+            &json!({"keys": [ia, ib], "format": "avi"}),
+        ),
         400,
         "bad_request",
         "format",
     );
     assert_error(
-        &post_json(&s, "/api/morph", &json!({"keys": [ia, ib], "frames_per_key": 5000})),
+        &post_json(
+            &s,
+            "/api/morph",
+            &json!({"keys": [ia, ib], "frames_per_key": 5000}),
+        ),
         422,
         "invalid",
         "frames",
@@ -505,7 +581,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -533,12 +613,23 @@ fn bad_uploads_get_clear_errors() {
         "bad_image",
         "larger than this program decodes",
     );
-    let grey = png_of(&image::RgbImage::from_pixel(200, 200, image::Rgb([128, 128, 128])));
+    let grey = png_of(&image::RgbImage::from_pixel(
+        200,
+        200,
+        image::Rgb([128, 128, 128]),
+    ));
     let nf = invert(&s, &[("wall.png", &grey)], None);
     assert_error(&nf, 422, "no_face", "no face found in wall.png");
-    assert!(nf.json()["error"].as_str().unwrap().contains("\"align\": false"));
+    assert!(nf.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("\"align\": false"));
     // The same picture as a ready crop (alignment off) is accepted.
-    let crop = invert(&s, &[("wall.png", &grey)], Some(r#"{"align": false, "steps": 5}"#));
+    let crop = invert(
+        &s,
+        &[("wall.png", &grey)],
+        Some(r#"{"align": false, "steps": 5}"#),
+    );
     assert_eq!(crop.status, 200, "{}", String::from_utf8_lossy(&crop.body));
     assert_error(&invert(&s, &[], None), 400, "bad_request", "no photo");
     assert_error(
@@ -593,7 +684,10 @@ fn bad_uploads_get_clear_errors() {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = tcp.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
-    assert!(reply.contains("\"too_large\"") && reply.contains("20 MB"), "{reply}");
+    assert!(
+        reply.contains("\"too_large\"") && reply.contains("20 MB"),
+        "{reply}"
+    );
     // ... and cut at the limit when it is sent without one (chunked).
     let big = vec![0u8; 21 << 20];
     let (ct, body) = multipart(&[("huge.png", &big)], None);
@@ -625,7 +719,11 @@ fn unknown_ids_and_routes() {
         assert!(a.json()["error"].is_string(), "{path}");
     }
     assert_error(
-        &post_json(&s, "/api/family", &json!({"parent_a": nobody, "parent_b": nobody})),
+        &post_json(
+            &s,
+            "/api/family",
+            &json!({"parent_a": nobody, "parent_b": nobody}),
+        ),
         404,
         "unknown_id",
         nobody,
@@ -643,7 +741,12 @@ fn unknown_ids_and_routes() {
         nobody,
     );
     assert_error(&get(&s, "/samples/../Cargo.toml"), 404, "no_route", "");
-    assert_error(&get(&s, "/assets/nothing.js"), 404, "no_asset", "nothing.js");
+    assert_error(
+        &get(&s, "/assets/nothing.js"),
+        404,
+        "no_asset",
+        "nothing.js",
+    );
     let wrong = answer(agent().delete(&s.url("/api/health")).call());
     assert_error(&wrong, 405, "wrong_method", "DELETE");
 }
@@ -660,9 +763,18 @@ fn the_page_is_served_from_the_binary_without_cors() {
     assert_eq!(page.status, 200);
     let html = String::from_utf8(page.body.clone()).unwrap();
     assert!(html.contains("latentface studio") && html.contains("/assets/app.js"));
-    assert!(html.contains("deleted when it stops"), "the page says what happens to photos");
-    assert!(!html.contains("http://") && !html.contains("https://"), "nothing from elsewhere");
-    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(
+        html.contains("deleted when it stops"),
+        "the page says what happens to photos"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from elsewhere"
+    );
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("default-src 'self'"));
     assert!(page.header("access-control-allow-origin").is_none());
     let pre = answer(
         agent()
@@ -692,7 +804,12 @@ fn a_full_queue_answers_503_and_a_slow_job_times_out() {
     // A long morph: 600 frames scaled to 512 px (about a minute of GIF encoding).
     let long = json!({"keys": [ia, ib], "frames_per_key": 599, "size": 512, "format": "gif"});
     let first = post_json(&s, "/api/morph", &long);
-    assert_eq!(first.status, 202, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(
+        first.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
     let job = first.json()["job"].as_str().unwrap().to_string();
     // While it runs, heavy work is refused at once with Retry-After.
     let busy = post_json(&s, "/api/morph", &long);
@@ -702,13 +819,25 @@ fn a_full_queue_answers_503_and_a_slow_job_times_out() {
     let inv = invert(&s, &[("erin.png", &sample("erin.png"))], None);
     assert_error(&inv, 503, "busy", "heavy");
     // The studio's light renders still work.
-    let f = post_json(&s, "/api/family", &json!({"parent_a": ia, "parent_b": ib, "children": 4}));
+    let f = post_json(
+        &s,
+        "/api/family",
+        &json!({"parent_a": ia, "parent_b": ib, "children": 4}),
+    );
     assert_eq!(f.status, 200);
     // The morph passes its time limit: failed, saying so.
     let done = wait_job(&s, &job);
     assert_eq!(done["state"], "failed", "{done}");
-    assert!(done["error"].as_str().unwrap().contains("time limit"), "{done}");
-    assert_error(&get(&s, &format!("/api/jobs/{job}/result")), 409, "not_ready", "failed");
+    assert!(
+        done["error"].as_str().unwrap().contains("time limit"),
+        "{done}"
+    );
+    assert_error(
+        &get(&s, &format!("/api/jobs/{job}/result")),
+        409,
+        "not_ready",
+        "failed",
+    );
 }
 
 #[test]
@@ -721,10 +850,17 @@ fn loopback_unless_asked_and_sigterm_deletes_the_uploads() {
         "0.0.0.0:0",
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("not a loopback address") && err.contains("--allow-remote"), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("--allow-remote"),
+        "{err}"
+    );
 
     let mut s = Server::start_at("0.0.0.0:0", &["--allow-remote"]);
-    assert!(s.stderr.lock().unwrap().contains("warning: serving on 0.0.0.0"));
+    assert!(s
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("warning: serving on 0.0.0.0"));
     let port = s.base.rsplit(':').next().unwrap().to_string();
     s.base = format!("http://127.0.0.1:{port}");
     let (ia, _) = parents(&s);
@@ -733,5 +869,9 @@ fn loopback_unless_asked_and_sigterm_deletes_the_uploads() {
     assert_eq!(uploads.len(), 2, "the two photos, by content hash");
     assert!(uploads.iter().all(|p| p.starts_with(&s.tmp)));
     assert_eq!(s.terminate(), Some(0), "{}", s.stderr.lock().unwrap());
-    assert!(!Path::new(&s.tmp).exists(), "{} left behind", s.tmp.display());
+    assert!(
+        !Path::new(&s.tmp).exists(),
+        "{} left behind",
+        s.tmp.display()
+    );
 }

@@ -18,8 +18,12 @@ use serde::Serialize;
 use crate::faces::FaceReading;
 use crate::latent::Latent;
 
-/// Latents kept; past this the oldest are forgotten (their ids answer 404).
-pub const MAX_LATENTS: usize = 2048;
+/// Photos' and generated faces' latents kept; past this the oldest are forgotten (their
+/// ids answer 404).
+pub const MAX_LATENTS: usize = 512;
+/// Children kept (every studio render makes new ones, so they are counted apart: a
+/// slider dragged for a minute must not push the parents out).
+pub const MAX_CHILDREN_KEPT: usize = 2048;
 /// Finished morph jobs kept (with their result file).
 pub const MAX_JOBS: usize = 64;
 
@@ -81,7 +85,9 @@ pub struct JobEntry {
 #[derive(Default)]
 struct Inner {
     faces: HashMap<String, Arc<Face>>,
+    /// Insertion order of photos and generated faces, and of children.
     order: VecDeque<String>,
+    children: VecDeque<String>,
     /// (photo sha256, inversion settings) -> latent id.
     by_photo: HashMap<(String, String), String>,
     jobs: HashMap<String, JobEntry>,
@@ -143,13 +149,20 @@ impl Store {
             g.by_photo.insert(k, face.id.clone());
         }
         g.faces.insert(face.id.clone(), face.clone());
-        g.order.push_back(face.id.clone());
-        while g.order.len() > MAX_LATENTS {
-            if let Some(old) = g.order.pop_front() {
-                g.faces.remove(&old);
-                g.by_photo.retain(|_, v| *v != old);
-                let _ = std::fs::remove_file(self.dir.join("latents").join(format!("{old}.npy")));
-            }
+        let (child, cap) = match face.origin {
+            Origin::Child => (true, MAX_CHILDREN_KEPT),
+            _ => (false, MAX_LATENTS),
+        };
+        let order = if child { &mut g.children } else { &mut g.order };
+        order.push_back(face.id.clone());
+        let mut gone = Vec::new();
+        while order.len() > cap {
+            gone.extend(order.pop_front());
+        }
+        for old in gone {
+            g.faces.remove(&old);
+            g.by_photo.retain(|_, v| *v != old);
+            let _ = std::fs::remove_file(self.dir.join("latents").join(format!("{old}.npy")));
         }
         face
     }
@@ -221,5 +234,50 @@ impl Store {
                 .with_context(|| format!("cannot remove the temporary folder {}", p.display()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(origin: Origin) -> Face {
+        Face {
+            id: crate::serve::new_id(),
+            origin,
+            label: String::new(),
+            ws: vec![0.0; 4],
+            png: Vec::new(),
+            crop: None,
+            reading: None,
+            photo_path: None,
+            report: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn children_do_not_push_parents_out_and_the_folder_goes() {
+        let store = Store::new().unwrap();
+        let parent = store.insert(face(Origin::Photo), Some(("sha".into(), "s".into())));
+        let first_child = store.insert(face(Origin::Child), None);
+        for _ in 0..MAX_CHILDREN_KEPT {
+            store.insert(face(Origin::Child), None);
+        }
+        assert!(store.get(&parent.id).is_some(), "the parent is kept");
+        assert!(
+            store.get(&first_child.id).is_none(),
+            "the oldest child is forgotten"
+        );
+        assert_eq!(store.by_photo("sha", "s").unwrap().id, parent.id);
+        assert!(store.by_photo("sha", "other settings").is_none());
+        for _ in 0..MAX_LATENTS {
+            store.insert(face(Origin::Generated), None);
+        }
+        assert!(store.get(&parent.id).is_none());
+        assert!(store.by_photo("sha", "s").is_none());
+        let dir = store.dir().to_path_buf();
+        assert!(dir.join("uploads").is_dir());
+        store.remove_all().unwrap();
+        assert!(!dir.exists());
     }
 }
