@@ -54,6 +54,7 @@ async function invert(slot, file, name) {
   try {
     const form = new FormData();
     form.append('photo', file, name);
+    if ($('#steps').value) form.append('options', JSON.stringify({ steps: Number($('#steps').value) }));
     const r = await api('/api/invert', { method: 'POST', body: form });
     const j = await r.json();
     const lat = j.latents[0];
@@ -377,6 +378,7 @@ async function start() {
     const h = await (await api('/api/health')).json();
     state.health = h;
     $('#server-status').textContent = `model ${h.bundle.name} · ${h.execution_provider}`;
+    $('#steps option[value=""]').textContent = `quick (${h.default_steps} steps)`;
     $('#version').textContent = h.version;
     $('#bundle-name').textContent = h.bundle.name;
     for (const slot of ['a', 'b']) {

@@ -198,12 +198,6 @@ fn invert_uploads(
         );
     }
     let res = bundle.resolution() as u32;
-    let aligner = if job.align.enabled {
-        let template = Template::from_manifest(bundle.manifest())?;
-        Some(Aligner::new(&job.align, template, bundle.options())?)
-    } else {
-        None
-    };
     let judge = FaceJudge::new(bundle).ok();
     let mut made = Vec::new();
     for r in &outcome.done {
@@ -214,15 +208,22 @@ fn invert_uploads(
         let ws = Latent::read(&r.outputs.latent)?.to_ws(bundle.num_ws(), bundle.w_dim())?;
         let png = std::fs::read(&r.outputs.reconstruction)
             .with_context(|| format!("reading {}", r.outputs.reconstruction.display()))?;
-        // The crop the model saw (the same preparation `run_invert` made).
-        let prepared = align::prepare_photo(path, res, aligner.as_ref())?;
-        let crop = prepared
-            .faces
-            .into_iter()
-            .next()
-            .context("the photo's face is gone")?
-            .tensor;
-        let crop_png = studio::png_bytes(&imageio::tensor_to_rgb(&crop, res, res)?)?;
+        // The crop the model saw: the left half of the job's `NAME_compare.png` (target |
+        // reconstruction, both at the model's resolution), so the detector runs once.
+        let compare = image::open(&r.outputs.comparison)
+            .with_context(|| format!("reading {}", r.outputs.comparison.display()))?
+            .to_rgb8();
+        if compare.height() != res || compare.width() < 2 * res {
+            anyhow::bail!(
+                "{} is {}x{}, not two {res} px pictures side by side",
+                r.outputs.comparison.display(),
+                compare.width(),
+                compare.height()
+            );
+        }
+        let crop_img = image::imageops::crop_imm(&compare, 0, 0, res, res).to_image();
+        let crop = imageio::rgb_to_tensor(&crop_img);
+        let crop_png = studio::png_bytes(&crop_img)?;
         // A crop the judge cannot read (too few pixels) only leaves the figures out.
         let reading = judge
             .as_ref()

@@ -35,7 +35,7 @@ mod morph;
 use super::queue::{Queue, QueueError};
 use super::store::{Face, JobEntry, JobState, Origin, Store};
 use super::{assets, new_id, openapi, studio, ServeOptions, MAX_BODY_BYTES};
-use crate::align::{self, Aligner, Template};
+use crate::align;
 use crate::faces::FaceJudge;
 use crate::imageio::{self, PhotoLimits};
 use crate::jobs::generate::{self, GenerateSource};
@@ -84,6 +84,11 @@ impl Shared {
             j.prepare()?;
         }
         graphs.push(crate::model::GraphKind::SynthesisGrad);
+        for g in [crate::model::GraphKind::Encoder, crate::model::GraphKind::Lpips] {
+            if bundle.has(g) {
+                graphs.push(g);
+            }
+        }
         bundle.prepare(&graphs)?;
         Ok(Arc::new(Shared {
             bundle,
