@@ -874,4 +874,32 @@ fn loopback_unless_asked_and_sigterm_deletes_the_uploads() {
         "{} left behind",
         s.tmp.display()
     );
+
+    // SIGTERM while a morph renders: it finishes, then the server exits cleanly.
+    let mut s = Server::start(&[]);
+    let (ia, ib) = parents(&s);
+    let start = post_json(
+        &s,
+        "/api/morph",
+        &json!({"keys": [ia, ib], "frames_per_key": 150, "size": 256, "format": "gif"}),
+    );
+    assert_eq!(start.status, 202);
+    let job = start.json()["job"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    while get(&s, &format!("/api/jobs/{job}")).json()["state"] != "running" {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.terminate(), Some(0), "{}", s.stderr.lock().unwrap());
+    let log = s.stderr.lock().unwrap().clone();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        !log.contains("abandoned"),
+        "the running morph was let finish: {log}"
+    );
+    assert!(
+        !Path::new(&s.tmp).exists(),
+        "{} left behind",
+        s.tmp.display()
+    );
 }

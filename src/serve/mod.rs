@@ -100,11 +100,19 @@ pub fn run(bundle: Bundle, opts: &ServeOptions) -> Result<()> {
             state.store.dir().display()
         );
         let app = routes::router(state.clone());
+        let stopping = state.clone();
+        // On the signal: no new model jobs; requests already running are answered (their
+        // jobs finish within the time limit), waiting ones get 503 `shutting_down`.
+        let signal = async move {
+            shutdown_signal().await;
+            eprintln!("shutting down: jobs not started are cancelled, running ones finish");
+            stopping.heavy.stop_admitting();
+            stopping.light.stop_admitting();
+        };
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(signal)
             .await
             .context("the HTTP server failed")?;
-        eprintln!("shutting down: jobs not started are cancelled, running ones finish");
         let unfinished = state.shutdown(opts.job_timeout).await;
         anyhow::Ok(unfinished)
     })?;

@@ -163,10 +163,16 @@ impl Queue {
         }
     }
 
-    /// Refuses new jobs and cancels waiting ones; then waits up to `grace` for running
-    /// ones. Returns how many were still running.
-    pub async fn close(&self, grace: Duration) -> usize {
+    /// Refuses new jobs from now on; jobs waiting for a worker are cancelled when they
+    /// get one.
+    pub fn stop_admitting(&self) {
         self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// [`stop_admitting`](Self::stop_admitting), then waits up to `grace` for running
+    /// jobs. Returns how many were still running.
+    pub async fn close(&self, grace: Duration) -> usize {
+        self.stop_admitting();
         let all = self
             .running_permits
             .clone()

@@ -84,7 +84,10 @@ impl Shared {
             j.prepare()?;
         }
         graphs.push(crate::model::GraphKind::SynthesisGrad);
-        for g in [crate::model::GraphKind::Encoder, crate::model::GraphKind::Lpips] {
+        for g in [
+            crate::model::GraphKind::Encoder,
+            crate::model::GraphKind::Lpips,
+        ] {
             if bundle.has(g) {
                 graphs.push(g);
             }
