@@ -43,7 +43,9 @@ async function loadParents(page) {
   await page.goto(url);
   await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
   await page.setInputFiles('#file-a', path.join(samples, 'alice.png'));
-  await page.setInputFiles('#file-b', path.join(samples, 'carol.png'));
+  // Parent B from the bundled samples (the page fetches it from the server).
+  await page.selectOption('#sample-b', 'carol.png');
+  await page.click('#use-sample-b');
   for (const slot of ['a', 'b']) {
     await page.waitForSelector(`#parent-${slot}[data-ready="true"]`, { timeout: 120_000 });
   }
