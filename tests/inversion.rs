@@ -305,14 +305,33 @@ fn the_spread_penalty_pulls_w_plus_rows_together() {
             spread_weight: weight,
             ..InvertParams::default()
         };
-        let t = [Target { image: &target, mask: None, seed: 3 }];
+        let t = [Target {
+            image: &target,
+            mask: None,
+            seed: 3,
+        }];
         let r = invert_batch(b, &t, &params, &mut |_| {}).unwrap();
         let ws = &r[0].ws;
-        let mean: Vec<f32> = (0..d).map(|k| (0..l).map(|r| ws[r * d + k]).sum::<f32>() / l as f32).collect();
-        (0..l * d).map(|i| (ws[i] - mean[i % d]).powi(2)).sum::<f32>() / (l * d) as f32
+        let mean: Vec<f32> = (0..d)
+            .map(|k| (0..l).map(|r| ws[r * d + k]).sum::<f32>() / l as f32)
+            .collect();
+        (0..l * d)
+            .map(|i| (ws[i] - mean[i % d]).powi(2))
+            .sum::<f32>()
+            / (l * d) as f32
     };
     let (free, tied) = (spread(0.0), spread(100.0));
-    assert!(tied < 0.5 * free, "spread {free} without, {tied} with the penalty");
-    let bad = InvertParams { spread_weight: -1.0, ..InvertParams::default() };
-    assert!(bad.validate().unwrap_err().to_string().contains("spread weight"));
+    assert!(
+        tied < 0.5 * free,
+        "spread {free} without, {tied} with the penalty"
+    );
+    let bad = InvertParams {
+        spread_weight: -1.0,
+        ..InvertParams::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("spread weight"));
 }

@@ -34,7 +34,8 @@ use crate::model::{Bundle, GraphKind};
 use crate::rng::Rng;
 
 /// Where the optimisation starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InitStrategy {
     /// The `encoder` graph when the bundle has one, else `w_avg`.
     #[default]
@@ -43,6 +44,30 @@ pub enum InitStrategy {
     Mean,
     /// The `encoder` graph (an error if the bundle has none).
     Encoder,
+}
+
+impl std::str::FromStr for InitStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(InitStrategy::Auto),
+            "mean" => Ok(InitStrategy::Mean),
+            "encoder" => Ok(InitStrategy::Encoder),
+            o => Err(format!(
+                "unknown start `{o}` (expected auto, mean or encoder)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for InitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InitStrategy::Auto => "auto",
+            InitStrategy::Mean => "mean",
+            InitStrategy::Encoder => "encoder",
+        })
+    }
 }
 
 /// The start actually used.
@@ -188,7 +213,10 @@ impl InvertParams {
             );
         }
         if !(self.spread_weight >= 0.0 && self.spread_weight.is_finite()) {
-            bail!("spread weight must be a number >= 0, got {}", self.spread_weight);
+            bail!(
+                "spread weight must be a number >= 0, got {}",
+                self.spread_weight
+            );
         }
         if self.w_stage_steps > 0 && self.space == LatentSpace::W {
             bail!("a W stage before W+ only makes sense with space w+");

@@ -219,7 +219,11 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     }
     let judge = FaceJudge::new(bundle).map_err(anyhow::Error::msg)?;
     judge.prepare()?;
-    let mut graphs = vec![GraphKind::Synthesis, GraphKind::SynthesisGrad, GraphKind::Mapping];
+    let mut graphs = vec![
+        GraphKind::Synthesis,
+        GraphKind::SynthesisGrad,
+        GraphKind::Mapping,
+    ];
     for g in [GraphKind::Encoder, GraphKind::Lpips] {
         if bundle.has(g) {
             graphs.push(g);
@@ -288,7 +292,10 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     let mut edits = BTreeMap::new();
     for name in ["age", "gender"] {
         if !bundle.manifest().directions.contains_key(name) {
-            notes.insert(format!("edits.{name}"), format!("the bundle has no `{name}` direction"));
+            notes.insert(
+                format!("edits.{name}"),
+                format!("the bundle has no `{name}` direction"),
+            );
             continue;
         }
         match eval_direction(bundle, &judge, job, &faces, name, obs) {
@@ -353,7 +360,10 @@ fn eval_inversion(
             .collect();
         let results = invert_batch(bundle, &targets, &job.invert, &mut |_| {})?;
         let photos: Vec<f32> = chunk.iter().flat_map(|(_, t)| t.iter().copied()).collect();
-        let recons: Vec<f32> = results.iter().flat_map(|r| r.image.iter().copied()).collect();
+        let recons: Vec<f32> = results
+            .iter()
+            .flat_map(|r| r.image.iter().copied())
+            .collect();
         if bundle.has(GraphKind::Lpips) {
             lpips.extend(bundle.lpips(&recons, &photos, chunk.len())?);
         }
@@ -393,7 +403,8 @@ fn eval_inversion(
 
 fn shares(readings: &[&FaceReading]) -> Shares {
     let n = readings.len().max(1) as f64;
-    let count = |f: &dyn Fn(&FaceReading) -> bool| readings.iter().filter(|r| f(r)).count() as f64 / n;
+    let count =
+        |f: &dyn Fn(&FaceReading) -> bool| readings.iter().filter(|r| f(r)).count() as f64 / n;
     Shares {
         faces: readings.len(),
         under_13: count(&|r| r.age < 13.0),
@@ -521,7 +532,11 @@ fn eval_direction(
     let xs: Vec<f64> = sweep.iter().map(|p| p.strength).collect();
     let ys: Vec<f64> = sweep.iter().map(|p| p.age_mean).collect();
     let (mx, my) = (mean(xs.iter().copied()), mean(ys.iter().copied()));
-    let slope = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum::<f64>()
+    let slope = xs
+        .iter()
+        .zip(&ys)
+        .map(|(x, y)| (x - mx) * (y - my))
+        .sum::<f64>()
         / xs.iter().map(|x| (x - mx).powi(2)).sum::<f64>();
     let gender_flip = if name == "gender" {
         let d = &m.directions[name];
@@ -531,7 +546,11 @@ fn eval_direction(
         };
         let toward_female = if female > male { 1.0 } else { -1.0 };
         let mut flips = BTreeMap::new();
-        for (label, units) in [("1_unit", Some(1.0)), ("2_units", Some(2.0)), ("group", None)] {
+        for (label, units) in [
+            ("1_unit", Some(1.0)),
+            ("2_units", Some(2.0)),
+            ("group", None),
+        ] {
             let r = read_edit(&|f: &RealFace| {
                 let to_female = !f.reading.is_female();
                 match units {
@@ -662,8 +681,13 @@ pub fn describe(r: &EvalReport) -> String {
         r.execution_provider
     );
     let i = &r.inversion;
-    let _ = writeln!(s, "\n[inversion] {} faces, {} steps, {:.2} s/face", i.faces, i.steps, i.seconds_per_face);
     let _ = writeln!(
+        s,
+        "\n[inversion] {} faces, {} steps, {:.2} s/face",
+        i.faces, i.steps, i.seconds_per_face
+    );
+    let _ =
+        writeln!(
         s,
         "  PSNR {:.2} dB  LPIPS {}  identity distance mean {:.3} (median {:.3})  same person {}",
         i.psnr_db,
@@ -680,7 +704,11 @@ pub fn describe(r: &EvalReport) -> String {
         pct(i.gender_flip_rate)
     );
     if let Some(x) = &r.samples {
-        let _ = writeln!(s, "\n[samples] {} generated (psi {}) vs {} real", x.generated, x.psi, x.real);
+        let _ = writeln!(
+            s,
+            "\n[samples] {} generated (psi {}) vs {} real",
+            x.generated, x.psi, x.real
+        );
         let _ = writeln!(
             s,
             "  FD-id {:.3} (real-vs-real floor {:.3})  k-NN (k={}) precision {:.2} recall {:.2}",
@@ -709,14 +737,26 @@ pub fn describe(r: &EvalReport) -> String {
                 p.identity_distance_to_unedited
             );
         }
-        let _ = writeln!(s, "  age per unit {:+.2} y, -2 -> +2: {:+.1} y", d.age_per_unit, d.age_range);
+        let _ = writeln!(
+            s,
+            "  age per unit {:+.2} y, -2 -> +2: {:+.1} y",
+            d.age_per_unit, d.age_range
+        );
         if let Some(f) = &d.gender_flip {
             let parts: Vec<String> = f.iter().map(|(k, v)| format!("{k} {}", pct(*v))).collect();
-            let _ = writeln!(s, "  gender flips toward the other gender: {}", parts.join("  "));
+            let _ = writeln!(
+                s,
+                "  gender flips toward the other gender: {}",
+                parts.join("  ")
+            );
         }
     }
     if let Some(f) = &r.families {
-        let _ = writeln!(s, "\n[families] {} pairs x {} children", f.pairs, f.children_per_pair);
+        let _ = writeln!(
+            s,
+            "\n[families] {} pairs x {} children",
+            f.pairs, f.children_per_pair
+        );
         let _ = writeln!(
             s,
             "  child -> own parents {:.3}  -> median stranger {:.3}  kinship {}  siblings {:.3}  parents {:.3}",

@@ -278,7 +278,10 @@ pub fn run_family(
     };
 
     let mut parent_reports = Vec::new();
-    for (i, (tag, p, pic)) in [("a", a, &pics[0]), ("b", b, &pics[1])].into_iter().enumerate() {
+    for (i, (tag, p, pic)) in [("a", a, &pics[0]), ("b", b, &pics[1])]
+        .into_iter()
+        .enumerate()
+    {
         let latent = dir.join(format!("parent_{tag}.npy"));
         let recon = dir.join(format!("parent_{tag}_recon.png"));
         wplus(&p.ws).write_npy(&latent, num_ws)?;
@@ -385,7 +388,12 @@ pub fn run_family(
     let fit = |i: usize| parent_reports[i].face.as_ref();
     let sex = |female: f32| if female > 0.5 { "F" } else { "M" };
     let photo_caption = |i: usize, tag: &str, p: &Path| match fit(i) {
-        Some(f) => format!("{tag} {}\n{:.0}y {}", name(p), f.age_photo, sex(f.female_photo)),
+        Some(f) => format!(
+            "{tag} {}\n{:.0}y {}",
+            name(p),
+            f.age_photo,
+            sex(f.female_photo)
+        ),
         None => format!("{tag} {}", name(p)),
     };
     let recon_caption = |i: usize, tag: &str| match fit(i) {
@@ -397,10 +405,18 @@ pub fn run_family(
         ),
         None => format!("{tag} recon"),
     };
-    top.push(photos[0].as_ref().map(|i| (i, photo_caption(0, "A", &a.path))));
+    top.push(
+        photos[0]
+            .as_ref()
+            .map(|i| (i, photo_caption(0, "A", &a.path))),
+    );
     top.push(Some((&pics[0], recon_caption(0, "A"))));
     top.push(Some((&pics[1], recon_caption(1, "B"))));
-    top.push(photos[1].as_ref().map(|i| (i, photo_caption(1, "B", &b.path))));
+    top.push(
+        photos[1]
+            .as_ref()
+            .map(|i| (i, photo_caption(1, "B", &b.path))),
+    );
     let mut rows = vec![top];
     let kids: Vec<Tile<'_>> = children
         .iter()

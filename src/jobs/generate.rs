@@ -18,6 +18,16 @@ pub enum GenerateSource {
     LatentFile(PathBuf),
 }
 
+/// Everything `generate` needs besides the bundle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateJob {
+    pub source: GenerateSource,
+    /// Output PNG.
+    pub output: PathBuf,
+    /// Also write the latent used here (`.npy` + `.json` sidecar).
+    pub save_latent: Option<PathBuf>,
+}
+
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct Generated {
@@ -28,12 +38,13 @@ pub struct Generated {
     pub warnings: Vec<String>,
 }
 
-/// Refuses a truncation `psi` that is not finite or outside [-3, 3] (naming `--psi`).
+/// Refuses a truncation `psi` that is not finite or outside [-3, 3] (callers prefix the
+/// field name: `--psi` or `psi`).
 pub fn check_psi(psi: f32) -> Result<()> {
     let lim = crate::latent::PSI_LIMIT;
     if !(psi.is_finite() && psi.abs() <= lim) {
         bail!(
-            "--psi {psi:?} is outside [-{lim}, {lim}]: 1 is the model's own spread, 0.5-0.8 the \
+            "{psi:?} is outside [-{lim}, {lim}]: 1 is the model's own spread, 0.5-0.8 the \
              usual choice; further out there is only noise"
         );
     }
@@ -76,7 +87,7 @@ pub fn generate(
     let mut warnings = Vec::new();
     let latent = match source {
         GenerateSource::Seed { seed, psi } => {
-            check_psi(*psi)?;
+            check_psi(*psi).map_err(|e| anyhow::anyhow!("psi {e}"))?;
             bundle.prepare(&[GraphKind::Mapping, GraphKind::Synthesis])?;
             Latent::W(w_from_seed(bundle, *seed, *psi)?)
         }

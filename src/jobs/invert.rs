@@ -244,8 +244,14 @@ fn judge_batch(
     res: usize,
 ) -> std::result::Result<Vec<Resemblance>, String> {
     let judge = judge.as_ref().map_err(|e| e.clone())?;
-    let photos: Vec<f32> = chunk.iter().flat_map(|p| p.tensor.iter().copied()).collect();
-    let recons: Vec<f32> = results.iter().flat_map(|r| r.image.iter().copied()).collect();
+    let photos: Vec<f32> = chunk
+        .iter()
+        .flat_map(|p| p.tensor.iter().copied())
+        .collect();
+    let recons: Vec<f32> = results
+        .iter()
+        .flat_map(|r| r.image.iter().copied())
+        .collect();
     judge
         .compare_all(&photos, &recons, res)
         .map_err(|e| format!("{e:#}"))
