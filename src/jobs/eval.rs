@@ -309,10 +309,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     };
     let report = EvalReport {
         format: "latentface-eval/1",
-        bundle: BundleRef {
-            name: bundle.name().into(),
-            manifest_sha256: bundle.manifest_sha256().into(),
-        },
+        bundle: bundle.reference(),
         execution_provider: bundle.provider_summary(),
         folder: job.folder.clone(),
         faces: faces.len(),

@@ -286,10 +286,7 @@ pub fn run_invert(
     }
     let provider = bundle.provider_summary();
     let res = bundle.resolution();
-    let bundle_ref = BundleRef {
-        name: bundle.name().into(),
-        manifest_sha256: bundle.manifest_sha256().into(),
-    };
+    let bundle_ref = bundle.reference();
 
     let chunks: Vec<&[Prepared]> = prepared.chunks(job.batch_size).collect();
     let mut reports = Vec::with_capacity(prepared.len());
