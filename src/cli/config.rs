@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use super::args::{AlignArgs, FaceArgs, GenerateArgs, GlobalArgs, InvertArgs};
 use crate::align::Template;
 use crate::align::{AlignSettings, FaceChoice};
-use crate::invert::{EarlyStop, InitStrategy, InvertParams, Schedule};
+use crate::invert::{EarlyStop, InitStrategy, InvertParams, OptimParams, Schedule};
 use crate::jobs::align::AlignJob;
 use crate::jobs::generate::GenerateSource;
 use crate::jobs::invert::InvertJob;
@@ -82,23 +82,25 @@ pub fn invert_job(a: &InvertArgs) -> Result<InvertJob> {
         bail!("--min-improvement must be in [0, 1)");
     }
     let params = InvertParams {
-        steps: a.steps,
+        optim: OptimParams {
+            steps: a.steps,
+            schedule: Schedule {
+                lr: a.lr,
+                noise_strength: a.noise_strength,
+                ..Schedule::default()
+            },
+            pixel_weight: a.pixel_weight,
+            lpips_weight: a.lpips_weight,
+            early_stop: (a.patience > 0).then_some(EarlyStop {
+                patience: a.patience,
+                min_rel_improvement: a.min_improvement,
+            }),
+            ..OptimParams::default()
+        },
         space: a.space,
         w_stage_steps: a.w_steps,
-        schedule: Schedule {
-            lr: a.lr,
-            noise_strength: a.noise_strength,
-            ..Schedule::default()
-        },
-        pixel_weight: a.pixel_weight,
-        lpips_weight: a.lpips_weight,
         spread_weight: a.spread_weight,
         init,
-        early_stop: (a.patience > 0).then_some(EarlyStop {
-            patience: a.patience,
-            min_rel_improvement: a.min_improvement,
-        }),
-        ..InvertParams::default()
     };
     params.validate()?;
     Ok(InvertJob {

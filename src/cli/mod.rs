@@ -81,7 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let bundle = open_bundle(&common)?;
             let mut obs = BarObserver {
                 bar: None,
-                steps: job.params.steps,
+                steps: job.params.optim.steps,
             };
             let outcome = invert::run_invert(&bundle, &job, &mut obs)?;
             report_provider(&bundle, GraphKind::SynthesisGrad);
@@ -160,7 +160,10 @@ fn run_eval(common: &config::Common, a: &args::EvalArgs) -> Result<()> {
         samples: a.samples,
         psi: a.psi,
         invert: crate::invert::InvertParams {
-            steps: a.steps,
+            optim: crate::invert::OptimParams {
+                steps: a.steps,
+                ..Default::default()
+            },
             w_stage_steps: a.w_steps,
             spread_weight: a.spread_weight,
             ..Default::default()

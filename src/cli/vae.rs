@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::config::Common;
-use crate::invert::{EarlyStop, Schedule, StepInfo};
+use crate::invert::{EarlyStop, OptimParams, Schedule, StepInfo};
 use crate::jobs::vae::{self as job, HoleSpec, VaeObserver, ZPath};
 use crate::model::Bundle;
 use crate::vae::impute::ImputeParams;
@@ -337,20 +337,23 @@ pub fn impute_job(a: &ImputeArgs) -> Result<job::ImputeJob> {
         _ => bail!("give exactly one of --mask and --box"),
     };
     let params = ImputeParams {
-        steps: a.steps,
-        schedule: Schedule {
-            lr: a.lr,
-            noise_strength: a.noise_strength,
-            ..Schedule::default()
+        optim: OptimParams {
+            steps: a.steps,
+            schedule: Schedule {
+                lr: a.lr,
+                noise_strength: a.noise_strength,
+                ..Schedule::default()
+            },
+            pixel_weight: a.pixel_weight,
+            lpips_weight: a.lpips_weight,
+            early_stop: (a.patience > 0).then_some(EarlyStop {
+                patience: a.patience,
+                min_rel_improvement: 1e-4,
+            }),
+            ..OptimParams::default()
         },
-        pixel_weight: a.pixel_weight,
-        lpips_weight: a.lpips_weight,
         prior_weight: a.prior_weight,
         feather: a.feather,
-        early_stop: (a.patience > 0).then_some(EarlyStop {
-            patience: a.patience,
-            min_rel_improvement: 1e-4,
-        }),
         seed: a.seed,
         restarts: a.restarts,
     };

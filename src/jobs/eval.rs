@@ -374,7 +374,7 @@ fn eval_inversion(
     let ids: Vec<f32> = fits.iter().map(|f| f.identity_distance).collect();
     let block = InversionBlock {
         faces: fits.len(),
-        steps: job.invert.steps,
+        steps: job.invert.optim.steps,
         psnr_db: mean(psnr.iter().copied()),
         lpips: (!lpips.is_empty()).then(|| mean(lpips.iter().map(|&v| v as f64))),
         identity_distance_mean: mean(ids.iter().map(|&v| v as f64)),

@@ -292,7 +292,7 @@ pub fn run_invert(
     let mut reports = Vec::with_capacity(prepared.len());
     for (bi, chunk) in chunks.iter().enumerate() {
         let paths: Vec<PathBuf> = chunk.iter().map(|p| p.path.clone()).collect();
-        observer.batch_start(bi, chunks.len(), &paths, job.params.steps);
+        observer.batch_start(bi, chunks.len(), &paths, job.params.optim.steps);
         let seeds: Vec<u64> = chunk
             .iter()
             .map(|p| derive_seed(job.seed, p.sha256.as_bytes()))
@@ -388,7 +388,7 @@ pub fn run_invert(
                 execution_provider: provider.clone(),
                 space: job.params.space,
                 init: r.init,
-                steps_requested: job.params.steps,
+                steps_requested: job.params.optim.steps,
                 steps_run: r.steps_run,
                 early_stopped: r.early_stopped,
                 batch_size: chunk.len(),
@@ -402,9 +402,9 @@ pub fn run_invert(
                 face: faces.as_ref().ok().map(|v| v[k].clone()),
                 face_note: faces.as_ref().err().cloned(),
                 seed: job.seed,
-                lr: job.params.schedule.lr,
-                pixel_weight: job.params.pixel_weight,
-                lpips_weight: job.params.lpips_weight,
+                lr: job.params.optim.schedule.lr,
+                pixel_weight: job.params.optim.pixel_weight,
+                lpips_weight: job.params.optim.lpips_weight,
                 spread_weight: job.params.spread_weight,
                 loss_history: r.loss_history.clone(),
                 alignment: p.alignment.clone(),

@@ -254,10 +254,7 @@ fn source_options(
     cache: &LatentCache,
     align: AlignSettings,
 ) -> Result<SourceOptions> {
-    let params = InvertParams {
-        steps,
-        ..InvertParams::default()
-    };
+    let params = InvertParams::with_steps(steps);
     params.validate()?;
     Ok(SourceOptions {
         params,
@@ -331,10 +328,9 @@ impl JobSpec {
                     o => bail!("init `{o}`: expected auto, mean or encoder"),
                 };
                 let params = InvertParams {
-                    steps: s.steps,
                     space,
                     init,
-                    ..InvertParams::default()
+                    ..InvertParams::with_steps(s.steps)
                 };
                 params.validate()?;
                 Job::Invert(InvertJob {
