@@ -337,7 +337,7 @@ impl morph::MorphObserver for MorphBar {
     fn warning(&mut self, msg: &str) {
         eprintln!("warning: {msg}");
     }
-    fn start(&mut self, frames: usize) {
+    fn stage(&mut self, _name: &str, frames: usize) {
         if let Some(sp) = self.spinner.take() {
             sp.finish_and_clear();
         }
@@ -349,7 +349,7 @@ impl morph::MorphObserver for MorphBar {
         }
         self.bar = Some(bar);
     }
-    fn frames_done(&mut self, done: usize, _total: usize) {
+    fn progress(&mut self, done: usize, _total: usize) {
         if let Some(b) = &self.bar {
             b.set_position(done as u64);
         }

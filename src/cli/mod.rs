@@ -6,8 +6,6 @@ pub mod config;
 pub mod latent_jobs;
 pub mod vae;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,11 +77,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Invert(a) => {
             let job = config::invert_job(&a)?;
             let bundle = open_bundle(&common)?;
-            let mut obs = BarObserver {
-                bar: None,
-                steps: job.params.optim.steps,
-            };
-            let outcome = invert::run_invert(&bundle, &job, &mut obs)?;
+            let mut obs = BarObserver { bar: None };
+            let outcome = invert::run_invert(&bundle, &job, &mut obs);
+            if let Some(b) = obs.bar.take() {
+                b.finish_and_clear();
+            }
+            let outcome = outcome?;
             report_provider(&bundle, GraphKind::SynthesisGrad);
             for r in &outcome.done {
                 println!("{}", summary_line(r));
@@ -145,7 +144,7 @@ impl crate::jobs::eval::EvalObserver for EvalBar {
         bar.set_prefix(name.to_string());
         self.0 = Some(bar);
     }
-    fn progress(&mut self, done: usize) {
+    fn progress(&mut self, done: usize, _total: usize) {
         if let Some(b) = &self.0 {
             b.set_position(done as u64);
         }
@@ -272,26 +271,23 @@ fn summary_line(r: &PhotoReport) -> String {
 
 struct BarObserver {
     bar: Option<ProgressBar>,
-    steps: usize,
 }
 
 impl InvertObserver for BarObserver {
     fn warning(&mut self, msg: &str) {
         eprintln!("warning: {msg}");
     }
-    fn batch_start(&mut self, index: usize, count: usize, photos: &[PathBuf], _steps: usize) {
-        let bar = ProgressBar::new(self.steps as u64);
+    fn stage(&mut self, name: &str, steps: usize) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let bar = ProgressBar::new(steps as u64);
         if let Ok(style) =
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
         {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(format!(
-            "batch {}/{} ({} photos)",
-            index + 1,
-            count,
-            photos.len()
-        ));
+        bar.set_prefix(name.to_string());
         self.bar = Some(bar);
     }
     fn step(&mut self, info: &StepInfo) {
@@ -301,11 +297,6 @@ impl InvertObserver for BarObserver {
                 "loss {:.4}, {} active",
                 info.mean_loss, info.active
             ));
-        }
-    }
-    fn batch_end(&mut self, _index: usize, _reports: &[PhotoReport]) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
         }
     }
 }

@@ -75,17 +75,9 @@ impl MorphJob {
 /// Longest frame side used for pasted-back morphs when `--size` is not given.
 pub const PASTE_BACK_MAX_SIDE: u32 = 1024;
 
-/// Progress hooks.
-pub trait MorphObserver {
-    fn warning(&mut self, _msg: &str) {}
-    /// Called once the keys are resolved, before rendering.
-    fn start(&mut self, _frames: usize) {}
-    fn frames_done(&mut self, _done: usize, _total: usize) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl MorphObserver for Quiet {}
+/// A morph reports warnings, then (once the keys are resolved) one stage `rendering` of
+/// as many units as frames, with progress per frame written.
+pub use super::{Observer as MorphObserver, Quiet};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyReport {
@@ -211,7 +203,7 @@ pub fn run_morph(
     };
     let key_ws: Vec<Vec<f32>> = keys.iter().map(|k| k.ws.clone()).collect();
     let plan = FramePlan::new(&key_ws, &bundle.manifest().w_avg, &job.path)?;
-    observer.start(plan.len());
+    observer.stage("rendering", plan.len());
     let (output, rendering) = render_morph(bundle, job, &keys, &plan, observer)?;
     let report = MorphReport {
         format: "latentface-morph-report/1",
@@ -285,7 +277,7 @@ fn render_morph(
         };
         writer.push(&pic)?;
         done += 1;
-        observer.frames_done(done, total);
+        observer.progress(done, total);
         Ok(())
     })?;
     Ok((writer.finish()?, rendering))

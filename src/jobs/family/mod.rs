@@ -49,13 +49,8 @@ pub struct FamilyJob {
     pub paste_back: bool,
 }
 
-/// Progress hooks.
-pub trait FamilyObserver {
-    fn warning(&mut self, _msg: &str) {}
-}
-
-pub struct Quiet;
-impl FamilyObserver for Quiet {}
+/// A family reports warnings only.
+pub use super::{Observer as FamilyObserver, Quiet};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ParentReport {
