@@ -1,7 +1,7 @@
 //! `morph`: a video (GIF, MP4) or a folder of frames moving through several faces.
 //!
 //! The job runs in stages: the keys, photos or latent files, are resolved by
-//! [`sources`](super::sources) (photos inverted once and cached); the path through them is
+//! [`sources`] (photos inverted once and cached); the path through them is
 //! planned by [`interp`](crate::interp) ([`FramePlan`]); the
 //! frames are rendered `batch_size` at a time — one `synthesis` call per batch, which is
 //! where the speed comes from (see `latentface bench --suite morph`) — and streamed into

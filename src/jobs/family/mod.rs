@@ -2,7 +2,7 @@
 //!
 //! The job is four stages, each a function a caller may use alone (the web studio
 //! re-renders children without writing anything): [`resolve_parents`] turns the parents
-//! into W+ codes through [`sources`](super::sources) (photos are aligned, inverted once and
+//! into W+ codes through [`sources`] (photos are aligned, inverted once and
 //! cached); [`make_children`] makes the children's codes with the [`family`](crate::family)
 //! engine; [`render_family`] renders parents and children in one `synthesis` call
 //! ([`FamilyPictures`]); and the `write` stage writes the files. [`run_family`] is those
