@@ -10,7 +10,7 @@ mod common;
 use std::sync::OnceLock;
 
 use latentface::imageio::load_image;
-use latentface::invert::{invert_batch, InitStrategy, InvertParams, Target};
+use latentface::invert::{invert_batch, InitStrategy, InvertParams, OptimParams, Target};
 use latentface::jobs::generate::{render, w_from_seed};
 use latentface::latent::Latent;
 use latentface::metrics::psnr;
@@ -43,9 +43,12 @@ fn invert(b: &Bundle, targets: &[Vec<f32>], init: InitStrategy, steps: usize) ->
         })
         .collect();
     let params = InvertParams {
-        steps,
+        optim: OptimParams {
+            steps,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         init,
-        early_stop: None,
         ..InvertParams::default()
     };
     let out = invert_batch(b, &t, &params, &mut |_| {}).unwrap();
@@ -234,10 +237,7 @@ fn the_face_judge_sees_the_same_people_in_their_inversions() {
             seed: i as u64,
         })
         .collect();
-    let params = InvertParams {
-        steps: 150,
-        ..InvertParams::default()
-    };
+    let params = InvertParams::with_steps(150);
     let out = invert_batch(b, &t, &params, &mut |_| {}).unwrap();
     let recon: Vec<f32> = out.iter().flat_map(|x| x.image.clone()).collect();
     let fits = judge

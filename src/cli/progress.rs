@@ -1,13 +1,11 @@
 //! Progress bars and warnings on stderr: the observers the command line hands to jobs.
 
-use std::path::PathBuf;
-
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::invert::StepInfo;
-use crate::jobs::invert::{InvertObserver, PhotoReport};
+use crate::jobs::invert::InvertObserver;
 use crate::jobs::vae::VaeObserver;
-use crate::jobs::{align, eval, family, morph};
+use crate::jobs::{eval, morph};
 
 fn styled(bar: ProgressBar, template: &str) -> ProgressBar {
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -27,27 +25,23 @@ pub fn spinner(message: String) -> ProgressBar {
 /// Warnings only.
 pub struct PrintWarnings;
 
-impl family::FamilyObserver for PrintWarnings {
+impl crate::jobs::Observer for PrintWarnings {
     fn warning(&mut self, msg: &str) {
         eprintln!("warning: {msg}");
     }
 }
 
-impl align::AlignObserver for PrintWarnings {
-    fn warning(&mut self, msg: &str) {
-        eprintln!("warning: {msg}");
-    }
-}
-
-/// `invert`: one bar of steps per batch of photos.
+/// `invert`: one bar of steps per batch of photos (a stage each).
+#[derive(Default)]
 pub struct InvertBar {
     bar: Option<ProgressBar>,
-    steps: usize,
 }
 
 impl InvertBar {
-    pub fn new(steps: usize) -> InvertBar {
-        InvertBar { bar: None, steps }
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
     }
 }
 
@@ -55,17 +49,13 @@ impl InvertObserver for InvertBar {
     fn warning(&mut self, msg: &str) {
         eprintln!("warning: {msg}");
     }
-    fn batch_start(&mut self, index: usize, count: usize, photos: &[PathBuf], _steps: usize) {
+    fn stage(&mut self, name: &str, steps: usize) {
+        self.finish();
         let bar = styled(
-            ProgressBar::new(self.steps as u64),
+            ProgressBar::new(steps as u64),
             "{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})",
         );
-        bar.set_prefix(format!(
-            "batch {}/{} ({} photos)",
-            index + 1,
-            count,
-            photos.len()
-        ));
+        bar.set_prefix(name.to_string());
         self.bar = Some(bar);
     }
     fn step(&mut self, info: &StepInfo) {
@@ -75,11 +65,6 @@ impl InvertObserver for InvertBar {
                 "loss {:.4}, {} active",
                 info.mean_loss, info.active
             ));
-        }
-    }
-    fn batch_end(&mut self, _index: usize, _reports: &[PhotoReport]) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
         }
     }
 }
@@ -102,7 +87,7 @@ impl morph::MorphObserver for MorphBar {
     fn warning(&mut self, msg: &str) {
         eprintln!("warning: {msg}");
     }
-    fn start(&mut self, frames: usize) {
+    fn stage(&mut self, _name: &str, frames: usize) {
         if let Some(sp) = self.spinner.take() {
             sp.finish_and_clear();
         }
@@ -111,7 +96,7 @@ impl morph::MorphObserver for MorphBar {
             "rendering [{bar:30}] {pos}/{len} frames ({per_sec}, {eta})",
         ));
     }
-    fn frames_done(&mut self, done: usize, _total: usize) {
+    fn progress(&mut self, done: usize, _total: usize) {
         if let Some(b) = &self.bar {
             b.set_position(done as u64);
         }
@@ -139,7 +124,7 @@ impl eval::EvalObserver for EvalBar {
         bar.set_prefix(name.to_string());
         self.0 = Some(bar);
     }
-    fn progress(&mut self, done: usize) {
+    fn progress(&mut self, done: usize, _total: usize) {
         if let Some(b) = &self.0 {
             b.set_position(done as u64);
         }

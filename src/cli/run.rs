@@ -49,8 +49,10 @@ pub fn generate(common: &Common, spec: &GenerateSpec) -> Result<()> {
 pub fn invert(common: &Common, spec: &InvertSpec) -> Result<()> {
     let job = job_of(spec, None)?;
     let bundle = common.open_bundle()?;
-    let mut obs = InvertBar::new(job.params.steps);
-    let outcome = invert::run_invert(&bundle, &job, &mut obs)?;
+    let mut obs = InvertBar::default();
+    let outcome = invert::run_invert(&bundle, &job, &mut obs);
+    obs.finish();
+    let outcome = outcome?;
     report_provider(&bundle, GraphKind::SynthesisGrad);
     for r in &outcome.done {
         println!("{}", summary_line(r));
@@ -239,10 +241,9 @@ pub fn eval(common: &Common, a: &EvalArgs) -> Result<()> {
         samples: a.samples,
         psi: a.psi,
         invert: crate::invert::InvertParams {
-            steps: a.steps,
             w_stage_steps: a.w_steps,
             spread_weight: a.spread_weight,
-            ..Default::default()
+            ..crate::invert::InvertParams::with_steps(a.steps)
         },
         batch_size: a.batch_size,
         align: faces.settings(&Fields::of::<EvalArgs>(Origin::CommandLine), false)?,

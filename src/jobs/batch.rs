@@ -456,22 +456,7 @@ fn check_done(marker: &Path, hash: &str) -> Resume {
 
 /// Passes a job's warnings on as they happen.
 struct Warnings<'a>(&'a mut dyn FnMut(&str));
-impl invert::InvertObserver for Warnings<'_> {
-    fn warning(&mut self, msg: &str) {
-        (self.0)(msg)
-    }
-}
-impl family::FamilyObserver for Warnings<'_> {
-    fn warning(&mut self, msg: &str) {
-        (self.0)(msg)
-    }
-}
-impl morph::MorphObserver for Warnings<'_> {
-    fn warning(&mut self, msg: &str) {
-        (self.0)(msg)
-    }
-}
-impl align::AlignObserver for Warnings<'_> {
+impl super::Observer for Warnings<'_> {
     fn warning(&mut self, msg: &str) {
         (self.0)(msg)
     }

@@ -81,16 +81,9 @@ impl Default for EvalJob {
     }
 }
 
-/// Progress hooks.
-pub trait EvalObserver {
-    fn warning(&mut self, _msg: &str) {}
-    /// A stage starts with `total` units of work.
-    fn stage(&mut self, _name: &str, _total: usize) {}
-    fn progress(&mut self, _done: usize) {}
-}
-
-pub struct Quiet;
-impl EvalObserver for Quiet {}
+/// Eval reports warnings and its stages (aligning, inverting, sampling, editing,
+/// families) with their progress.
+pub use super::{Observer as EvalObserver, Quiet};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct InversionBlock {
@@ -270,7 +263,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
                 });
             }
         }
-        obs.progress(i + 1);
+        obs.progress(i + 1, photos.len());
     }
     if crops.len() < 8 {
         bail!(
@@ -316,10 +309,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     };
     let report = EvalReport {
         format: "latentface-eval/1",
-        bundle: BundleRef {
-            name: bundle.name().into(),
-            manifest_sha256: bundle.manifest_sha256().into(),
-        },
+        bundle: bundle.reference(),
         execution_provider: bundle.provider_summary(),
         folder: job.folder.clone(),
         faces: faces.len(),
@@ -381,13 +371,13 @@ fn eval_inversion(
                 ws: r.ws.clone(),
             });
         }
-        obs.progress(faces.len());
+        obs.progress(faces.len(), crops.len());
     }
     let n = fits.len() as f64;
     let ids: Vec<f32> = fits.iter().map(|f| f.identity_distance).collect();
     let block = InversionBlock {
         faces: fits.len(),
-        steps: job.invert.steps,
+        steps: job.invert.optim.steps,
         psnr_db: mean(psnr.iter().copied()),
         lpips: (!lpips.is_empty()).then(|| mean(lpips.iter().map(|&v| v as f64))),
         identity_distance_mean: mean(ids.iter().map(|&v| v as f64)),
@@ -459,7 +449,7 @@ fn eval_samples(
     }
     let images = render(bundle, &ws, 16)?;
     let gen = judge.read(&images, bundle.resolution())?;
-    obs.progress(n);
+    obs.progress(n, n);
     let desc = |v: &[&FaceReading]| v.iter().map(|r| r.descriptor.clone()).collect::<Vec<_>>();
     // `faces` is in a seeded random order (see `run_eval`): its halves are two samples.
     let real_a: Vec<&FaceReading> = faces[..half].iter().map(|f| &f.reading).collect();
@@ -527,7 +517,7 @@ fn eval_direction(
                     .map(|(a, b)| distance(&a.descriptor, &b.descriptor) as f64),
             ),
         });
-        obs.progress(i + 1);
+        obs.progress(i + 1, strengths.len());
     }
     let xs: Vec<f64> = sweep.iter().map(|p| p.strength).collect();
     let ys: Vec<f64> = sweep.iter().map(|p| p.age_mean).collect();
@@ -648,7 +638,7 @@ fn eval_families(
                 under13 += usize::from(c.age < 13.0);
             }
         }
-        obs.progress(pair + 1);
+        obs.progress(pair + 1, job.pairs);
     }
     let kids = to_par.len().max(1) as f64;
     Ok(FamiliesBlock {

@@ -124,10 +124,7 @@ impl SourceOpts {
             (Some(d), false) => LatentCache::Dir(d.clone()),
             (None, false) => ctx.cache.clone(),
         };
-        let params = InvertParams {
-            steps: self.steps,
-            ..InvertParams::default()
-        };
+        let params = InvertParams::with_steps(self.steps);
         params.validate()?;
         Ok(SourceOptions {
             params,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{defaults, Context, FaceOpts, KindSpec};
 use crate::align::Template;
-use crate::invert::{EarlyStop, InitStrategy, InvertParams, Schedule};
+use crate::invert::{EarlyStop, InitStrategy, InvertParams, OptimParams, Schedule};
 use crate::jobs::align::AlignJob;
 use crate::jobs::generate::{GenerateJob, GenerateSource};
 use crate::jobs::invert::InvertJob;
@@ -192,23 +192,25 @@ impl KindSpec for InvertSpec {
             f.existing_file("mask", m)?;
         }
         let params = InvertParams {
-            steps: self.steps,
+            optim: OptimParams {
+                steps: self.steps,
+                schedule: Schedule {
+                    lr: self.lr,
+                    noise_strength: self.noise_strength,
+                    ..Schedule::default()
+                },
+                pixel_weight: self.pixel_weight,
+                lpips_weight: self.lpips_weight,
+                early_stop: (self.patience > 0).then_some(EarlyStop {
+                    patience: self.patience,
+                    min_rel_improvement: self.min_improvement,
+                }),
+                ..OptimParams::default()
+            },
             space: self.space,
             w_stage_steps: self.w_steps,
-            schedule: Schedule {
-                lr: self.lr,
-                noise_strength: self.noise_strength,
-                ..Schedule::default()
-            },
-            pixel_weight: self.pixel_weight,
-            lpips_weight: self.lpips_weight,
             spread_weight: self.spread_weight,
             init: self.init,
-            early_stop: (self.patience > 0).then_some(EarlyStop {
-                patience: self.patience,
-                min_rel_improvement: self.min_improvement,
-            }),
-            ..InvertParams::default()
         };
         params.validate()?;
         Ok(InvertJob {

@@ -9,7 +9,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::{defaults, Context, Fields, KindSpec};
-use crate::invert::{EarlyStop, Schedule};
+use crate::invert::{EarlyStop, OptimParams, Schedule};
 use crate::jobs::vae::{
     AnomalyJob, DecodeJob, EncodeJob, HoleSpec, ImputeJob, InterpolateJob, MapJob, ReconstructJob,
     SampleJob, ZPath,
@@ -473,20 +473,23 @@ impl KindSpec for ImputeSpec {
         f.non_negative("feather", self.feather)?;
         f.at_least("restarts", self.restarts, 1)?;
         let params = ImputeParams {
-            steps: self.steps,
-            schedule: Schedule {
-                lr: self.lr,
-                noise_strength: self.noise_strength,
-                ..Schedule::default()
+            optim: OptimParams {
+                steps: self.steps,
+                schedule: Schedule {
+                    lr: self.lr,
+                    noise_strength: self.noise_strength,
+                    ..Schedule::default()
+                },
+                pixel_weight: self.pixel_weight,
+                lpips_weight: self.lpips_weight,
+                early_stop: (self.patience > 0).then_some(EarlyStop {
+                    patience: self.patience,
+                    min_rel_improvement: 1e-4,
+                }),
+                ..OptimParams::default()
             },
-            pixel_weight: self.pixel_weight,
-            lpips_weight: self.lpips_weight,
             prior_weight: self.prior_weight,
             feather: self.feather,
-            early_stop: (self.patience > 0).then_some(EarlyStop {
-                patience: self.patience,
-                min_rel_improvement: 1e-4,
-            }),
             seed: self.seed,
             restarts: self.restarts,
         };
