@@ -112,8 +112,15 @@ impl Default for FamilyParams {
 impl FamilyParams {
     /// Checks the numbers and that every edit names a direction (and group) the
     /// manifest has.
+    /// Checks the parameters against the bundle (errors name fields plainly: `mix`).
     pub fn validate(&self, m: &Manifest) -> Result<()> {
-        for (name, v) in [
+        self.validate_named(m, &|id| id.to_string())
+    }
+
+    /// [`validate`](Self::validate), with `name` spelling each field in errors (`--mix`
+    /// on the command line).
+    pub fn validate_named(&self, m: &Manifest, name: &dyn Fn(&str) -> String) -> Result<()> {
+        for (name_, v) in [
             ("mix", Some(self.mix)),
             ("coarse", self.coarse),
             ("middle", self.middle),
@@ -121,42 +128,53 @@ impl FamilyParams {
         ] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    bail!("--{name} is a share of parent B in [0, 1], got {v}");
+                    bail!("{} is a share of parent B in [0, 1], got {v}", name(name_));
                 }
             }
         }
-        for (name, v) in [
+        for (name_, v) in [
             ("coarse", self.coarse),
             ("middle", self.middle),
             ("fine", self.fine),
         ] {
-            if v.is_some() && !m.layers.contains_key(name) {
+            if v.is_some() && !m.layers.contains_key(name_) {
                 bail!(
-                    "--{name}: the bundle's manifest has no `layers.{name}` range (it has: {})",
+                    "{}: the bundle's manifest has no `layers.{name_}` range (it has: {})",
+                    name(name_),
                     list(m.layers.keys())
                 );
             }
         }
         if self.children == 0 {
-            bail!("--children must be at least 1");
+            bail!("{} must be at least 1", name("children"));
         }
         if !(self.mutation >= 0.0 && self.mutation.is_finite()) {
-            bail!("--mutation must be a number >= 0, got {}", self.mutation);
+            bail!(
+                "{} must be a number >= 0, got {}",
+                name("mutation"),
+                self.mutation
+            );
         }
         if !(self.diversity >= 0.0 && self.diversity <= 4.0) {
-            bail!("--diversity must be a number in [0, 4], got {}", self.diversity);
+            bail!(
+                "{} must be a number in [0, 4], got {}",
+                name("diversity"),
+                self.diversity
+            );
         }
         for (dir, target) in &self.edits {
             let Some(d) = m.directions.get(dir) else {
                 bail!(
-                    "--{dir}: the bundle has no `{dir}` direction (it has: {})",
+                    "{}: the bundle has no `{dir}` direction (it has: {})",
+                    name(dir),
                     list(m.directions.keys())
                 );
             };
             if let EditTarget::Group(g) = target {
                 if !d.groups.contains_key(g) {
                     bail!(
-                        "--{dir} {g}: unknown group; the bundle's `{dir}` direction has groups: {} (or give a signed strength such as -1.5)",
+                        "{} {g}: unknown group; the bundle's `{dir}` direction has groups: {} (or give a signed strength such as -1.5)",
+                        name(dir),
                         list(d.groups.keys())
                     );
                 }
@@ -220,7 +238,13 @@ fn row_groups(m: &Manifest) -> Vec<usize> {
 }
 
 /// One child's share of parent B for every (row, channel): see the module docs, step 2.
-fn inherited_shares(shares: &[f32], groups: &[usize], wd: usize, diversity: f32, rng: &mut Rng) -> Vec<f32> {
+fn inherited_shares(
+    shares: &[f32],
+    groups: &[usize],
+    wd: usize,
+    diversity: f32,
+    rng: &mut Rng,
+) -> Vec<f32> {
     let spread = |s: f32| 2.0 * (s * (1.0 - s)).max(0.0).sqrt();
     let mut by_group: BTreeMap<(usize, u32), Vec<f32>> = BTreeMap::new();
     let mut out = Vec::with_capacity(shares.len() * wd);
@@ -618,7 +642,17 @@ mod tests {
             mix: 1.5,
             ..Default::default()
         })
-        .contains("--mix"));
+        .contains("mix is a share"));
+        let named = FamilyParams {
+            mix: 1.5,
+            ..Default::default()
+        }
+        .validate_named(&m, &|id| format!("--{id}"))
+        .unwrap_err();
+        assert!(
+            format!("{named}").starts_with("--mix is a share"),
+            "{named}"
+        );
         let mut edits = BTreeMap::new();
         edits.insert("age".to_string(), EditTarget::Group("toddler".into()));
         let msg = e(FamilyParams {
@@ -637,7 +671,7 @@ mod tests {
             children: 0,
             ..Default::default()
         })
-        .contains("--children"));
+        .contains("children must be at least 1"));
         assert_eq!(
             "-1.5".parse::<EditTarget>().unwrap(),
             EditTarget::Strength(-1.5)

@@ -76,7 +76,9 @@ pub fn ssim(a: &[f32], b: &[f32], size: usize) -> f64 {
 
 /// Arithmetic mean (`NaN` when empty).
 pub fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    let (s, n) = v
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 {
         f64::NAN
     } else {

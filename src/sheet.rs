@@ -207,7 +207,11 @@ mod tests {
         let t = render_sheet("family", &two, &SheetLayout::default()).unwrap();
         let one = vec![vec![Some((&a, "child 1".to_string()))]];
         let u = render_sheet("family", &one, &SheetLayout::default()).unwrap();
-        assert_eq!(t.height(), u.height() + 10, "a second caption line adds one line's height");
+        assert_eq!(
+            t.height(),
+            u.height() + 10,
+            "a second caption line adds one line's height"
+        );
         // The enlarged red tile is there.
         assert_eq!(s.get_pixel(6 + 64, 26 + 64).0, [200, 0, 0]);
         assert!(render_sheet("t", &[vec![None]], &SheetLayout::default()).is_err());

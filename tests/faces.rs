@@ -26,7 +26,11 @@ fn bundle_without_faces(dir: &Path) -> PathBuf {
     graphs.remove("face_id");
     graphs.remove("face_attributes");
     m.as_object_mut().unwrap().remove("faces");
-    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
     out
 }
 
@@ -47,13 +51,18 @@ fn judge_reads_consistently() {
     assert_eq!(read[0].descriptor.len(), 128);
     assert!(distance(&read[0].descriptor, &read[2].descriptor) < 1e-5);
     assert!(distance(&read[0].descriptor, &read[1].descriptor) > 1e-4);
-    assert!(read.iter().all(|f| f.age.is_finite() && (0.0..=1.0).contains(&f.female)));
+    assert!(read
+        .iter()
+        .all(|f| f.age.is_finite() && (0.0..=1.0).contains(&f.female)));
     // batching does not change a reading
     let alone = judge.read(&imgs[n..2 * n], r).unwrap();
     assert!(distance(&alone[0].descriptor, &read[1].descriptor) < 1e-5);
     let c = judge.compare(&read[0], &read[2]);
     assert!(c.same_person && !c.gender_flipped && c.age_change.abs() < 1e-4);
-    assert!(judge.read(&imgs[..n - 1], r).is_err(), "a partial picture is an error");
+    assert!(
+        judge.read(&imgs[..n - 1], r).is_err(),
+        "a partial picture is an error"
+    );
 }
 
 #[test]
@@ -63,8 +72,18 @@ fn invert_and_family_reports_carry_resemblance_figures() {
     let (b, _) = face(tmp.path(), "b", 4);
     let out = tmp.path().join("inv");
     let (code, stdout, err) = run(&[
-        "invert", "--bundle", &tiny_arg(), "--device", "cpu", "--no-align", "--steps", "3",
-        s(&a), s(&b), "-o", s(&out),
+        "invert",
+        "--bundle",
+        &tiny_arg(),
+        "--device",
+        "cpu",
+        "--no-align",
+        "--steps",
+        "3",
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("identity "), "{stdout}");
@@ -78,8 +97,21 @@ fn invert_and_family_reports_carry_resemblance_figures() {
 
     let fam = tmp.path().join("fam");
     let (code, _, err) = run(&[
-        "family", "--bundle", &tiny_arg(), "--device", "cpu", "--no-align", "--steps", "3",
-        "--no-cache", s(&a), s(&b), "-o", s(&fam), "--children", "3",
+        "family",
+        "--bundle",
+        &tiny_arg(),
+        "--device",
+        "cpu",
+        "--no-align",
+        "--steps",
+        "3",
+        "--no-cache",
+        s(&a),
+        s(&b),
+        "-o",
+        s(&fam),
+        "--children",
+        "3",
     ]);
     assert_eq!(code, 0, "{err}");
     let r = json(&fam.join("family.json"));
@@ -96,7 +128,9 @@ fn invert_and_family_reports_carry_resemblance_figures() {
     let d21 = kids[1]["face"]["distance_siblings"]["1"].as_f64().unwrap();
     assert!((d12 - d21).abs() < 1e-6);
     assert!(r["faces"]["sibling_distance_mean"].as_f64().is_some());
-    assert!(r["parents"][0]["face"]["identity_distance"].as_f64().is_some());
+    assert!(r["parents"][0]["face"]["identity_distance"]
+        .as_f64()
+        .is_some());
 }
 
 #[test]
@@ -106,8 +140,17 @@ fn a_bundle_without_face_graphs_still_reports_the_rest() {
     let (a, _) = face(tmp.path(), "a", 5);
     let out = tmp.path().join("inv");
     let (code, _, err) = run(&[
-        "invert", "--bundle", s(&old), "--device", "cpu", "--no-align", "--steps", "2", s(&a),
-        "-o", s(&out),
+        "invert",
+        "--bundle",
+        s(&old),
+        "--device",
+        "cpu",
+        "--no-align",
+        "--steps",
+        "2",
+        s(&a),
+        "-o",
+        s(&out),
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("no `face_id` graph"), "{err}");
@@ -120,7 +163,14 @@ fn a_bundle_without_face_graphs_still_reports_the_rest() {
     std::fs::create_dir_all(&folder).unwrap();
     let json_out = tmp.path().join("eval.json");
     let (code, _, err) = run(&[
-        "eval", "--bundle", s(&old), "--device", "cpu", s(&folder), "-o", s(&json_out),
+        "eval",
+        "--bundle",
+        s(&old),
+        "--device",
+        "cpu",
+        s(&folder),
+        "-o",
+        s(&json_out),
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("face_id"), "{err}");
@@ -140,21 +190,51 @@ fn eval_prints_all_four_blocks_and_skips_bad_photos() {
     std::fs::write(folder.join("broken.png"), b"not a picture").unwrap();
     let out = tmp.path().join("eval.json");
     let (code, stdout, err) = run(&[
-        "eval", "--bundle", &tiny_arg(), "--device", "cpu", s(&folder), "--no-align",
-        "--steps", "3", "--samples", "8", "--edit-faces", "4", "--pairs", "2", "--children",
-        "3", "-o", s(&out),
+        "eval",
+        "--bundle",
+        &tiny_arg(),
+        "--device",
+        "cpu",
+        s(&folder),
+        "--no-align",
+        "--steps",
+        "3",
+        "--samples",
+        "8",
+        "--edit-faces",
+        "4",
+        "--pairs",
+        "2",
+        "--children",
+        "3",
+        "-o",
+        s(&out),
     ]);
     assert_eq!(code, 0, "{err}");
-    for block in ["[inversion]", "[samples]", "[edit age]", "[edit gender]", "[families]"] {
+    for block in [
+        "[inversion]",
+        "[samples]",
+        "[edit age]",
+        "[edit gender]",
+        "[families]",
+    ] {
         assert!(stdout.contains(block), "{block} missing:\n{stdout}");
     }
     let r = json(&out);
     assert_eq!(r["faces"], 12);
     assert_eq!(r["skipped"].as_array().unwrap().len(), 1);
-    assert!(r["skipped"][0]["photo"].as_str().unwrap().ends_with("broken.png"));
+    assert!(r["skipped"][0]["photo"]
+        .as_str()
+        .unwrap()
+        .ends_with("broken.png"));
     let inv = &r["inversion"];
-    for k in ["psnr_db", "identity_distance_mean", "same_person_rate", "age_abs_change_mean",
-              "gender_flip_rate"] {
+    for k in [
+        "psnr_db",
+        "identity_distance_mean",
+        "same_person_rate",
+        "age_abs_change_mean",
+        "gender_flip_rate",
+    ] {
         assert!(inv[k].as_f64().is_some_and(f64::is_finite), "{k}: {inv}");
     }
     let smp = &r["samples"];
@@ -162,7 +242,9 @@ fn eval_prints_all_four_blocks_and_skips_bad_photos() {
     let p = smp["precision"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
     assert_eq!(r["edits"]["age"]["sweep"].as_array().unwrap().len(), 5);
-    assert!(r["edits"]["gender"]["gender_flip"]["group"].as_f64().is_some());
+    assert!(r["edits"]["gender"]["gender_flip"]["group"]
+        .as_f64()
+        .is_some());
     let fam = &r["families"];
     assert!((0.0..=1.0).contains(&fam["kinship_rate"].as_f64().unwrap()));
     assert!(fam["child_age_mean_age_child"].as_f64().is_some());

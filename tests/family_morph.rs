@@ -93,12 +93,25 @@ fn family_children_differ_and_mix_extremes_are_the_parents() {
         assert!(*x >= p.min(*q) - 1e-5 && *x <= p.max(*q) + 1e-5);
         off_mid += usize::from((x - (0.5 * p + 0.5 * q)).abs() > 1e-4);
     }
-    assert!(off_mid > kids[0].len() / 2, "child 1 is (nearly) the midpoint");
+    assert!(
+        off_mid > kids[0].len() / 2,
+        "child 1 is (nearly) the midpoint"
+    );
     // With --diversity 0 the blend at mix 0.5 is the midpoint.
     let plain = tmp.path().join("plain");
     let (code, _, err) = run(&[
-        "family", "--bundle", &tiny_arg(), s(&a), s(&b), "-o", s(&plain), "--children", "2",
-        "--diversity", "0", "--no-cache",
+        "family",
+        "--bundle",
+        &tiny_arg(),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&plain),
+        "--children",
+        "2",
+        "--diversity",
+        "0",
+        "--no-cache",
     ]);
     assert_eq!(code, 0, "{err}");
     for k in 1..=2 {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use latentface::invert::{invert_batch, InitStrategy, InvertParams, Target};
+use latentface::invert::{invert_batch, InitStrategy, InvertParams, OptimParams, Target};
 use latentface::jobs::generate::{render, w_from_seed};
 use latentface::latent::{Latent, LatentSpace};
 use latentface::metrics::psnr;
@@ -21,9 +21,12 @@ fn inverting_a_generated_image_recovers_it() {
     let b = common::tiny();
     let (_, target) = target_from_seed(7);
     let params = InvertParams {
-        steps: STEPS,
+        optim: OptimParams {
+            steps: STEPS,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         init: InitStrategy::Mean,
-        early_stop: None,
         ..InvertParams::default()
     };
     let r = invert_batch(
@@ -75,8 +78,11 @@ fn a_batch_of_four_equals_four_single_runs() {
     let b = common::tiny();
     let targets: Vec<Vec<f32>> = (0..4).map(|s| target_from_seed(100 + s).1).collect();
     let params = InvertParams {
-        steps: 40,
-        early_stop: None,
+        optim: OptimParams {
+            steps: 40,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         ..InvertParams::default()
     };
     let batch: Vec<Target<'_>> = targets
@@ -123,8 +129,11 @@ fn same_seed_same_result_other_seed_differs() {
     let b = common::tiny();
     let (_, target) = target_from_seed(3);
     let params = InvertParams {
-        steps: 25,
-        early_stop: None,
+        optim: OptimParams {
+            steps: 25,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         ..InvertParams::default()
     };
     let run = |seed| {
@@ -157,9 +166,12 @@ fn w_space_gives_one_vector_and_w_stage_switches_to_w_plus() {
         seed: 0,
     }];
     let w = InvertParams {
-        steps: 30,
+        optim: OptimParams {
+            steps: 30,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         space: LatentSpace::W,
-        early_stop: None,
         ..InvertParams::default()
     };
     let r = invert_batch(b, &t, &w, &mut |_| {}).unwrap().remove(0);
@@ -167,9 +179,12 @@ fn w_space_gives_one_vector_and_w_stage_switches_to_w_plus() {
     assert!(r.final_loss < r.initial_loss);
 
     let staged = InvertParams {
-        steps: 30,
+        optim: OptimParams {
+            steps: 30,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         w_stage_steps: 15,
-        early_stop: None,
         ..InvertParams::default()
     };
     let r = invert_batch(b, &t, &staged, &mut |_| {}).unwrap().remove(0);
@@ -207,10 +222,13 @@ fn masked_out_pixels_do_not_matter() {
     // through convolutions, so pixels next to the mask border still feel the target there.
     // The encoder start sees the whole photo, so start from w_avg.
     let params = InvertParams {
-        steps: 10,
-        lpips_weight: 0.0,
+        optim: OptimParams {
+            steps: 10,
+            lpips_weight: 0.0,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         init: InitStrategy::Mean,
-        early_stop: None,
         ..InvertParams::default()
     };
     let run = |img: &[f32]| {
@@ -263,17 +281,20 @@ fn early_stop_ends_a_plateaued_run() {
     let b = common::tiny();
     let (_, target) = target_from_seed(5);
     let params = InvertParams {
-        steps: 400,
-        // A learning rate this small cannot make progress: a plateau from the start.
-        schedule: latentface::invert::Schedule {
-            lr: 1e-9,
-            noise_strength: 0.0,
-            ..Default::default()
+        optim: OptimParams {
+            steps: 400,
+            // A learning rate this small cannot make progress: a plateau from the start.
+            schedule: latentface::invert::Schedule {
+                lr: 1e-9,
+                noise_strength: 0.0,
+                ..Default::default()
+            },
+            early_stop: Some(latentface::invert::EarlyStop {
+                patience: 10,
+                min_rel_improvement: 1e-3,
+            }),
+            ..OptimParams::default()
         },
-        early_stop: Some(latentface::invert::EarlyStop {
-            patience: 10,
-            min_rel_improvement: 1e-3,
-        }),
         ..InvertParams::default()
     };
     let r = invert_batch(
@@ -299,20 +320,42 @@ fn the_spread_penalty_pulls_w_plus_rows_together() {
     let (l, d) = (b.num_ws(), b.w_dim());
     let spread = |weight: f32| {
         let params = InvertParams {
-            steps: 60,
+            optim: OptimParams {
+                steps: 60,
+                early_stop: None,
+                ..OptimParams::default()
+            },
             init: InitStrategy::Encoder,
-            early_stop: None,
             spread_weight: weight,
             ..InvertParams::default()
         };
-        let t = [Target { image: &target, mask: None, seed: 3 }];
+        let t = [Target {
+            image: &target,
+            mask: None,
+            seed: 3,
+        }];
         let r = invert_batch(b, &t, &params, &mut |_| {}).unwrap();
         let ws = &r[0].ws;
-        let mean: Vec<f32> = (0..d).map(|k| (0..l).map(|r| ws[r * d + k]).sum::<f32>() / l as f32).collect();
-        (0..l * d).map(|i| (ws[i] - mean[i % d]).powi(2)).sum::<f32>() / (l * d) as f32
+        let mean: Vec<f32> = (0..d)
+            .map(|k| (0..l).map(|r| ws[r * d + k]).sum::<f32>() / l as f32)
+            .collect();
+        (0..l * d)
+            .map(|i| (ws[i] - mean[i % d]).powi(2))
+            .sum::<f32>()
+            / (l * d) as f32
     };
     let (free, tied) = (spread(0.0), spread(100.0));
-    assert!(tied < 0.5 * free, "spread {free} without, {tied} with the penalty");
-    let bad = InvertParams { spread_weight: -1.0, ..InvertParams::default() };
-    assert!(bad.validate().unwrap_err().to_string().contains("spread weight"));
+    assert!(
+        tied < 0.5 * free,
+        "spread {free} without, {tied} with the penalty"
+    );
+    let bad = InvertParams {
+        spread_weight: -1.0,
+        ..InvertParams::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("spread weight"));
 }

@@ -903,3 +903,77 @@ fn loopback_unless_asked_and_sigterm_deletes_the_uploads() {
         s.tmp.display()
     );
 }
+
+#[test]
+fn no_file_path_is_taken_from_a_client() {
+    let s = Server::start(&[]);
+    let photo = sample("dave.png");
+    for (field, value) in [
+        ("output", "\"/tmp/x\""),
+        ("photos", "[\"/etc/passwd\"]"),
+        ("mask", "[\"/etc/passwd\"]"),
+        ("detector", "\"/etc/passwd\""),
+        ("all", "true"),
+        ("paste_back", "true"),
+    ] {
+        let a = invert(
+            &s,
+            &[("a.png", &photo)],
+            Some(&format!("{{\"{field}\": {value}}}")),
+        );
+        assert_error(&a, 400, "bad_request", field);
+    }
+    let (ia, ib) = parents(&s);
+    for (field, value) in [
+        ("output", json!("/tmp/x")),
+        ("cache", json!("/tmp")),
+        ("detector", json!("/etc/passwd")),
+        ("paste_back", json!(true)),
+        ("steps", json!(10)),
+        ("align", json!(false)),
+    ] {
+        let mut body = json!({"parent_a": ia, "parent_b": ib});
+        body[field] = value.clone();
+        assert_error(
+            &post_json(&s, "/api/family", &body),
+            400,
+            "bad_request",
+            field,
+        );
+        assert_error(
+            &post_json(&s, "/api/family/sheet", &body),
+            400,
+            "bad_request",
+            field,
+        );
+        let mut body = json!({"keys": [ia, ib]});
+        body[field] = value;
+        assert_error(
+            &post_json(&s, "/api/morph", &body),
+            400,
+            "bad_request",
+            field,
+        );
+    }
+    for field in ["latent", "output", "save_latent"] {
+        let mut body = json!({"seed": 1});
+        body[field] = json!("/etc/passwd");
+        assert_error(
+            &post_json(&s, "/api/generate", &body),
+            400,
+            "bad_request",
+            field,
+        );
+    }
+    // Parents given as paths are not ids.
+    assert_error(
+        &post_json(
+            &s,
+            "/api/family",
+            &json!({"parent_a": "/etc/passwd", "parent_b": ib}),
+        ),
+        404,
+        "unknown_id",
+        "/etc/passwd",
+    );
+}

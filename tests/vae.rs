@@ -8,6 +8,7 @@
 
 mod common;
 
+use latentface::invert::OptimParams;
 use latentface::jobs::generate::{render, w_from_seed};
 use latentface::jobs::vae::sample_prior;
 use latentface::latent::Latent;
@@ -382,7 +383,10 @@ fn impute_recovers_a_hole_better_than_a_blurred_fill() {
             }
         }
         let params = ImputeParams {
-            steps: 300,
+            optim: OptimParams {
+                steps: 300,
+                ..ImputeParams::default().optim
+            },
             seed,
             ..ImputeParams::default()
         };
@@ -418,7 +422,10 @@ fn impute_recovers_a_hole_better_than_a_blurred_fill() {
     let mut visible = vec![1f32; r * r];
     visible[5 * r + 5] = 0.0;
     let p = ImputeParams {
-        steps: 30,
+        optim: OptimParams {
+            steps: 30,
+            ..ImputeParams::default().optim
+        },
         ..ImputeParams::default()
     };
     let a = impute(&v, &truth, &visible, &p, &mut |_| {}).unwrap();

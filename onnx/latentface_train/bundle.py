@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from . import graphs
+from . import graphs, metrics
 from .onnx_export import export_module, io_spec
 from .util import sha256_file
 
@@ -256,8 +256,8 @@ def refresh_hashes(out_dir, entries):
 
 
 def anomaly_calibration(scores, name="neg_elbo_nats"):
-    """Percentiles of an anomaly score over training faces, for the manifest."""
-    s = np.asarray(scores, np.float64)
-    pct = {str(p): round(float(np.percentile(s, p)), 3) for p in (50, 90, 95, 99, 100)}
-    return {"score": name, "percentiles": pct, "mean": round(float(s.mean()), 3),
-            "std": round(float(s.std()), 3), "threshold": pct["99"], "count": int(len(s))}
+    """Percentiles of an anomaly score over training faces, for the manifest (rounded)."""
+    st = metrics.score_stats(scores)
+    pct = {p: round(v, 3) for p, v in st["percentiles"].items()}
+    return {"score": name, "percentiles": pct, "mean": round(st["mean"], 3),
+            "std": round(st["std"], 3), "threshold": pct["99"], "count": st["n"]}

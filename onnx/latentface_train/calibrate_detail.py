@@ -18,81 +18,66 @@ Rewrites the eval JSON in place (the export copies `vae_anomaly` into the manife
 """
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import data
-from .eval_vae import PCTS, auroc, batched, make_junk, neg_elbo_at_mean
-from .vae import load_vae
+from . import checkpoint, data
+from .metrics import PCTS, auroc, detail, percentile_of
+from .util import batched, step_defaults, write_json
+from .vae import neg_elbo_at_mean
 
 FLOOR_PERCENTILE = 0.5
 
 
-def detail(x):
-    """x [N,3,R,R] in [-1, 1] -> [N] float64."""
-    x = x.double()
-    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=[1, 2, 3])
-    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=[1, 2, 3])
-    return ((dx + dy) / 2).numpy()
+def detail_calibration(d_train):
+    """The `vae_anomaly.detail` section: percentiles of the training faces' detail and the floor."""
+    floor = float(np.percentile(d_train, FLOOR_PERCENTILE))
+    return dict(percentiles={str(p): float(np.percentile(d_train, p)) for p in [FLOOR_PERCENTILE] + PCTS},
+                mean=float(d_train.mean()), std=float(d_train.std()), n=int(len(d_train)),
+                floor=floor, floor_rule=f"{FLOOR_PERCENTILE}th percentile of training faces",
+                definition="(mean |dx| + mean |dy|) / 2 of the [-1,1] tensor at model resolution; "
+                           "below the floor = too plain to be a face photo (anomalous)")
 
 
-def percentile_of(sorted_ref, v):
-    """Empirical CDF of the reference, in percent."""
-    return 100.0 * np.searchsorted(sorted_ref, v, side="right") / len(sorted_ref)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default="runs/vae/ckpt.pt")
-    ap.add_argument("--eval", default="runs/vae/eval.json")
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--calib-n", type=int, default=3000)
-    ap.add_argument("--junk-n", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    rep = json.loads(Path(args.eval).read_text())
-    vae, _ = load_vae(args.ckpt)
+def calibrate(*, ckpt="runs/vae/ckpt.pt", eval_path="runs/vae/eval.json", data_dir=None, calib_n=3000, junk_n=100,
+              threads=2, seed=0):
+    """Add `vae_anomaly.detail` and the combined score's AUROC to the eval report at `eval_path`."""
+    torch.set_num_threads(threads)
+    rep = json.loads(Path(eval_path).read_text())
+    vae, _ = checkpoint.load_vae(ckpt)
     R = vae.resolution
-    images, _, _ = data.load_faces(R, args.data)
+    images, _, _ = data.load_faces(R, data_dir)
     train_idx, held_idx = data.split_indices(len(images))
     train = torch.from_numpy(images[train_idx])
     held = torch.from_numpy(images[held_idx])
-    sel = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed + 1))[:args.calib_n]
+    sel = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:calib_n]
     xt = train[sel].float() / 127.5 - 1
     d_train = detail(xt)
-    floor = float(np.percentile(d_train, FLOOR_PERCENTILE))
-    cal = dict(percentiles={str(p): float(np.percentile(d_train, p)) for p in [FLOOR_PERCENTILE] + PCTS},
-               mean=float(d_train.mean()), std=float(d_train.std()), n=int(len(d_train)),
-               floor=floor, floor_rule=f"{FLOOR_PERCENTILE}th percentile of training faces",
-               definition="(mean |dx| + mean |dy|) / 2 of the [-1,1] tensor at model resolution; "
-                          "below the floor = too plain to be a face photo (anomalous)")
+    cal = detail_calibration(d_train)
+    floor = cal["floor"]
 
     # AUROC of the combined score, held-out faces vs the eval's junk kinds
-    e_train = np.sort(batched(lambda b: neg_elbo_at_mean(vae, b), xt, 100).double().numpy())
+    scores = lambda x: batched(lambda b: neg_elbo_at_mean(vae, b), x, 100).double().numpy()  # noqa: E731
+    e_train = np.sort(scores(xt))
     d_sorted = np.sort(d_train)
 
     def combined(x):
-        e = batched(lambda b: neg_elbo_at_mean(vae, b), x, 100).double().numpy()
-        return np.maximum(percentile_of(e_train, e), 100.0 - percentile_of(d_sorted, detail(x)))
+        return np.maximum(percentile_of(e_train, scores(x)), 100.0 - percentile_of(d_sorted, detail(x)))
 
     x_held = held.float() / 127.5 - 1
     real = combined(x_held)
-    junk = make_junk(held, args.junk_n, R, seed=args.seed + 3)
+    junk = data.make_junk(held, junk_n, R, seed=seed + 3)
     au, flagged, all_j = {}, {}, []
     threshold = rep["vae_anomaly"]["threshold"]
     for kind, xj in junk.items():
         c = combined(xj)
         all_j.append(c)
         au[kind] = round(auroc(real, c), 4)
-        e = batched(lambda b: neg_elbo_at_mean(vae, b), xj, 100).double().numpy()
-        flagged[kind] = float(((e > threshold) | (detail(xj) < floor)).mean())
+        flagged[kind] = float(((scores(xj) > threshold) | (detail(xj) < floor)).mean())
     au["all"] = round(auroc(real, np.concatenate(all_j)), 4)
-    e_real = batched(lambda b: neg_elbo_at_mean(vae, b), x_held, 100).double().numpy()
+    e_real = scores(x_held)
     rep["vae_anomaly"]["detail"] = cal
     rep["auroc"]["combined"] = au
     rep["auroc"]["combined_definition"] = ("max(neg-ELBO percentile, 100 - detail percentile) against training faces "
@@ -102,9 +87,21 @@ def main():
     print(f"detail floor {floor:.4f} (training faces: median {np.median(d_train):.4f})")
     print("AUROC combined:", json.dumps(au))
     print("flagged anomalous:", json.dumps(flagged), "held-out real:", rep["auroc"]["held_out_real_flagged_combined"])
-    tmp = Path(args.eval + ".tmp")
-    tmp.write_text(json.dumps(rep, indent=1))
-    os.replace(tmp, args.eval)
+    write_json(eval_path, rep)
+    return rep
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt")
+    ap.add_argument("--eval", dest="eval_path", help="eval_vae's report, rewritten in place")
+    ap.add_argument("--data", dest="data_dir")
+    ap.add_argument("--calib-n", type=int)
+    ap.add_argument("--junk-n", type=int)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.set_defaults(**step_defaults(calibrate))
+    calibrate(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ The images carry a non-commercial licence: they are read from ../shared and the 
 lives in the git-ignored onnx/.cache folder, never in the repository.
 """
 import hashlib
+import math
 import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -69,3 +71,25 @@ def split_indices(n, holdout=500, seed=0):
 def to_float(images_u8):
     """uint8 [N,3,H,W] -> float32 in [-1, 1]."""
     return images_u8.astype(np.float32) / 127.5 - 1.0
+
+
+def make_junk(held_u8, n, res, seed=0):
+    """{kind: float [n,3,res,res] in [-1,1]} of images that are not faces (or not upright),
+    for the anomaly scores' AUROC (eval_vae, calibrate_detail)."""
+    g = torch.Generator().manual_seed(seed)
+    faces = held_u8[torch.randperm(len(held_u8), generator=g)[:n]].float() / 127.5 - 1
+    junk = {}
+    junk["uniform_noise"] = torch.rand(n, 3, res, res, generator=g) * 2 - 1
+    junk["flat_colour"] = (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1).expand(n, 3, res, res).contiguous()
+    perm = torch.stack([torch.randperm(res * res, generator=g) for _ in range(n)])
+    flat = faces.reshape(n, 3, res * res)
+    junk["shuffled_pixels"] = torch.gather(flat, 2, perm[:, None].expand(n, 3, -1)).reshape(n, 3, res, res)
+    junk["upside_down"] = faces.flip(2)
+    t = torch.linspace(-1, 1, res)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    ang = torch.rand(n, generator=g) * 2 * math.pi
+    ramp = (torch.cos(ang)[:, None, None] * xx + torch.sin(ang)[:, None, None] * yy) / math.sqrt(2) * 0.5 + 0.5
+    c0 = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
+    c1 = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
+    junk["smooth_gradient"] = c0 + (c1 - c0) * ramp[:, None]
+    return junk

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import data, faceapi
+from .util import step_defaults
 
 FRACTIONS = (0.7, 0.8, 0.9, 1.0)
 
@@ -100,31 +101,38 @@ def table(rows):
     return "\n".join(lines)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--package", default="node_modules/@vladmandic/face-api")
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
-    ap.add_argument("--limit", type=int, default=0, help="first N held-out faces only (0: all)")
-    ap.add_argument("--out", default="runs/face_crop.json")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = Path(args.package) / "model"
+def run(*, package="node_modules/@vladmandic/face-api", data_dir=None, fractions=FRACTIONS, limit=0,
+        out="runs/face_crop.json", threads=1):
+    """Score every centre fraction on the held-out faces, write the report to `out`, return it."""
+    torch.set_num_threads(threads)
+    model = Path(package) / "model"
     face_id, face_attr = faceapi.load_face_id(model), faceapi.load_face_attributes(model)
-    images, ages, genders = heldout_faces(args.data)
-    if args.limit:
-        images, ages, genders = images[:args.limit], ages[:args.limit], genders[:args.limit]
+    images, ages, genders = heldout_faces(data_dir)
+    if limit:
+        images, ages, genders = images[:limit], ages[:limit], genders[:limit]
     print(f"{len(images)} held-out faces, {images.shape[1]} px")
-    rows = evaluate(images, ages, genders, face_id, face_attr, args.fractions)
+    rows = evaluate(images, ages, genders, face_id, face_attr, list(fractions))
     chosen = choose(rows)
     report = {"faces": len(images), "resolution": int(images.shape[1]), "rows": rows, "chosen": chosen,
               "rule": "lowest age MAE among fractions within 1 point of the best gender accuracy"}
-    out = Path(args.out)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(table(rows))
     print(f"chosen centre_fraction: {chosen}")
+    return report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--package")
+    ap.add_argument("--data", dest="data_dir")
+    ap.add_argument("--fractions", type=float, nargs="+")
+    ap.add_argument("--limit", type=int, help="first N held-out faces only (0: all)")
+    ap.add_argument("--out")
+    ap.add_argument("--threads", type=int)
+    ap.set_defaults(**step_defaults(run))
+    run(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

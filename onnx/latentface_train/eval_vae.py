@@ -20,9 +20,7 @@ with onnx_export.export_module and checks them against PyTorch (gradient in floa
 """
 import argparse
 import copy
-import io
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -30,86 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data
+from . import checkpoint, data
 from .graphs import VaeDecoderGradGraph, VaeDecoderGraph, VaeEncoderGraph, reconstruction_loss
+from .metrics import auroc, bits_per_dim, complexity_corrected, nats_8bit, score_stats
 from .networks import count_params
-from .vae import (bits_per_dim, dequantize, elbo, load_vae, nats_8bit, neg_elbo_at_mean, recon_prob)
-
-PCTS = [50, 90, 95, 99, 100]
-
-
-def batched(fn, x, batch):
-    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
-def stats(scores):
-    s = np.asarray(scores, np.float64)
-    return dict(percentiles={str(p): float(np.percentile(s, p)) for p in PCTS},
-                mean=float(s.mean()), std=float(s.std()), n=int(len(s)))
-
-
-def auroc(neg, pos):
-    """P(score(pos) > score(neg)) with ties counted half (Mann-Whitney U / n_neg n_pos)."""
-    neg, pos = np.asarray(neg, np.float64), np.asarray(pos, np.float64)
-    allv = np.concatenate([neg, pos])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    ranks[order] = np.arange(1, len(allv) + 1)
-    # average ranks over ties
-    sv = allv[order]
-    i = 0
-    while i < len(sv):
-        j = i
-        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
-            j += 1
-        if j > i:
-            ranks[order[i:j + 1]] = (i + j + 2) / 2.0
-        i = j + 1
-    r_pos = ranks[len(neg):].sum()
-    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def png_bits(x):
-    """Lossless PNG size in bits of each [-1,1] image (a generic complexity estimate)."""
-    from .util import to_uint8
-    from PIL import Image
-    out = []
-    for a in to_uint8(x):
-        buf = io.BytesIO()
-        Image.fromarray(a.transpose(1, 2, 0)).save(buf, format="PNG", compress_level=9)
-        out.append(8.0 * len(buf.getvalue()))
-    return np.array(out)
-
-
-def complexity_corrected(neg_elbo_nats, x, dims):
-    """Serra et al. 2020 score: -log2 p(x) (8-bit scale, bits) - PNG bits; higher = more anomalous."""
-    return nats_8bit(neg_elbo_nats, dims) / math.log(2.0) - png_bits(x)
-
-
-def make_junk(held_u8, n, res, seed=0):
-    """{kind: float [n,3,res,res] in [-1,1]} of images that are not faces (or not upright)."""
-    g = torch.Generator().manual_seed(seed)
-    faces = held_u8[torch.randperm(len(held_u8), generator=g)[:n]].float() / 127.5 - 1
-    junk = {}
-    junk["uniform_noise"] = torch.rand(n, 3, res, res, generator=g) * 2 - 1
-    junk["flat_colour"] = (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1).expand(n, 3, res, res).contiguous()
-    perm = torch.stack([torch.randperm(res * res, generator=g) for _ in range(n)])
-    flat = faces.reshape(n, 3, res * res)
-    junk["shuffled_pixels"] = torch.gather(flat, 2, perm[:, None].expand(n, 3, -1)).reshape(n, 3, res, res)
-    junk["upside_down"] = faces.flip(2)
-    t = torch.linspace(-1, 1, res)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    ang = torch.rand(n, generator=g) * 2 * math.pi
-    ramp = (torch.cos(ang)[:, None, None] * xx + torch.sin(ang)[:, None, None] * yy) / math.sqrt(2) * 0.5 + 0.5
-    c0 = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
-    c1 = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
-    junk["smooth_gradient"] = c0 + (c1 - c0) * ramp[:, None]
-    return junk
+from .util import batched, step_defaults, write_json
+from .vae import dequantize, elbo, neg_elbo_at_mean, recon_prob
 
 
 # ----------------------------------------------------------------------------- export check
 def export_check(vae, held_u8, out_dir, log=print):
     import onnxruntime as ort
+
     from .onnx_export import export_module
 
     out_dir = Path(out_dir)
@@ -190,31 +120,101 @@ def export_check(vae, held_u8, out_dir, log=print):
     return res
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default="runs/vae/ckpt.pt")
-    ap.add_argument("--out", default="runs/vae/eval.json")
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--samples", type=int, default=16, help="posterior draws for the test neg-ELBO")
-    ap.add_argument("--L", type=int, default=16, help="draws for the reconstruction probability")
-    ap.add_argument("--calib-n", type=int, default=0, help="training faces for the neg-ELBO calibration (0 = all)")
-    ap.add_argument("--calib-n-rp", type=int, default=2000, help="training faces for the recon-prob calibration")
-    ap.add_argument("--junk-n", type=int, default=100, help="junk images per kind for the AUROC")
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--export-dir", default=None, help="also export the three VAE graphs here and check them")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def held_out_metrics(vae, held, *, samples, batch, seed):
+    """Test neg-ELBO (dequantised and raw), KL, active dims and reconstruction PSNR."""
+    D = vae.dims
+    g = torch.Generator().manual_seed(seed)
+    xq = dequantize(held, torch.Generator().manual_seed(seed + 100))
+    nll = batched(lambda b: elbo(vae, b, samples, g), xq, batch).double()
+    x_raw = held.float() / 127.5 - 1
+    nll_raw = batched(lambda b: elbo(vae, b, samples, g), x_raw, batch).double()
+    with torch.no_grad():
+        mu_all = batched(lambda b: vae.encode(b)[0], x_raw, batch)
+        lv_all = batched(lambda b: vae.encode(b)[1], x_raw, batch)
+        rec = batched(lambda b: vae.decode(b).clamp(-1, 1), mu_all, batch)
+    kl_terms = 0.5 * (mu_all * mu_all + lv_all.exp() - 1 - lv_all).sum(1)
+    mse = ((rec - x_raw) ** 2).mean(dim=[1, 2, 3]).double()
+    psnr = 10 * torch.log10(4.0 / mse)
+    m = nll.mean().item()
+    return dict(
+        n=len(held), samples=samples,
+        neg_elbo_nats=m, neg_elbo_nats_std=nll.std().item(),
+        neg_elbo_nats_8bit=nats_8bit(m, D), bits_per_dim=bits_per_dim(m, D),
+        neg_elbo_nats_raw_grid=nll_raw.mean().item(), bits_per_dim_raw_grid=bits_per_dim(nll_raw.mean().item(), D),
+        kl_nats_mean=kl_terms.mean().item(),
+        active_latent_dims=int((mu_all.var(0) > 0.01).sum().item()),
+        recon_psnr_db_mean=psnr.mean().item(), recon_psnr_db_of_mean_mse=(10 * torch.log10(4.0 / mse.mean())).item(),
+        recon_mse_mean=mse.mean().item())
 
-    vae, ck = load_vae(args.ckpt)
+
+def calibrations(vae, train, log_sigma, *, calib_n, calib_n_rp, L, batch, seed):
+    """The neg-ELBO calibration (`vae_anomaly`) and the recon-prob one, over training faces."""
+    sel = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
+    n_cal = len(train) if calib_n <= 0 else min(calib_n, len(train))
+    xt = train[sel[:n_cal]].float() / 127.5 - 1
+    cal = score_stats(batched(lambda b: neg_elbo_at_mean(vae, b), xt, batch).double().numpy())
+    cal.update(score="neg_elbo_nats", threshold=cal["percentiles"]["99"],
+               threshold_rule="99th percentile of training faces", log_sigma=log_sigma,
+               definition=("deterministic: x_hat = vae_decoder(mu), (mu, logvar) = vae_encoder(x), x in [-1,1]; "
+                           "score = sum_{c,h,w} [0.5 ((x - x_hat)/sigma_c)^2 + log sigma_c + 0.5 ln(2 pi)] "
+                           "+ 0.5 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j), sigma_c = exp(log_sigma[c]); "
+                           "nats on the [-1,1] scale; higher = more anomalous"))
+    xr = train[sel[:min(calib_n_rp, len(train))]].float() / 127.5 - 1
+    grp = torch.Generator().manual_seed(seed + 2)
+    cal_rp = score_stats((-batched(lambda b: recon_prob(vae, b, L, grp), xr, batch)).double().numpy())
+    cal_rp.update(score="neg_recon_logprob_nats", L=L, threshold=cal_rp["percentiles"]["99"],
+                  definition=("-log (1/L) sum_l N(x; vae_decoder(z_l), sigma^2), z_l ~ N(mu, exp(logvar)) "
+                              "(An & Cho 2015), nats on the [-1,1] scale; higher = more anomalous"))
+    return cal, cal_rp
+
+
+def junk_auroc(vae, held, threshold, *, junk_n, L, batch, seed):
+    """AUROC of each score, held-out real faces against each kind of junk (data.make_junk)."""
+    D = vae.dims
+    x_raw = held.float() / 127.5 - 1
+    junk = data.make_junk(held, junk_n, vae.resolution, seed=seed + 3)
+    real_e = batched(lambda b: neg_elbo_at_mean(vae, b), x_raw, batch).double().numpy()
+    grp2 = torch.Generator().manual_seed(seed + 4)
+    real_r = (-batched(lambda b: recon_prob(vae, b, L, grp2), x_raw, batch)).double().numpy()
+    real_c = complexity_corrected(real_e, x_raw, D)
+    au = dict(real_n=len(held), junk_n_per_kind=junk_n, neg_elbo={}, recon_prob={}, complexity_corrected={},
+              junk_median_neg_elbo={},
+              flagged_at_threshold={})
+    all_e, all_r, all_c = [], [], []
+    for kind, xj in junk.items():
+        e = batched(lambda b: neg_elbo_at_mean(vae, b), xj, batch).double().numpy()
+        r = (-batched(lambda b: recon_prob(vae, b, L, grp2), xj, batch)).double().numpy()
+        au["neg_elbo"][kind] = auroc(real_e, e)
+        au["recon_prob"][kind] = auroc(real_r, r)
+        c = complexity_corrected(e, xj, D)
+        au["complexity_corrected"][kind] = auroc(real_c, c)
+        all_c.append(c)
+        au["junk_median_neg_elbo"][kind] = float(np.median(e))
+        au["flagged_at_threshold"][kind] = float((e > threshold).mean())
+        all_e.append(e)
+        all_r.append(r)
+    au["neg_elbo"]["all"] = auroc(real_e, np.concatenate(all_e))
+    au["recon_prob"]["all"] = auroc(real_r, np.concatenate(all_r))
+    au["complexity_corrected"]["all"] = auroc(real_c, np.concatenate(all_c))
+    au["complexity_corrected_definition"] = ("neg-ELBO score in bits on the 8-bit scale minus the PNG size of the "
+                                             "8-bit image in bits (Serra et al. 2020); for comparison only")
+    au["held_out_real_flagged_at_threshold"] = float((real_e > threshold).mean())
+    au["held_out_real_median_neg_elbo"] = float(np.median(real_e))
+    return au
+
+
+def evaluate(*, ckpt="runs/vae/ckpt.pt", out="runs/vae/eval.json", data_dir=None, samples=16, L=16, calib_n=0,
+             calib_n_rp=2000, junk_n=100, batch=100, threads=1, export_dir=None, seed=0):
+    """Evaluate the VAE checkpoint, write the report (with its calibrations) to `out`; see the module docs."""
+    torch.set_num_threads(threads)
+    vae, ck = checkpoint.load_vae(ckpt)
     R, D = vae.resolution, vae.dims
-    images, _, _ = data.load_faces(R, args.data)
+    images, _, _ = data.load_faces(R, data_dir)
     train_idx, held_idx = data.split_indices(len(images))
     held = torch.from_numpy(images[held_idx])
     train = torch.from_numpy(images[train_idx])
     t_all = time.time()
-    rep = dict(checkpoint=str(args.ckpt), config=vae.config, params=count_params(vae),
+    rep = dict(checkpoint=str(ckpt), config=vae.config, params=count_params(vae),
                params_encoder=count_params(vae.encoder), params_decoder=count_params(vae.decoder),
                training=dict(steps=ck["step"], minutes=ck["seconds"] / 60, images_seen=ck["imgs_seen"],
                              batch=ck["args"]["batch"], threads=ck["args"]["threads"]),
@@ -223,105 +223,46 @@ def main():
                convention=("nats_[-1,1]: continuous density of x = u/127.5 - 1; nats_8bit = nats_[-1,1] + D*ln(127.5) "
                            "for u in [0,256); bits_per_dim = nats_8bit / (D ln 2); with dequantised data "
                            "(u + U(-1/2,1/2)) nats_8bit is an upper bound on the discrete NLL"))
-
-    # ------------------------------------------------------------------ held-out metrics
-    g = torch.Generator().manual_seed(args.seed)
-    xq = dequantize(held, torch.Generator().manual_seed(args.seed + 100))
-    nll = batched(lambda b: elbo(vae, b, args.samples, g), xq, args.batch).double()
-    x_raw = held.float() / 127.5 - 1
-    nll_raw = batched(lambda b: elbo(vae, b, args.samples, g), x_raw, args.batch).double()
-    with torch.no_grad():
-        mu_all = batched(lambda b: vae.encode(b)[0], x_raw, args.batch)
-        lv_all = batched(lambda b: vae.encode(b)[1], x_raw, args.batch)
-        rec = batched(lambda b: vae.decode(b).clamp(-1, 1), mu_all, args.batch)
-    kl_terms = 0.5 * (mu_all * mu_all + lv_all.exp() - 1 - lv_all).sum(1)
-    mse = ((rec - x_raw) ** 2).mean(dim=[1, 2, 3]).double()
-    psnr = 10 * torch.log10(4.0 / mse)
-    m = nll.mean().item()
-    rep["test"] = dict(
-        n=len(held), samples=args.samples,
-        neg_elbo_nats=m, neg_elbo_nats_std=nll.std().item(),
-        neg_elbo_nats_8bit=nats_8bit(m, D), bits_per_dim=bits_per_dim(m, D),
-        neg_elbo_nats_raw_grid=nll_raw.mean().item(), bits_per_dim_raw_grid=bits_per_dim(nll_raw.mean().item(), D),
-        kl_nats_mean=kl_terms.mean().item(),
-        active_latent_dims=int((mu_all.var(0) > 0.01).sum().item()),
-        recon_psnr_db_mean=psnr.mean().item(), recon_psnr_db_of_mean_mse=(10 * torch.log10(4.0 / mse.mean())).item(),
-        recon_mse_mean=mse.mean().item())
+    rep["test"] = held_out_metrics(vae, held, samples=samples, batch=batch, seed=seed)
     print(json.dumps(rep["test"], indent=1), flush=True)
-
-    # ------------------------------------------------------------------ calibration (training faces)
-    gsel = torch.Generator().manual_seed(args.seed + 1)
-    sel = torch.randperm(len(train), generator=gsel)
-    n_cal = len(train) if args.calib_n <= 0 else min(args.calib_n, len(train))
-    xt = train[sel[:n_cal]].float() / 127.5 - 1
-    s_elbo = batched(lambda b: neg_elbo_at_mean(vae, b), xt, args.batch).double().numpy()
-    cal = stats(s_elbo)
-    cal.update(score="neg_elbo_nats", threshold=cal["percentiles"]["99"],
-               threshold_rule="99th percentile of training faces", log_sigma=rep["log_sigma"],
-               definition=("deterministic: x_hat = vae_decoder(mu), (mu, logvar) = vae_encoder(x), x in [-1,1]; "
-                           "score = sum_{c,h,w} [0.5 ((x - x_hat)/sigma_c)^2 + log sigma_c + 0.5 ln(2 pi)] "
-                           "+ 0.5 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j), sigma_c = exp(log_sigma[c]); "
-                           "nats on the [-1,1] scale; higher = more anomalous"))
-    rep["vae_anomaly"] = cal
-    n_rp = min(args.calib_n_rp, len(train))
-    xr = train[sel[:n_rp]].float() / 127.5 - 1
-    grp = torch.Generator().manual_seed(args.seed + 2)
-    s_rp = (-batched(lambda b: recon_prob(vae, b, args.L, grp), xr, args.batch)).double().numpy()
-    cal_rp = stats(s_rp)
-    cal_rp.update(score="neg_recon_logprob_nats", L=args.L, threshold=cal_rp["percentiles"]["99"],
-                  definition=("-log (1/L) sum_l N(x; vae_decoder(z_l), sigma^2), z_l ~ N(mu, exp(logvar)) "
-                              "(An & Cho 2015), nats on the [-1,1] scale; higher = more anomalous"))
-    rep["vae_anomaly_recon_prob"] = cal_rp
+    cal, cal_rp = calibrations(vae, train, rep["log_sigma"], calib_n=calib_n, calib_n_rp=calib_n_rp, L=L,
+                               batch=batch, seed=seed)
+    rep["vae_anomaly"], rep["vae_anomaly_recon_prob"] = cal, cal_rp
     print("calibration neg-ELBO:", json.dumps(cal["percentiles"]), "mean", cal["mean"], "std", cal["std"], flush=True)
     print("calibration recon-prob:", json.dumps(cal_rp["percentiles"]), "mean", cal_rp["mean"], flush=True)
-
-    # ------------------------------------------------------------------ AUROC: held-out faces vs junk
-    junk = make_junk(held, args.junk_n, R, seed=args.seed + 3)
-    real_e = batched(lambda b: neg_elbo_at_mean(vae, b), x_raw, args.batch).double().numpy()
-    grp2 = torch.Generator().manual_seed(args.seed + 4)
-    real_r = (-batched(lambda b: recon_prob(vae, b, args.L, grp2), x_raw, args.batch)).double().numpy()
-    real_c = complexity_corrected(real_e, x_raw, D)
-    au = dict(real_n=len(held), junk_n_per_kind=args.junk_n, neg_elbo={}, recon_prob={}, complexity_corrected={},
-              junk_median_neg_elbo={},
-              flagged_at_threshold={})
-    all_e, all_r, all_c = [], [], []
-    for kind, xj in junk.items():
-        e = batched(lambda b: neg_elbo_at_mean(vae, b), xj, args.batch).double().numpy()
-        r = (-batched(lambda b: recon_prob(vae, b, args.L, grp2), xj, args.batch)).double().numpy()
-        au["neg_elbo"][kind] = auroc(real_e, e)
-        au["recon_prob"][kind] = auroc(real_r, r)
-        c = complexity_corrected(e, xj, D)
-        au["complexity_corrected"][kind] = auroc(real_c, c)
-        all_c.append(c)
-        au["junk_median_neg_elbo"][kind] = float(np.median(e))
-        au["flagged_at_threshold"][kind] = float((e > cal["threshold"]).mean())
-        all_e.append(e)
-        all_r.append(r)
-    au["neg_elbo"]["all"] = auroc(real_e, np.concatenate(all_e))
-    au["recon_prob"]["all"] = auroc(real_r, np.concatenate(all_r))
-    au["complexity_corrected"]["all"] = auroc(real_c, np.concatenate(all_c))
-    au["complexity_corrected_definition"] = ("neg-ELBO score in bits on the 8-bit scale minus the PNG size of the "
-                                             "8-bit image in bits (Serra et al. 2020); for comparison only")
-    au["held_out_real_flagged_at_threshold"] = float((real_e > cal["threshold"]).mean())
-    au["held_out_real_median_neg_elbo"] = float(np.median(real_e))
-    rep["auroc"] = au
+    au = rep["auroc"] = junk_auroc(vae, held, cal["threshold"], junk_n=junk_n, L=L, batch=batch, seed=seed)
     print("AUROC neg-ELBO:", json.dumps({k: round(v, 4) for k, v in au["neg_elbo"].items()}), flush=True)
     print("AUROC complexity-corrected:", json.dumps({k: round(v, 4) for k, v in au["complexity_corrected"].items()}),
           flush=True)
     print("AUROC recon-prob:", json.dumps({k: round(v, 4) for k, v in au["recon_prob"].items()}), flush=True)
     rep["eval_seconds"] = time.time() - t_all
-
-    if args.export_dir:
-        rep["export"] = export_check(vae, held, args.export_dir)
-
-    out = Path(args.out)
+    if export_dir:
+        rep["export"] = export_check(vae, held, export_dir)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(rep, indent=1))
-    os.replace(tmp, out)
+    write_json(out, rep)
     print(f"wrote {out}", flush=True)
-    if args.export_dir and not rep["export"]["ok"]:
+    if export_dir and not rep["export"]["ok"]:
         raise SystemExit("export check FAILED")
+    return rep
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt")
+    ap.add_argument("--out")
+    ap.add_argument("--data", dest="data_dir")
+    ap.add_argument("--samples", type=int, help="posterior draws for the test neg-ELBO")
+    ap.add_argument("--L", type=int, help="draws for the reconstruction probability")
+    ap.add_argument("--calib-n", type=int, help="training faces for the neg-ELBO calibration (0 = all)")
+    ap.add_argument("--calib-n-rp", type=int, help="training faces for the recon-prob calibration")
+    ap.add_argument("--junk-n", type=int, help="junk images per kind for the AUROC")
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--export-dir", help="also export the three VAE graphs here and check them")
+    ap.add_argument("--seed", type=int)
+    ap.set_defaults(**step_defaults(evaluate))
+    evaluate(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

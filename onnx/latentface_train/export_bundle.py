@@ -5,8 +5,9 @@
 Reads the checkpoints of the training steps (runs/gan, runs/encoder, runs/vae), the
 fitted directions and the VAE evaluation, exports every graph, stores shared weights
 once (weights.bin), verifies each graph against PyTorch and writes manifest.json last,
-so a half-finished export never looks like a bundle. The face graphs (face_id,
-face_attributes) are added to it afterwards by convert_faceapi (see REBUILD).
+so a half-finished export never looks like a bundle, then golden.json (golden.py: the
+golden vectors of detail, neg-ELBO and percentiles, checked against the torch VAE first). The face graphs (face_id, face_attributes) are
+added to it afterwards by convert_faceapi (see REBUILD).
 """
 import argparse
 import json
@@ -17,12 +18,10 @@ from pathlib import Path
 
 import torch
 
-from . import bundle
+from . import bundle, checkpoint, golden
 from .lpips import LPIPS
-from .networks import Encoder, count_params
-from .train_encoder import load_generator
-from .util import save_grid
-from .vae import load_vae
+from .networks import count_params
+from .util import save_grid, step_defaults
 
 ONNX_DIR = Path(__file__).resolve().parent.parent
 
@@ -41,32 +40,22 @@ REBUILD = [
 ]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="default")
-    ap.add_argument("--gan", default="runs/gan/ckpt.pt")
-    ap.add_argument("--encoder", default="runs/encoder/ckpt.pt")
-    ap.add_argument("--vae", default="runs/vae/ckpt.pt")
-    ap.add_argument("--vae-eval", default="runs/vae/eval.json")
-    ap.add_argument("--directions", default="runs/directions.json")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+def export(*, out="default", gan="runs/gan/ckpt.pt", encoder="runs/encoder/ckpt.pt", vae="runs/vae/ckpt.pt",
+           vae_eval="runs/vae/eval.json", directions="runs/directions.json", threads=2):
+    """Export, verify and write the bundle at `out` (replaced when it exists); see the module docs."""
+    torch.set_num_threads(threads)
+    out = Path(out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
 
-    G, gan_ck = load_generator(args.gan)
-    ck = torch.load(args.encoder, weights_only=False)
-    E = Encoder(**ck["config"]).eval()
-    E.load_state_dict(ck["E"])
-    E.requires_grad_(False)
+    G, gan_ck = checkpoint.load_generator(gan)
+    E, ck = checkpoint.load_encoder(encoder)
     enc_info = {"steps": ck["step"], "minutes": round(ck["seconds"] / 60, 1), "params": count_params(E)}
-    vae, vae_ck = load_vae(args.vae)
+    vae, vae_ck = checkpoint.load_vae(vae)
     vae.requires_grad_(False)
-    vae_eval = json.loads(Path(args.vae_eval).read_text())
-    directions = json.loads(Path(args.directions).read_text())
+    vae_eval = json.loads(Path(vae_eval).read_text())
+    directions = json.loads(Path(directions).read_text())
     lpips = LPIPS().eval()
 
     w_avg, w_std = bundle.w_stats(G)
@@ -120,9 +109,25 @@ def main():
     manifest["rebuild"] = REBUILD
     bundle.write_manifest(out, manifest, extra_files=["weights.bin", "samples.png", "vae_samples.png",
                                                       "NOTICE-lpips.md"])
+    # detail, neg-ELBO and percentiles as Python computes them, for tests/golden.rs (not in the manifest)
+    golden.write(out, vae=vae)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"bundle {out}: {size / 1e6:.1f} MB")
     print(f"next (face_id / face_attributes graphs): {REBUILD[REBUILD.index('../scripts/setup_node.sh') + 1]}")
+    return manifest
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out")
+    ap.add_argument("--gan", help="train_gan checkpoint")
+    ap.add_argument("--encoder", help="train_encoder checkpoint")
+    ap.add_argument("--vae", help="train_vae checkpoint")
+    ap.add_argument("--vae-eval", help="eval_vae's report (with calibrate_detail's detail floor)")
+    ap.add_argument("--directions", help="fit_directions' output")
+    ap.add_argument("--threads", type=int)
+    ap.set_defaults(**step_defaults(export))
+    export(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

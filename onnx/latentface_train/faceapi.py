@@ -1,6 +1,6 @@
 """face-api's face descriptor and age/gender networks as PyTorch modules (NCHW), and a
 reader for TF.js weight files, so both can be exported as the bundle's `face_id` and
-`face_attributes` graphs (see convert_faceapi.py and docs/faces.md).
+`face_attributes` graphs (see face_graphs.py and docs/faces.md).
 
 The forward passes follow @vladmandic/face-api@1.7.15 (src/faceRecognitionNet,
 src/ageGenderNet, src/xception) op for op:

@@ -11,17 +11,13 @@ move a face to "child" or "female" rather than by an abstract amount, and the he
 fit quality (correlation for age, accuracy for gender) to say how much to trust it.
 """
 import argparse
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import data
+from . import checkpoint, data
 from .bundle import layer_groups, w_stats
-from .networks import Encoder
-from .train_encoder import load_generator
+from .util import step_defaults, write_json
 
 AGE_GROUPS = {"child": (0, 12), "teen": (13, 19), "young": (20, 35), "adult": (36, 59), "senior": (60, 200)}
 
@@ -41,22 +37,14 @@ def encode_all(E, images, batch=256):
     return np.concatenate(out)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gan", default="runs/gan/ckpt.pt")
-    ap.add_argument("--encoder", default="runs/encoder/ckpt.pt")
-    ap.add_argument("--out", default="runs/directions.json")
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    G, _ = load_generator(args.gan)
+def fit(*, gan="runs/gan/ckpt.pt", encoder="runs/encoder/ckpt.pt", out="runs/directions.json", data_dir=None,
+        threads=2):
+    """Fit both directions and write them (the manifest's `directions`) to `out`."""
+    torch.set_num_threads(threads)
+    G, _ = checkpoint.load_generator(gan)
     w_avg, _ = w_stats(G)
-    ck = torch.load(args.encoder, weights_only=False)
-    E = Encoder(**ck["config"]).eval()
-    E.load_state_dict(ck["E"])
-    images, _, labels = data.load_faces(G.resolution, args.data)
+    E, _ = checkpoint.load_encoder(encoder)
+    images, _, labels = data.load_faces(G.resolution, data_dir)
     train_idx, hold_idx = data.split_indices(len(images))
     ws = encode_all(E, images)
     groups = layer_groups(G.num_ws)
@@ -94,9 +82,19 @@ def main():
                                "female": round(float(proj[tr][y[tr] == 1].mean()), 4)}
         result[name] = entry
         print(name, {k: v for k, v in entry.items() if k != "vector"}, flush=True)
-    tmp = Path(args.out + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    write_json(out, result)
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gan", help="train_gan checkpoint")
+    ap.add_argument("--encoder", help="train_encoder checkpoint")
+    ap.add_argument("--out")
+    ap.add_argument("--data", dest="data_dir")
+    ap.add_argument("--threads", type=int)
+    ap.set_defaults(**step_defaults(fit))
+    fit(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

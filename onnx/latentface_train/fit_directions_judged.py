@@ -29,6 +29,7 @@ import torch
 
 from . import data, from_bundle
 from .faceapi import judge_input, load_face_attributes
+from .util import step_defaults
 
 AGE_TARGETS = {"child": 7.0, "teen": 16.0, "young": 26.0, "adult": 45.0, "senior": 70.0}
 
@@ -80,7 +81,9 @@ def solve(strengths, curve, target):
     return float(np.interp(target, c, s))
 
 
-def fit(*, bundle, model_dir, n=384, layers=None, threads=1, seed=0, data_path=None, log=print):
+def fit(*, bundle="default", model_dir="node_modules/@vladmandic/face-api/model", n=384, layers=None, threads=1, seed=0,
+        data_path=None, log=print):
+    """Fit both directions on `n` encoded training faces and write them into the bundle's manifest."""
     torch.set_num_threads(threads)
     bundle = Path(bundle)
     man = json.loads((bundle / "manifest.json").read_text())
@@ -140,17 +143,16 @@ def fit(*, bundle, model_dir, n=384, layers=None, threads=1, seed=0, data_path=N
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="default")
-    ap.add_argument("--model-dir", default="node_modules/@vladmandic/face-api/model")
-    ap.add_argument("--n", type=int, default=384, help="encoded training faces to average over")
-    ap.add_argument("--layers", type=int, nargs="+", default=None,
+    ap.add_argument("--bundle")
+    ap.add_argument("--model-dir", help="face-api's model folder (scripts/setup_node.sh)")
+    ap.add_argument("--n", type=int, help="encoded training faces to average over")
+    ap.add_argument("--layers", type=int, nargs="+",
                     help="W+ rows the directions act on [default: the bundle's current ones]")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default=None)
-    a = ap.parse_args()
-    fit(bundle=a.bundle, model_dir=a.model_dir, n=a.n, layers=a.layers, threads=a.threads, seed=a.seed,
-        data_path=a.data)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--data", dest="data_path")
+    ap.set_defaults(**step_defaults(fit))
+    fit(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

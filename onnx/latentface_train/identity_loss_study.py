@@ -12,9 +12,7 @@ same networks, and the seconds per step. Autograd in PyTorch: the ONNX gradient 
 gets the term only if this shows it is worth its cost.
 """
 import argparse
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from . import data, from_bundle
 from .faceapi import judge_input, load_face_attributes, load_face_id
 from .graphs import reconstruction_loss
 from .lpips import LPIPS
+from .util import step_defaults, write_json
 
 
 def judge(face_id, attrs, img):
@@ -56,7 +55,9 @@ def invert(G, E, lpips, face_id, target, *, steps, id_weight, lr=0.1):
         return S(ws, noise)
 
 
-def study(*, bundle, model_dir, n, steps, id_weights, batch=8, threads=1, data_path=None, log=print):
+def study(*, bundle="default", model_dir="node_modules/@vladmandic/face-api/model", n=24, steps=200,
+          id_weights=(0.0, 0.5), batch=8, threads=1, data_path=None, log=print):
+    """Invert n held-out faces once per identity weight; -> the report (see the module docs)."""
     torch.set_num_threads(threads)
     G = from_bundle.load_generator(bundle, log=log).requires_grad_(False)
     E = from_bundle.load_encoder(bundle, G, log=log).requires_grad_(False)
@@ -91,21 +92,20 @@ def study(*, bundle, model_dir, n, steps, id_weights, batch=8, threads=1, data_p
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="default")
-    ap.add_argument("--model-dir", default="node_modules/@vladmandic/face-api/model")
-    ap.add_argument("--n", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--id-weights", type=float, nargs="+", default=[0.0, 0.5])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data", default=None)
+    ap.add_argument("--bundle")
+    ap.add_argument("--model-dir", help="face-api's model folder (scripts/setup_node.sh)")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--id-weights", type=float, nargs="+")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--data", dest="data_path")
     ap.add_argument("--out", default="runs/identity_loss.json")
-    a = ap.parse_args()
-    r = study(bundle=a.bundle, model_dir=a.model_dir, n=a.n, steps=a.steps, id_weights=a.id_weights,
-              threads=a.threads, data_path=a.data)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(a.out + ".tmp")
-    tmp.write_text(json.dumps(r, indent=1))
-    os.replace(tmp, a.out)
+    ap.set_defaults(**step_defaults(study))
+    a = vars(ap.parse_args())
+    out = Path(a.pop("out"))
+    r = study(**a)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, r)
 
 
 if __name__ == "__main__":

@@ -14,38 +14,43 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from .util import to_uint8
+from .util import step_defaults, to_uint8
 
 SEEDS = {"alice": 11, "bob": 23, "carol": 42, "dave": 77, "erin": 101, "frank": 314}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="default")
-    ap.add_argument("--out", default="../samples")
-    ap.add_argument("--psi", type=float, default=0.7)
-    ap.add_argument("--scale", type=int, default=4)
-    args = ap.parse_args()
-    b = Path(args.bundle)
+def render(*, bundle="default", out="../samples", psi=0.7, scale=4):
+    """Render SEEDS' faces through the bundle's graphs into `out` as PNGs."""
+    b = Path(bundle)
     m = json.loads((b / "manifest.json").read_text())
     mapping = ort.InferenceSession(str(b / m["graphs"]["mapping"]["file"]), providers=["CPUExecutionProvider"])
     synth = ort.InferenceSession(str(b / m["graphs"]["synthesis"]["file"]), providers=["CPUExecutionProvider"])
     w_avg = np.array(m["w_avg"], np.float32)
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, seed in SEEDS.items():
         z = np.random.RandomState(seed).randn(1, m["z_dim"]).astype(np.float32)
         (w,) = mapping.run(None, {"z": z})
-        w = w_avg + args.psi * (w - w_avg)
+        w = w_avg + psi * (w - w_avg)
         ws = np.repeat(w[:, None], m["num_ws"], axis=1)
         feeds = {"ws": ws}
         for i, s in enumerate(m["noise_shapes"]):
             feeds[f"noise_{i}"] = np.zeros([1] + s, np.float32)
         (img,) = synth.run(None, feeds)
         im = Image.fromarray(to_uint8(img[0]).transpose(1, 2, 0))
-        r = m["resolution"] * args.scale
+        r = m["resolution"] * scale
         im.resize((r, r), Image.LANCZOS).save(out / f"{name}.png")
         print(f"{out / name}.png  seed {seed}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle")
+    ap.add_argument("--out")
+    ap.add_argument("--psi", type=float, help="truncation")
+    ap.add_argument("--scale", type=int, help="upscaling factor (Lanczos)")
+    ap.set_defaults(**step_defaults(render))
+    render(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ the torch modules and check the committed graphs against them. The perceptual te
 an LPIPS of the same maths with a slim random backbone (the real LPIPS-alex weights
 would be 10 MB per graph); the directions are random unit vectors; face_id and
 face_attributes are narrow random-weight versions of face-api's networks (same inputs and
-outputs, convert_faceapi --tiny). Nothing in it was
-trained: pictures from it are noise-like, which is all the tests need.
+outputs, face_graphs.convert(tiny=True)). Nothing in it was
+trained: pictures from it are noise-like, which is all the tests need. Last, golden.json:
+the Python side's detail, neg-ELBO and percentiles on a few images (golden.py), which
+tests/golden.rs asserts the Rust side against.
 """
 import argparse
 import json
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import bundle, convert_faceapi
+from . import bundle, face_graphs, golden
 from .lpips import LPIPS, tiny_lpips_weights
 from .networks import Encoder, Generator
 from .util import save_grid
@@ -51,7 +53,7 @@ def tiny_directions(G, seed=0):
     return out
 
 
-def build(out_dir, seed=0, verify=True, log=print):
+def build(out_dir, *, seed=0, verify=True, log=print):
     out_dir = Path(out_dir)
     G, enc, vae, lp = tiny_models(seed)
     w_avg, w_std = bundle.w_stats(G, n=2000, seed=seed)
@@ -82,9 +84,11 @@ def build(out_dir, seed=0, verify=True, log=print):
     manifest["rebuild"] = [f"cd onnx && .venv/bin/python -m latentface_train.make_tiny_bundle --out tiny --seed {seed}"]
     bundle.write_manifest(out_dir, manifest, extra_files=["samples.png", "weights.bin"])
     # face_id / face_attributes: narrow random-weight versions of face-api's networks
-    faces = convert_faceapi.convert(bundle_dir=out_dir, tiny=True, seed=seed, verify=verify, log=log)
+    faces = face_graphs.convert(bundle_dir=out_dir, tiny=True, seed=seed, verify=verify, log=log)
     if verify and not faces["verification"]["ok"]:
         report["ok"] = False
+    # detail, neg-ELBO and percentiles as Python computes them, for tests/golden.rs
+    golden.write(out_dir, vae=vae, log=log)
     return report
 
 
@@ -96,7 +100,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     t = time.time()
-    report = build(args.out, args.seed, verify=not args.no_verify)
+    report = build(args.out, seed=args.seed, verify=not args.no_verify)
     print(json.dumps({"ok": report.get("ok"), "seconds": round(time.time() - t, 1)}))
     if report.get("ok") is False:
         raise SystemExit("verification failed")

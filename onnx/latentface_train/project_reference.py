@@ -27,7 +27,6 @@ element-wise, so a batch of B is B independent projections (their latent-noise d
 differ from the B=1 runs, so results are not bitwise identical across batch sizes).
 """
 import argparse
-import json
 import math
 import os
 import platform
@@ -37,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data
+from . import checkpoint, data, from_bundle
 from .graphs import reconstruction_loss
-from .networks import Generator
-from .util import save_grid, to_uint8
+from .metrics import psnr_u8
+from .util import save_grid, step_defaults, to_uint8, write_json
 
 _LPIPS_CACHE = {}
 
@@ -144,20 +143,6 @@ def project(G, target, *, num_steps=300, initial_learning_rate=0.1, initial_nois
 
 
 # ----------------------------------------------------------------------------- CLI
-def load_generator(ckpt_path):
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    G = Generator(**ck["config"])
-    G.load_state_dict(ck["G_ema"])
-    G.eval().requires_grad_(False)
-    meta = {k: ck[k] for k in ("step", "imgs_seen", "seconds") if k in ck}
-    return G, meta
-
-
-def psnr_u8(a_u8, b_u8):
-    mse = np.mean((a_u8.astype(np.float64) - b_u8.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -169,72 +154,55 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=None, help="training checkpoint (G_ema); default: --bundle's weights")
-    ap.add_argument("--bundle", default="default",
-                    help="bundle whose generator is rebuilt in PyTorch when no --ckpt is given (from_bundle)")
-    ap.add_argument("--n", type=int, default=20, help="first N faces of the held-out split")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--space", choices=["w", "w+"], default="w+")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=1, help="images projected together (one latent each)")
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--noise-factor", type=float, default=0.05)
-    ap.add_argument("--pixel-weight", type=float, default=1.0)
-    ap.add_argument("--lpips-weight", type=float, default=1.0)
-    ap.add_argument("--w-avg-samples", type=int, default=10000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--out", default="runs/ref_proj")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args()
-
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+def run_projection(*, ckpt=None, bundle="default", n=20, steps=300, space="w+", threads=2, batch=1, lr=0.1,
+                   noise_factor=0.05, pixel_weight=1.0, lpips_weight=1.0, w_avg_samples=10000, seed=0, data_dir=None,
+                   out="runs/ref_proj", verbose=False):
+    """Project the first n held-out faces, write OUT/ws.npy, compare.png and report.json."""
+    torch.set_num_threads(threads)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     load_at_start = os.getloadavg()
 
-    if args.ckpt:
-        G, ck_meta = load_generator(args.ckpt)
+    if ckpt:
+        G, ck = checkpoint.load_generator(ckpt)
+        ck_meta = {k: ck[k] for k in ("step", "imgs_seen", "seconds") if k in ck}
     else:  # the committed bundle's own generator, checked against its graphs
-        from .from_bundle import load_generator as from_bundle_generator
-        G = from_bundle_generator(args.bundle).requires_grad_(False)
-        ck_meta = {"bundle": str(args.bundle)}
+        G = from_bundle.load_generator(bundle).requires_grad_(False)
+        ck_meta = {"bundle": str(bundle)}
     res = G.resolution
-    images, names, _ = data.load_faces(res, args.data)
-    held = data.split_indices(len(images))[1][:args.n]
+    images, names, _ = data.load_faces(res, data_dir)
+    held = data.split_indices(len(images))[1][:n]
     targets_u8 = images[held]
     targets = torch.from_numpy(data.to_float(targets_u8))
     lpips = default_lpips()
 
     t0 = time.perf_counter()
-    w_stats = compute_w_stats(G, args.w_avg_samples)
+    w_stats = compute_w_stats(G, w_avg_samples)
     w_stats_s = time.perf_counter() - t0
     print(f"G step {ck_meta.get('step')} | {len(held)} held-out faces | w_std {w_stats[1]:.4f} "
-          f"({w_stats_s:.2f}s) | {args.steps} steps, space {args.space}, batch {args.batch}, "
-          f"{args.threads} threads", flush=True)
+          f"({w_stats_s:.2f}s) | {steps} steps, space {space}, batch {batch}, "
+          f"{threads} threads", flush=True)
 
     # one untimed warm-up (first-call allocations, oneDNN primitive creation)
-    project(G, targets[:min(args.batch, len(held))], num_steps=2, space=args.space, lpips=lpips, w_stats=w_stats,
-            pixel_weight=args.pixel_weight, lpips_weight=args.lpips_weight)
+    project(G, targets[:min(batch, len(held))], num_steps=2, space=space, lpips=lpips, w_stats=w_stats,
+            pixel_weight=pixel_weight, lpips_weight=lpips_weight)
 
     all_ws, per_image, groups = [], [], []
-    for g0 in range(0, len(held), args.batch):
-        idx = list(range(g0, min(g0 + args.batch, len(held))))
+    for g0 in range(0, len(held), batch):
+        idx = list(range(g0, min(g0 + batch, len(held))))
         times = []
         t0 = time.perf_counter()
-        ws, losses = project(G, targets[idx], num_steps=args.steps, initial_learning_rate=args.lr,
-                             initial_noise_factor=args.noise_factor, space=args.space,
-                             w_avg_samples=args.w_avg_samples, pixel_weight=args.pixel_weight,
-                             lpips_weight=args.lpips_weight, seed=args.seed + g0, lpips=lpips,
-                             w_stats=w_stats, step_times=times, verbose=args.verbose)
+        ws, losses = project(G, targets[idx], num_steps=steps, initial_learning_rate=lr,
+                             initial_noise_factor=noise_factor, space=space,
+                             w_avg_samples=w_avg_samples, pixel_weight=pixel_weight,
+                             lpips_weight=lpips_weight, seed=seed + g0, lpips=lpips,
+                             w_stats=w_stats, step_times=times, verbose=verbose)
         wall = time.perf_counter() - t0
         with torch.no_grad():
             img = G.synthesis(ws, zero_noise(G, len(idx)))
             tgt = targets[idx]
             final_loss = reconstruction_loss(img, tgt, torch.ones(len(idx), 1, res, res),
-                                             torch.tensor([[args.pixel_weight, args.lpips_weight]]).repeat(len(idx), 1),
+                                             torch.tensor([[pixel_weight, lpips_weight]]).repeat(len(idx), 1),
                                              lpips).numpy()
             proj_u8 = to_uint8(img)
             lp = lpips(torch.from_numpy(data.to_float(proj_u8)), tgt).numpy()
@@ -257,15 +225,15 @@ def main():
                              G.synthesis(torch.from_numpy(all_ws_np), zero_noise(G, len(all_ws_np))).detach()]),
                   out / "compare.png", nrow=len(all_ws_np))
 
-    full = [g for g in groups if g["size"] == args.batch] or groups
+    full = [g for g in groups if g["size"] == batch] or groups
     ms_batch = float(np.median([g["ms_per_step_median"] for g in full]))
     mean = {k: float(np.mean([r[k] for r in per_image]))
             for k in ("psnr_db", "lpips", "final_loss", "first_loss", "seconds", "ms_per_step_median")}
     report = dict(
-        settings=dict(ckpt=str(args.ckpt or args.bundle), ckpt_meta=ck_meta, n=len(held), steps=args.steps, space=args.space,
-                      batch=args.batch, lr=args.lr, noise_factor=args.noise_factor,
-                      pixel_weight=args.pixel_weight, lpips_weight=args.lpips_weight,
-                      w_avg_samples=args.w_avg_samples, seed=args.seed, noise_maps="zeros",
+        settings=dict(ckpt=str(ckpt or bundle), ckpt_meta=ck_meta, n=len(held), steps=steps, space=space,
+                      batch=batch, lr=lr, noise_factor=noise_factor,
+                      pixel_weight=pixel_weight, lpips_weight=lpips_weight,
+                      w_avg_samples=w_avg_samples, seed=seed, noise_maps="zeros",
                       loss="graphs.reconstruction_loss (mask=ones): MSE + LPIPS-alex at native res",
                       metrics="PSNR and LPIPS on uint8-rounded projections vs the uint8 targets; "
                               "final_loss on the float projection"),
@@ -273,14 +241,35 @@ def main():
                          cpu_count=os.cpu_count(), loadavg_start=load_at_start, loadavg_end=os.getloadavg(),
                          python=platform.python_version()),
         w_std=w_stats[1], w_stats_seconds=w_stats_s,
-        ms_per_step_at_batch=ms_batch, ms_per_step_per_image_at_batch=ms_batch / args.batch,
+        ms_per_step_at_batch=ms_batch, ms_per_step_per_image_at_batch=ms_batch / batch,
         groups=groups, mean=mean, images=per_image)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "report.json")
+    write_json(out / "report.json", report, indent=2)
     print(f"mean: PSNR {mean['psnr_db']:.2f} dB, LPIPS {mean['lpips']:.4f}, loss {mean['final_loss']:.4f}, "
-          f"{mean['seconds']:.1f} s/img; {ms_batch:.1f} ms/step at batch {args.batch} -> {out}/report.json",
+          f"{mean['seconds']:.1f} s/img; {ms_batch:.1f} ms/step at batch {batch} -> {out}/report.json",
           flush=True)
+    return report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", help="training checkpoint (G_ema); default: --bundle's weights")
+    ap.add_argument("--bundle", help="bundle whose generator is rebuilt in PyTorch when no --ckpt is given (from_bundle)")
+    ap.add_argument("--n", type=int, help="first N faces of the held-out split")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--space", choices=["w", "w+"])
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--batch", type=int, help="images projected together (one latent each)")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--noise-factor", type=float)
+    ap.add_argument("--pixel-weight", type=float)
+    ap.add_argument("--lpips-weight", type=float)
+    ap.add_argument("--w-avg-samples", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--data", dest="data_dir")
+    ap.add_argument("--out")
+    ap.add_argument("--verbose", action="store_true")
+    ap.set_defaults(**step_defaults(run_projection))
+    run_projection(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -12,26 +12,19 @@ train_gan), that encoder is the starting point. Resumable: OUT/ckpt.pt is rewrit
 few minutes.
 """
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
 
-from . import data
+from . import checkpoint, data
 from .bundle import w_stats
 from .graphs import reconstruction_loss
 from .lpips import LPIPS
-from .networks import Encoder, Generator, count_params
-from .util import save_grid
+from .networks import Encoder, count_params
+from .util import save_grid, step_defaults
 
-
-def load_generator(path):
-    ck = torch.load(path, weights_only=False, map_location="cpu")
-    G = Generator(**ck["config"]).eval()
-    G.load_state_dict(ck["G_ema"])
-    G.requires_grad_(False)
-    return G, ck
+CKPT_SECONDS = 180
 
 
 def sample_ws(G, n, gen, w_avg):
@@ -46,92 +39,113 @@ def sample_ws(G, n, gen, w_avg):
         return torch.where(rows < cut, w[:, None], w2[:, None])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gan", default="runs/gan/ckpt.pt")
-    ap.add_argument("--out", default="runs/encoder")
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--minutes", type=float, default=15.0)
-    ap.add_argument("--batch", type=int, default=8, help="generated + real examples per step, each")
-    ap.add_argument("--lr", type=float, default=0.001)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def zero_noise(S, batch):
+    return [torch.zeros([batch] + s) for s in S.noise_shapes]
 
-    G, gan_ck = load_generator(args.gan)
-    S = G.synthesis
-    w_avg, w_std = w_stats(G)
-    images, _, _ = data.load_faces(G.resolution, args.data)
-    train_idx, hold_idx = data.split_indices(len(images))
-    reals = torch.from_numpy(images[train_idx])
-    torch.manual_seed(args.seed)
-    if "E" in gan_ck:
+
+def initial_encoder(G, gan_ck, w_avg):
+    """The encoder trained jointly with G when the checkpoint has one, else a fresh one."""
+    E = checkpoint.joint_encoder_from(gan_ck)
+    if E is not None:
         # hybrid training (train_gan --recon) already trained an encoder with the
         # generator: fine-tune that one rather than start from scratch.
-        E = Encoder(**gan_ck["E_config"])
-        E.load_state_dict(gan_ck["E"])
         print("starting from the encoder trained with the generator", flush=True)
-    else:
-        E = Encoder(G.resolution, G.num_ws, G.w_dim)
-        E.w_avg.copy_(w_avg)
+        return E.train().requires_grad_(True)
+    E = Encoder(G.resolution, G.num_ws, G.w_dim)
+    E.w_avg.copy_(w_avg)
+    return E
+
+
+def encoder_step(G, E, opt, lpips, reals, gen, w_avg, w_std, b):
+    """Generated pairs (loss on the latent, in w_std units) + real faces (the bundle's
+    reconstruction loss through G). -> (loss_lat, loss_img)."""
+    S = G.synthesis
+    ws_true = sample_ws(G, b, gen, w_avg)
+    with torch.no_grad():
+        fake = S(ws_true, zero_noise(S, b))
+    idx = torch.randint(0, len(reals), [b], generator=gen)
+    real = reals[idx].float() / 127.5 - 1
+    flip = torch.rand(b, generator=gen) < 0.5
+    real = torch.where(flip[:, None, None, None], real.flip(3), real)
+
+    pred = E(torch.cat([fake, real]))
+    loss_lat = (((pred[:b] - ws_true) / w_std) ** 2).mean()
+    rec = S(pred, zero_noise(S, 2 * b))
+    ones = torch.ones(2 * b, 1, G.resolution, G.resolution)
+    loss_img = reconstruction_loss(rec, torch.cat([fake, real]), ones, torch.ones(2 * b, 2), lpips).mean()
+    loss = 0.1 * loss_lat + loss_img
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss_lat, loss_img
+
+
+def save(out, E, opt, gen, step, seconds, G, hold):
+    """OUT/ckpt.pt (atomically) and OUT/recon.png (held-out faces and their reconstructions)."""
+    checkpoint.save(out / "ckpt.pt", dict(E=E.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step,
+                                          seconds=seconds, config=E.config))
+    with torch.no_grad():
+        save_grid(torch.cat([hold, G.synthesis(E(hold), zero_noise(G.synthesis, len(hold)))]),
+                  out / "recon.png", nrow=16)
+
+
+def train(*, gan="runs/gan/ckpt.pt", out="runs/encoder", data_dir=None, minutes=15.0, batch=8, lr=0.001,
+          threads=2, seed=0):
+    """Train (or resume) the encoder in OUT against the generator checkpoint `gan`."""
+    torch.set_num_threads(threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    G, gan_ck = checkpoint.load_generator(gan)
+    w_avg, w_std = w_stats(G)
+    images, _, _ = data.load_faces(G.resolution, data_dir)
+    train_idx, hold_idx = data.split_indices(len(images))
+    reals = torch.from_numpy(images[train_idx])
+    torch.manual_seed(seed)
+    E = initial_encoder(G, gan_ck, w_avg)
     lpips = LPIPS().eval()
-    opt = torch.optim.Adam(E.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.9, 0.99))
     step, seconds = 0, 0.0
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1)
     ckpt = out / "ckpt.pt"
     if ckpt.exists():
-        ck = torch.load(ckpt, weights_only=False)
-        E.load_state_dict(ck["E"]); opt.load_state_dict(ck["opt"]); gen.set_state(ck["gen"])
+        ck = checkpoint.load(ckpt)
+        E.load_state_dict(ck["E"])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"])
         step, seconds = ck["step"], ck["seconds"]
         print(f"resumed at step {step}", flush=True)
     print(f"encoder {count_params(E):,} params", flush=True)
-    zeros = lambda b: [torch.zeros([b] + s) for s in S.noise_shapes]  # noqa: E731
     hold = torch.from_numpy(images[hold_idx[:16]]).float() / 127.5 - 1
 
-    def save():
-        tmp = out / "ckpt.tmp"
-        torch.save(dict(E=E.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step, seconds=seconds,
-                        config=E.config), tmp)
-        os.replace(tmp, ckpt)
-        with torch.no_grad():
-            save_grid(torch.cat([hold, S(E(hold), zeros(len(hold)))]), out / "recon.png", nrow=16)
-
     t_start = t_ckpt = time.time()
-    b = args.batch
-    ones = torch.ones(b, 1, G.resolution, G.resolution)
-    wts = torch.ones(b, 2)
-    while time.time() - t_start < args.minutes * 60:
+    while time.time() - t_start < minutes * 60:
         t0 = time.time()
-        ws_true = sample_ws(G, b, gen, w_avg)
-        with torch.no_grad():
-            fake = S(ws_true, zeros(b))
-        idx = torch.randint(0, len(reals), [b], generator=gen)
-        real = reals[idx].float() / 127.5 - 1
-        flip = torch.rand(b, generator=gen) < 0.5
-        real = torch.where(flip[:, None, None, None], real.flip(3), real)
-
-        pred = E(torch.cat([fake, real]))
-        loss_lat = (((pred[:b] - ws_true) / w_std) ** 2).mean()
-        rec = S(pred, zeros(2 * b))
-        loss_img = reconstruction_loss(rec, torch.cat([fake, real]), torch.cat([ones, ones]),
-                                       torch.cat([wts, wts]), lpips).mean()
-        loss = 0.1 * loss_lat + loss_img
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss_lat, loss_img = encoder_step(G, E, opt, lpips, reals, gen, w_avg, w_std, batch)
         step += 1
         seconds += time.time() - t0
         if step % 20 == 0:
             print(f"step {step} min {seconds / 60:.1f} loss_lat {loss_lat.item():.3f} loss_img {loss_img.item():.4f}",
                   flush=True)
-        if time.time() - t_ckpt > 180:
-            save()
+        if time.time() - t_ckpt > CKPT_SECONDS:
+            save(out, E, opt, gen, step, seconds, G, hold)
             t_ckpt = time.time()
-    save()
+    save(out, E, opt, gen, step, seconds, G, hold)
     print(f"done: step {step}, {seconds / 60:.1f} min", flush=True)
+    return E
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gan", help="train_gan checkpoint (its G_ema, and its encoder when it has one)")
+    ap.add_argument("--out")
+    ap.add_argument("--data", dest="data_dir")
+    ap.add_argument("--minutes", type=float)
+    ap.add_argument("--batch", type=int, help="generated + real examples per step, each")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.set_defaults(**step_defaults(train))
+    train(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,15 @@ import onnx
 import torch
 
 from . import bundle as bundle_io
+from . import checkpoint, golden
 from .lpips import LPIPS
-from .networks import Encoder, Generator, count_params
-from .util import save_grid
+from .networks import count_params
+from .util import save_grid, step_defaults
 
 FACE_GRAPHS = ("face_id", "face_attributes")  # self-contained: not in weights.bin
 
 
-def update(*, bundle, gan, out, threads=1, log=print):
+def update(*, gan, out, bundle="default", threads=1, log=print):
     torch.set_num_threads(threads)
     src, out = Path(bundle), Path(out)
     work = out.with_name(out.name + ".tmp")
@@ -36,17 +37,13 @@ def update(*, bundle, gan, out, threads=1, log=print):
         shutil.rmtree(work)
     shutil.copytree(src, work)
     man = json.loads((work / "manifest.json").read_text())
-    ck = torch.load(gan, weights_only=False)
+    ck = checkpoint.load(gan)
     if ck["config"] != man["generator"]:
         raise SystemExit(f"{gan}: generator config {ck['config']} differs from the bundle's {man['generator']}")
-    G = Generator(**ck["config"]).eval()
-    G.load_state_dict(ck["G_ema"])
-    G.requires_grad_(False)
-    if "E" not in ck:
+    G = checkpoint.generator_from(ck)
+    E = checkpoint.joint_encoder_from(ck)
+    if E is None:
         raise SystemExit(f"{gan}: no jointly trained encoder (train_gan's hybrid mode writes one)")
-    E = Encoder(**ck["E_config"]).eval()
-    E.load_state_dict(ck["E"])
-    E.requires_grad_(False)
     lpips = LPIPS().eval()
 
     packed = [k for k in man["graphs"] if k not in FACE_GRAPHS]
@@ -87,6 +84,7 @@ def update(*, bundle, gan, out, threads=1, log=print):
     tmp = work / "manifest.json.tmp"
     tmp.write_text(json.dumps(man, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, work / "manifest.json")
+    golden.write(work, log=log)  # its generator-rendered images change with the generator
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)
@@ -95,12 +93,12 @@ def update(*, bundle, gan, out, threads=1, log=print):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="default")
-    ap.add_argument("--gan", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    update(bundle=a.bundle, gan=a.gan, out=a.out, threads=a.threads)
+    ap.add_argument("--bundle", help="the bundle to copy")
+    ap.add_argument("--gan", required=True, help="train_gan checkpoint (hybrid mode: with its encoder)")
+    ap.add_argument("--out", required=True, help="the candidate bundle (replaced when it exists)")
+    ap.add_argument("--threads", type=int)
+    ap.set_defaults(**step_defaults(update))
+    update(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Small helpers shared by the toolchain scripts."""
 import hashlib
+import inspect
+import json
 import os
 from pathlib import Path
 
@@ -41,3 +43,36 @@ def sha256_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def write_json(path, obj, indent=1):
+    """Write `obj` as JSON to `path` atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    os.replace(tmp, path)
+
+
+def batched(fn, x, batch):
+    """torch.cat of fn over consecutive slices of `batch` rows of x."""
+    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def step_defaults(fn):
+    """{parameter: default} of a step's keyword-only function, for `ArgumentParser.set_defaults`:
+    the function's signature is the one place a step's defaults live."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
+            and k != "log"}
+
+
+class RunLog:
+    """Prints a training run's progress lines and appends them to OUT/log.txt."""
+
+    def __init__(self, path):
+        self.file = open(path, "a")
+
+    def __call__(self, line):
+        print(line, flush=True)
+        self.file.write(line + "\n")
+        self.file.flush()

@@ -31,15 +31,12 @@ Likelihood conventions (documented once here, used by eval_vae and the manifest)
 """
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .networks import Conv, EqualLinear, bilinear_kernel, lrelu, upsample2x
-
-LOG_2PI = math.log(2.0 * math.pi)
-LOG_127_5 = math.log(127.5)
+from .metrics import bits_per_dim, gaussian_log_px, kl_normal, nats_8bit  # noqa: F401 (the VAE's conventions)
+from .networks import Conv, EqualLinear, bilinear_kernel, upsample2x
 
 
 def vae_channels(resolution, max_ch=128, base=1024):
@@ -127,9 +124,7 @@ class VAE(nn.Module):
 
     def log_px(self, x, mean):
         """log N(x; mean, sigma^2) summed over pixels -> [B] nats ([-1,1] scale)."""
-        ls = self.log_sigma_clamped()[None, :, None, None]
-        d = (x - mean) * torch.exp(-ls)
-        return -(0.5 * d * d + ls + 0.5 * LOG_2PI).sum(dim=[1, 2, 3])
+        return gaussian_log_px(x, mean, self.log_sigma_clamped())
 
     def forward(self, x, gen=None):
         """Training pass -> (recon_nll [B], kl [B], mean image) for one posterior sample."""
@@ -138,11 +133,6 @@ class VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * eps
         mean = self.decode(z)
         return -self.log_px(x, mean), kl_normal(mu, logvar), mean
-
-
-def kl_normal(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dims -> [B] nats."""
-    return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(dim=1)
 
 
 @torch.no_grad()
@@ -190,16 +180,6 @@ def recon_prob(vae, x, L=16, gen=None):
         lps.append(vae.log_px(x, vae.decode(z)))
     lps = torch.stack(lps, 0)
     return torch.logsumexp(lps, 0) - math.log(L)
-
-
-def nats_8bit(nll, dims):
-    """nats/image on the [-1,1] scale -> nats/image for u = 127.5 (x + 1) in [0, 256)."""
-    return nll + dims * LOG_127_5
-
-
-def bits_per_dim(nll, dims):
-    """nats/image on the [-1,1] scale -> bits/dim on the 8-bit scale."""
-    return nats_8bit(nll, dims) / (dims * math.log(2.0))
 
 
 def dequantize(images_u8, gen=None):
@@ -251,17 +231,9 @@ def fold_prior(vae, m, s):
     dec.bias.copy_((bd / dec.b_gain).float())
 
 
-def load_vae(path):
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    vae = VAE(**ck["config"])
-    vae.load_state_dict(ck["vae"])
-    return vae.eval(), ck
-
-
 if __name__ == "__main__":
     from .networks import count_params
     for cfg in [dict(), dict(resolution=16, z_dim=8, max_ch=16), dict(resolution=32, z_dim=16, max_ch=32)]:
         v = VAE(**cfg)
         x = torch.rand(2, 3, v.resolution, v.resolution) * 2 - 1
         print(cfg, count_params(v.encoder), count_params(v.decoder), elbo(v, x).shape, recon_prob(v, x, 4).shape)
-    _ = np

@@ -22,7 +22,7 @@ from PIL import Image
 ONNX_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ONNX_DIR))
 
-from latentface_train import convert_faceapi, faceapi  # noqa: E402
+from latentface_train import face_graphs, faceapi  # noqa: E402
 from latentface_train.util import to_uint8  # noqa: E402
 
 torch.set_num_threads(1)
@@ -127,8 +127,8 @@ def test_manifest_faces_sections():
     for name in ("default", "tiny"):
         m = json.loads((ONNX_DIR / name / "manifest.json").read_text())
         faces = m["faces"]
-        assert faces["id_threshold"] == convert_faceapi.ID_THRESHOLD
-        assert faces["crop"]["centre_fraction"] == convert_faceapi.CENTRE_FRACTION
+        assert faces["id_threshold"] == face_graphs.ID_THRESHOLD
+        assert faces["crop"]["centre_fraction"] == face_graphs.CENTRE_FRACTION
         assert faces["verification"]["ok"] is True
         assert m["graphs"]["face_id"]["inputs"] == [
             {"name": "image", "shape": ["batch", 3, 150, 150], "dtype": "float32"}]
@@ -139,9 +139,9 @@ def test_manifest_faces_sections():
             {"name": "age", "shape": ["batch"], "dtype": "float32"},
             {"name": "gender", "shape": ["batch", 2], "dtype": "float32"}]
     m = json.loads((DEFAULT / "manifest.json").read_text())
-    assert m["faces"]["source"]["npm"] == convert_faceapi.NPM_SPEC
-    assert m["faces"]["source"]["weights_sha256"] == convert_faceapi.WEIGHTS_SHA256
-    assert convert_faceapi.NOTICE in m["files"]
+    assert m["faces"]["source"]["npm"] == face_graphs.NPM_SPEC
+    assert m["faces"]["source"]["weights_sha256"] == face_graphs.WEIGHTS_SHA256
+    assert face_graphs.NOTICE in m["files"]
 
 
 def test_tiny_face_graphs_match_their_modules():

@@ -1,10 +1,15 @@
-//! The flags, as clap sees them (the "low-level" form; see `cli::config`).
+//! The command line as clap sees it: plain data. The job commands take their job's spec
+//! (`jobs::spec`) as their arguments, so a command line and a manifest entry are one
+//! type; validation happens when the spec becomes a job (`KindSpec::into_job`).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::latent::LatentSpace;
+use crate::jobs::spec::{
+    defaults, AlignSpec, AnomalySpec, DecodeSpec, EncodeSpec, FaceOpts, FamilySpec, GenerateSpec,
+    ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec, SampleSpec,
+};
 use crate::model::Device;
 
 #[derive(Debug, Parser)]
@@ -52,23 +57,23 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Render a face from a seed (z ~ N(0,1), truncation psi) or from a latent file
-    Generate(GenerateArgs),
+    Generate(GenerateSpec),
     /// Invert photos into latent codes; writes latent, sidecar, reconstruction, comparison and report per photo
-    Invert(InvertArgs),
+    Invert(InvertSpec),
     /// Show (and check) what a model bundle holds
     Info,
     /// Time inversion steps at several batch sizes
     Bench(BenchArgs),
     /// Children of two parents (photos or latents): blended genes, age/gender, siblings, a family sheet
-    Family(super::latent_jobs::FamilyArgs),
+    Family(FamilySpec),
     /// A GIF, MP4 or PNG-frame morph through two or more faces (photos or latents)
-    Morph(super::latent_jobs::MorphArgs),
-    /// Run a manifest of invert/family/morph jobs: concurrent, resumable, shardable
-    Batch(super::latent_jobs::BatchArgs),
+    Morph(MorphSpec),
+    /// Run a manifest of jobs of any kind (invert, family, morph, vae_encode, ...): concurrent, resumable, shardable
+    Batch(BatchArgs),
     /// The VAE: encode, decode, reconstruct, interpolate, sample, anomaly, impute, map
-    Vae(super::vae::VaeArgs),
+    Vae(VaeArgs),
     /// Find the face in photos and cut crops aligned to the model's template (+ the transform as JSON)
-    Align(AlignArgs),
+    Align(AlignSpec),
     /// Judge the model on a folder of real faces it never saw: inversion, samples, edits, families (identity, age, gender)
     Eval(EvalArgs),
     /// The family and morph studio in the browser, and its HTTP API (loopback by default)
@@ -96,6 +101,84 @@ pub struct ServeArgs {
     /// 2 s on a 2-core CPU, ~28 dB; the page also offers 150 and 300)
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub steps: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    about = "The VAE: encode, decode, reconstruct, interpolate, sample, anomaly scores, fill missing pixels, latent map",
+    long_about = "The bundle's VAE (graphs vae_encoder, vae_decoder, vae_decoder_grad): a second latent \
+space that is instant where GAN inversion is slow, gives each image a likelihood score, and can fill in \
+missing pixels. Photos of another size are centre-cropped and resized to the model's resolution."
+)]
+pub struct VaeArgs {
+    #[command(subcommand)]
+    pub command: VaeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaeCommand {
+    /// Photos -> posterior mean and log-variance: DIR/NAME_mu.npy, NAME_logvar.npy ([1, vae_z_dim]) + NAME_vae.json
+    Encode(EncodeSpec),
+    /// A latent .npy ([vae_z_dim] or [1, vae_z_dim], e.g. NAME_mu.npy) -> a PNG
+    Decode(DecodeSpec),
+    /// Photos -> reconstructions: NAME_recon.png, NAME_compare.png (photo | recon), report.json (PSNR, SSIM, neg-ELBO)
+    Reconstruct(ReconstructSpec),
+    /// Frames between two photos or latents -> .gif, .mp4, a folder of PNG frames, or a .png contact sheet
+    Interpolate(InterpolateSpec),
+    /// Random faces from the prior: sample_NNNN.png + .npy, and grid.png
+    Sample(SampleSpec),
+    /// Anomaly scores (negative ELBO, Monte-Carlo reconstruction probability) with percentile and verdict per image
+    Anomaly(AnomalyArgs),
+    /// Fill masked pixels by optimising z on the visible ones, then blend the fill into the photo
+    Impute(ImputeSpec),
+    /// A 2-D PCA map of a folder's latents with thumbnails (coloured by age for UTKFace names), and a decoded grid
+    Map(MapSpec),
+}
+
+/// `vae anomaly`: the job, and how much to print.
+#[derive(Debug, Args)]
+pub struct AnomalyArgs {
+    #[command(flatten)]
+    pub spec: AnomalySpec,
+    /// Print one line per image (default: only when there are at most 50)
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every job is done (or skipped as already done); \
+1 when a job failed or the run could not start; 130 when interrupted (Ctrl-C, SIGTERM): \
+run the same command again to resume."
+)]
+pub struct BatchArgs {
+    /// Manifest listing the jobs: TOML (.toml) or JSON; see docs/batch.md
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// Jobs run at the same time
+    #[arg(short = 'j', long = "jobs", default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+    /// Redo jobs that are already done (by default a job whose .done marker matches
+    /// and whose outputs all exist is skipped)
+    #[arg(long)]
+    pub force: bool,
+    /// Run only shard I of N (0 <= I < N): the jobs whose id hashes to I; N machines
+    /// with I = 0..N-1 split the manifest exactly
+    #[arg(long, value_name = "I/N", value_parser = crate::jobs::batch::parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// Folder of the per-job .done markers [default: MANIFEST_STEM.state/ next to the manifest]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Summary JSON [default: STATE_DIR/summary.json, or summary-shard-I-of-N.json]
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Latent cache folder for photo inputs, unless a job names its own
+    /// [default: ~/.cache/latentface/latents]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Do not read or write the latent cache (unless a job names its own)
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -138,146 +221,15 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub children: usize,
     /// The families' sibling diversity (as `family --diversity`)
-    #[arg(long, default_value_t = crate::jobs::spec::defaults::diversity(), value_name = "D")]
+    #[arg(long, default_value_t = defaults::diversity(), value_name = "D")]
     pub diversity: f32,
     /// The families' mutation strength (as `family --mutation`)
-    #[arg(long, default_value_t = crate::jobs::spec::defaults::mutation(), value_name = "S")]
+    #[arg(long, default_value_t = defaults::mutation(), value_name = "S")]
     pub mutation: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
-    pub faces: FaceArgs,
-}
-
-/// How photos are aligned before the model sees them (invert, family, morph).
-#[derive(Debug, Args, Clone, Default)]
-pub struct FaceArgs {
-    /// The photos are ready aligned face crops: centre-crop and resize only, no face detection
-    #[arg(long)]
-    pub no_align: bool,
-    /// Use the N-th face counted from the left of the picture, from 1 [default: the largest]
-    #[arg(long, value_name = "N", conflicts_with = "no_align")]
-    pub face: Option<usize>,
-    /// Face detector (RetinaFace ONNX) [default: $LATENTFACE_DETECTOR, else
-    /// .deps/face_detector/retinaface_mnet025.onnx as installed by scripts/setup.sh]
-    #[arg(long, value_name = "FILE", conflicts_with = "no_align")]
-    pub detector: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct AlignArgs {
-    /// Photos (PNG or JPEG, any size and orientation)
-    #[arg(required = true, value_name = "PHOTO")]
-    pub photos: Vec<PathBuf>,
-    /// Output folder: NAME.png (the crop) and NAME.json (face, landmarks, transform) per photo
-    #[arg(short, long, value_name = "DIR")]
-    pub output: PathBuf,
-    /// Crop side in pixels [default: the bundle's resolution if a bundle is found, else 256]
-    #[arg(long, value_name = "PX")]
-    pub size: Option<u32>,
-    /// Use the N-th face counted from the left of the picture, from 1 [default: the largest]
-    #[arg(long, value_name = "N", conflicts_with = "all")]
-    pub face: Option<usize>,
-    /// Crop every face: NAME_face1.png, NAME_face2.png, ... (from the left)
-    #[arg(long)]
-    pub all: bool,
-    /// Face detector (RetinaFace ONNX) [default: $LATENTFACE_DETECTOR, else
-    /// .deps/face_detector/retinaface_mnet025.onnx as installed by scripts/setup.sh]
-    #[arg(long, value_name = "FILE")]
-    pub detector: Option<PathBuf>,
-    /// Smallest detector confidence that counts as a face
-    #[arg(long, default_value_t = 0.8, value_name = "0..1")]
-    pub min_score: f32,
-    /// Stop at the first photo that fails (nothing written). By default the other photos
-    /// are still done, each failure is reported, and the exit status is 1
-    #[arg(long)]
-    pub fail_fast: bool,
-}
-
-#[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["seed", "latent"]))]
-pub struct GenerateArgs {
-    /// Seed of z ~ N(0, 1)
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Truncation: w = w_avg + psi (w - w_avg), in [-3, 3] (only with --seed)
-    #[arg(long, default_value_t = 0.7, requires = "seed")]
-    pub psi: f32,
-    /// Latent file (.npy [1,num_ws,w_dim] / [1,w_dim], or StyleGAN .npz with key `w`)
-    #[arg(long, value_name = "FILE")]
-    pub latent: Option<PathBuf>,
-    /// Output PNG
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
-    /// Also write the latent used (.npy + .json sidecar)
-    #[arg(long, value_name = "FILE")]
-    pub save_latent: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct InvertArgs {
-    /// Photos (PNG or JPEG): the face is found and aligned to the model's template
-    /// (with --no-align, photos are centre-cropped and resized instead)
-    #[arg(required = true, value_name = "PHOTO")]
-    pub photos: Vec<PathBuf>,
-    #[command(flatten)]
-    pub faces: FaceArgs,
-    /// Invert every face of each photo (outputs NAME_face1..., from the left)
-    #[arg(long, conflicts_with_all = ["face", "no_align"])]
-    pub all: bool,
-    /// Also write NAME_pasted.png: the reconstruction pasted back into the original photo
-    #[arg(long, conflicts_with = "no_align")]
-    pub paste_back: bool,
-    /// Output folder
-    #[arg(short, long, value_name = "DIR")]
-    pub output: PathBuf,
-    /// Optimisation steps
-    #[arg(long, default_value_t = 300)]
-    pub steps: usize,
-    /// Latent space optimised: w (one vector for all layers) or w+ (one per layer)
-    #[arg(long, default_value = "w+", value_name = "w|w+")]
-    pub space: LatentSpace,
-    /// With --space w+: optimise in W for the first N steps, then in W+
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub w_steps: usize,
-    /// Photos inverted together in one graph call per step
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    /// Seed of the latent-noise streams (each photo's stream also depends on its content)
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Peak learning rate
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f64,
-    /// Initial latent-noise strength (times w_std), decaying to 0 at 75% of the steps
-    #[arg(long, default_value_t = 0.05)]
-    pub noise_strength: f64,
-    /// Weight of the pixel (masked MSE) loss
-    #[arg(long, default_value_t = 1.0)]
-    pub pixel_weight: f32,
-    /// Weight of the LPIPS loss
-    #[arg(long, default_value_t = 1.0)]
-    pub lpips_weight: f32,
-    /// W+ only: weight of a penalty on the rows' spread around their mean (keeps the code
-    /// near W, where edits and blends behave; 0 = free W+)
-    #[arg(long, default_value_t = 0.0, value_name = "W")]
-    pub spread_weight: f32,
-    /// Start: auto (encoder graph if the bundle has one, else w_avg), mean, encoder
-    #[arg(long, default_value = "auto", value_parser = ["auto", "mean", "encoder"])]
-    pub init: String,
-    /// Mask image (white = pixel counts): once for all photos, or once per photo
-    #[arg(long, value_name = "FILE")]
-    pub mask: Vec<PathBuf>,
-    /// Stop a photo early when its loss has not improved for N steps (0 = never)
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub patience: usize,
-    /// Relative loss improvement that counts as progress for --patience
-    #[arg(long, default_value_t = 1e-3)]
-    pub min_improvement: f64,
-    /// Stop at the first photo that fails (nothing written). By default the other photos
-    /// are still done, each failure is reported, and the exit status is 1
-    #[arg(long)]
-    pub fail_fast: bool,
+    pub faces: FaceOpts,
 }
 
 #[derive(Debug, Args)]
@@ -311,4 +263,35 @@ pub struct BenchArgs {
     /// Family jobs in the family benchmark (4 children each, 2 at a time)
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub family_jobs: usize,
+}
+
+impl Command {
+    /// The job spec of a job command (`None` for info, bench, batch, eval and serve).
+    pub fn job_spec(&self) -> Option<crate::jobs::spec::JobSpec> {
+        use crate::jobs::spec::JobSpec as J;
+        Some(match self {
+            Command::Generate(s) => J::Generate(s.clone()),
+            Command::Invert(s) => J::Invert(s.clone()),
+            Command::Family(s) => J::Family(s.clone()),
+            Command::Morph(s) => J::Morph(s.clone()),
+            Command::Align(s) => J::Align(s.clone()),
+            Command::Vae(v) => match &v.command {
+                VaeCommand::Encode(s) => J::VaeEncode(s.clone()),
+                VaeCommand::Decode(s) => J::VaeDecode(s.clone()),
+                VaeCommand::Reconstruct(s) => J::VaeReconstruct(s.clone()),
+                VaeCommand::Interpolate(s) => J::VaeInterpolate(s.clone()),
+                VaeCommand::Sample(s) => J::VaeSample(s.clone()),
+                VaeCommand::Anomaly(a) => J::VaeAnomaly(a.spec.clone()),
+                VaeCommand::Impute(s) => J::VaeImpute(s.clone()),
+                VaeCommand::Map(s) => J::VaeMap(s.clone()),
+            },
+            Command::Info
+            | Command::Bench(_)
+            | Command::Batch(_)
+            | Command::Eval(_)
+            | Command::Serve(_) => {
+                return None
+            }
+        })
+    }
 }

@@ -152,7 +152,12 @@ impl<'a> FaceJudge<'a> {
     }
 
     /// Photos `[n, 3, side, side]` against what the model made of each (same layout).
-    pub fn compare_all(&self, photos: &[f32], results: &[f32], side: usize) -> Result<Vec<Resemblance>> {
+    pub fn compare_all(
+        &self,
+        photos: &[f32],
+        results: &[f32],
+        side: usize,
+    ) -> Result<Vec<Resemblance>> {
         let (a, b) = (self.read(photos, side)?, self.read(results, side)?);
         Ok(a.iter().zip(&b).map(|(p, r)| self.compare(p, r)).collect())
     }

@@ -15,9 +15,11 @@
 //! layer), or W first then W+ (`w_stage_steps`). This module knows nothing about files
 //! or the command line.
 //!
-//! The loop itself (Adam per sample, schedule, plateau stop, one graph call per step)
-//! is [`optim::optimise`], shared with the VAE's imputation; this module supplies the
-//! GAN objective (W/W+ parameterisation, latent noise, `synthesis_grad`).
+//! The optimisation itself (Adam per sample, schedule, plateau stop, one graph call per
+//! step, the shared knobs [`OptimParams`] and their checks, the evaluate-optimise-evaluate
+//! [`run`]) is [`optim`], shared with the VAE's imputation; this module supplies only the
+//! GAN objective (W/W+ parameterisation, latent noise scaled by `w_std`, `synthesis_grad`)
+//! and the inversion's own knobs.
 
 pub mod adam;
 pub mod optim;
@@ -26,7 +28,10 @@ pub mod schedule;
 use anyhow::{bail, Context, Result};
 
 pub use adam::Adam;
-pub use optim::{optimise, LossGrads, Objective, OptimConfig, Sample};
+pub use optim::{
+    check_target, optimise, perturb, run, tile, Evaluation, LossGrads, Objective, OptimParams, Run,
+    Sample,
+};
 pub use schedule::Schedule;
 
 use crate::latent::{Latent, LatentSpace};
@@ -34,7 +39,8 @@ use crate::model::{Bundle, GraphKind};
 use crate::rng::Rng;
 
 /// Where the optimisation starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InitStrategy {
     /// The `encoder` graph when the bundle has one, else `w_avg`.
     #[default]
@@ -43,6 +49,30 @@ pub enum InitStrategy {
     Mean,
     /// The `encoder` graph (an error if the bundle has none).
     Encoder,
+}
+
+impl std::str::FromStr for InitStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(InitStrategy::Auto),
+            "mean" => Ok(InitStrategy::Mean),
+            "encoder" => Ok(InitStrategy::Encoder),
+            o => Err(format!(
+                "unknown start `{o}` (expected auto, mean or encoder)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for InitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InitStrategy::Auto => "auto",
+            InitStrategy::Mean => "mean",
+            InitStrategy::Encoder => "encoder",
+        })
+    }
 }
 
 /// The start actually used.
@@ -96,108 +126,49 @@ impl Plateau {
 }
 
 /// Every knob of an inversion, with NVIDIA's defaults where they exist.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct InvertParams {
-    pub steps: usize,
+    /// Steps, schedule, Adam, loss weights and plateau stop (shared with imputation).
+    pub optim: OptimParams,
     /// Space of the result.
     pub space: LatentSpace,
     /// With `space = WPlus`: the number of first steps optimised in W before switching
     /// to W+ (the optimiser state restarts at the switch). 0 = W+ throughout.
     pub w_stage_steps: usize,
-    pub schedule: Schedule,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// Loss weights fed to the graph: pixel (masked MSE) and perceptual (LPIPS).
-    pub pixel_weight: f32,
-    pub lpips_weight: f32,
     /// W+ only: weight of the rows' spread, `mean((w_l - mean_l w)^2)`, added to the loss
     /// (e4e's idea: codes near W edit and blend better than free W+ codes).
     pub spread_weight: f32,
     pub init: InitStrategy,
-    pub early_stop: Option<EarlyStop>,
-}
-
-impl Default for InvertParams {
-    fn default() -> Self {
-        InvertParams {
-            steps: 300,
-            space: LatentSpace::WPlus,
-            w_stage_steps: 0,
-            schedule: Schedule::default(),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            pixel_weight: 1.0,
-            lpips_weight: 1.0,
-            spread_weight: 0.0,
-            init: InitStrategy::Auto,
-            early_stop: Some(EarlyStop {
-                patience: 50,
-                min_rel_improvement: 1e-3,
-            }),
-        }
-    }
 }
 
 impl InvertParams {
-    /// The constants of the shared optimisation loop.
-    pub fn optim_config(&self) -> OptimConfig {
-        OptimConfig {
-            steps: self.steps,
-            schedule: self.schedule,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            early_stop: self.early_stop,
+    /// The inversion with `steps` steps and every other knob at its default.
+    pub fn with_steps(steps: usize) -> InvertParams {
+        InvertParams {
+            optim: OptimParams {
+                steps,
+                ..OptimParams::default()
+            },
+            ..InvertParams::default()
         }
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            bail!("steps must be at least 1");
-        }
-        if !(self.schedule.lr > 0.0 && self.schedule.lr.is_finite()) {
-            bail!(
-                "learning rate must be a positive number, got {}",
-                self.schedule.lr
-            );
-        }
-        for (name, v) in [
-            ("rampup", self.schedule.rampup),
-            ("rampdown", self.schedule.rampdown),
-            ("noise ramp", self.schedule.noise_ramp),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                bail!("{name} must be a fraction in [0, 1], got {v}");
-            }
-        }
-        if !(self.schedule.noise_strength >= 0.0 && self.schedule.noise_strength.is_finite()) {
-            bail!(
-                "noise strength must be >= 0, got {}",
-                self.schedule.noise_strength
-            );
-        }
-        if !(self.pixel_weight >= 0.0 && self.lpips_weight >= 0.0)
-            || self.pixel_weight + self.lpips_weight <= 0.0
-        {
-            bail!(
-                "loss weights must be >= 0 and not both zero (pixel {}, lpips {})",
-                self.pixel_weight,
-                self.lpips_weight
-            );
-        }
+        self.optim.validate()?;
         if !(self.spread_weight >= 0.0 && self.spread_weight.is_finite()) {
-            bail!("spread weight must be a number >= 0, got {}", self.spread_weight);
+            bail!(
+                "spread weight must be a number >= 0, got {}",
+                self.spread_weight
+            );
         }
         if self.w_stage_steps > 0 && self.space == LatentSpace::W {
             bail!("a W stage before W+ only makes sense with space w+");
         }
-        if self.w_stage_steps >= self.steps && self.w_stage_steps > 0 {
+        if self.w_stage_steps >= self.optim.steps && self.w_stage_steps > 0 {
             bail!(
                 "the W stage ({} steps) must be shorter than the run ({} steps)",
                 self.w_stage_steps,
-                self.steps
+                self.optim.steps
             );
         }
         Ok(())
@@ -284,35 +255,16 @@ impl GanObjective<'_> {
         }
     }
 
-    /// Target, mask and weight tensors for the samples `idx`.
-    fn gather(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let res = self.bundle.resolution();
-        let (img_len, mask_len) = (3 * res * res, res * res);
-        let mut img = Vec::with_capacity(idx.len() * img_len);
-        let mut mask = Vec::with_capacity(idx.len() * mask_len);
-        let mut weights = Vec::with_capacity(idx.len() * 2);
-        for &i in idx {
-            img.extend_from_slice(self.targets[i].image);
-            match self.targets[i].mask {
-                Some(m) => mask.extend_from_slice(m),
-                None => mask.extend(std::iter::repeat_n(1.0f32, mask_len)),
-            }
-            weights.extend([self.params.pixel_weight, self.params.lpips_weight]);
-        }
-        (img, mask, weights)
-    }
-
-    /// Loss and image of every sample's current latent, without noise.
-    fn evaluate(&self, samples: &[Sample]) -> Result<crate::model::GradOutput> {
-        let all: Vec<usize> = (0..samples.len()).collect();
-        let (img, mask, weights) = self.gather(&all);
-        let ws: Vec<f32> = samples
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| self.ws_of(i, s))
-            .collect();
+    /// `synthesis_grad` on the fed latents `ws` of the samples `idx`.
+    fn graph(&self, idx: &[usize], ws: &[f32]) -> Result<crate::model::GradOutput> {
+        let g = tile(
+            idx.iter()
+                .map(|&i| (self.targets[i].image, self.targets[i].mask)),
+            self.bundle.resolution(),
+            self.params.optim.loss_weights(),
+        );
         self.bundle
-            .synthesis_grad(&ws, &img, &mask, &weights, samples.len())
+            .synthesis_grad(ws, &g.target, &g.mask, &g.weights, idx.len())
     }
 }
 
@@ -323,12 +275,7 @@ impl Objective for GanObjective<'_> {
                 if self.in_w[i] {
                     s.param = broadcast(&s.param, self.num_ws);
                     self.in_w[i] = false;
-                    s.adam = Adam::new(
-                        s.param.len(),
-                        self.params.beta1,
-                        self.params.beta2,
-                        self.params.eps,
-                    );
+                    s.adam = self.params.optim.adam(s.param.len());
                 }
             }
         }
@@ -342,27 +289,23 @@ impl Objective for GanObjective<'_> {
         samples: &[Sample],
     ) -> Result<LossGrads> {
         let (num_ws, w_dim) = (self.num_ws, self.w_dim);
-        let noise_factor = self.params.schedule.noise_factor(step, self.params.steps);
+        let noise_factor = self.params.optim.noise_factor(step);
         // Latents fed to the graph: parameter + per-sample noise, broadcast in W.
         let mut ws_batch = Vec::with_capacity(active.len() * num_ws * w_dim);
         for &i in active {
-            let mut fed = samples[i].param.clone();
-            if noise_factor > 0.0 {
-                let sigma = (noise_factor as f32) * self.w_std;
-                for v in fed.iter_mut() {
-                    *v += self.rngs[i].normal() as f32 * sigma;
-                }
-            }
+            let fed = perturb(
+                &samples[i].param,
+                noise_factor,
+                self.w_std,
+                &mut self.rngs[i],
+            );
             ws_batch.extend(if self.in_w[i] {
                 broadcast(&fed, num_ws)
             } else {
                 fed
             });
         }
-        let (img, mask, weights) = self.gather(active);
-        let out = self
-            .bundle
-            .synthesis_grad(&ws_batch, &img, &mask, &weights, active.len())?;
+        let out = self.graph(active, &ws_batch)?;
         Ok(active
             .iter()
             .enumerate()
@@ -396,6 +339,21 @@ impl Objective for GanObjective<'_> {
             })
             .collect())
     }
+
+    /// The graph's loss (without the spread term) and image of every sample's latent.
+    fn evaluate(&mut self, samples: &[Sample]) -> Result<Evaluation> {
+        let all: Vec<usize> = (0..samples.len()).collect();
+        let ws: Vec<f32> = samples
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| self.ws_of(i, s))
+            .collect();
+        let out = self.graph(&all, &ws)?;
+        Ok(Evaluation {
+            loss: out.loss,
+            image: out.image,
+        })
+    }
 }
 
 /// Inverts all `targets` together. `progress` is called after every step.
@@ -411,24 +369,9 @@ pub fn invert_batch(
         return Ok(Vec::new());
     }
     let (res, num_ws, w_dim) = (bundle.resolution(), bundle.num_ws(), bundle.w_dim());
-    let (img_len, mask_len) = (3 * res * res, res * res);
     for (i, t) in targets.iter().enumerate() {
-        if t.image.len() != img_len {
-            bail!(
-                "target {i}: image has {} values, the model needs [3, {res}, {res}]",
-                t.image.len()
-            );
-        }
-        if let Some(m) = t.mask {
-            if m.len() != mask_len {
-                bail!(
-                    "target {i}: mask has {} values, the model needs [{res}, {res}]",
-                    m.len()
-                );
-            }
-        }
+        check_target(t.image, t.mask, res).with_context(|| format!("target {i}"))?;
     }
-    let cfg = params.optim_config();
 
     // Starting point.
     let use_encoder = match params.init {
@@ -455,15 +398,14 @@ pub fn invert_batch(
         vec![broadcast(&bundle.manifest().w_avg, num_ws); b]
     };
     let start_in_w = params.space == LatentSpace::W || params.w_stage_steps > 0;
-    let mut samples: Vec<Sample> = start_ws
+    let starts: Vec<Vec<f32>> = start_ws
         .iter()
         .map(|ws| {
-            let param = if start_in_w {
+            if start_in_w {
                 layer_mean(ws, num_ws, w_dim)
             } else {
                 ws.clone()
-            };
-            Sample::new(param, &cfg)
+            }
         })
         .collect();
     let mut objective = GanObjective {
@@ -476,16 +418,10 @@ pub fn invert_batch(
         w_dim,
         w_std: bundle.manifest().w_std_scalar(),
     };
-    let initial = objective
-        .evaluate(&samples)
-        .context("evaluating the starting latents")?;
-
-    optimise(&mut samples, &cfg, &mut objective, progress)?;
-
-    let last = objective
-        .evaluate(&samples)
-        .context("evaluating the final latents")?;
-    let results = samples
+    let out = run(starts, &params.optim, &mut objective, progress)?;
+    let img_len = 3 * res * res;
+    let results = out
+        .samples
         .into_iter()
         .enumerate()
         .map(|(i, s)| {
@@ -502,9 +438,9 @@ pub fn invert_batch(
             Inversion {
                 latent,
                 ws,
-                initial_loss: initial.loss[i],
-                final_loss: last.loss[i],
-                image: last.image[i * img_len..(i + 1) * img_len].to_vec(),
+                initial_loss: out.initial.loss[i],
+                final_loss: out.last.loss[i],
+                image: out.last.image[i * img_len..(i + 1) * img_len].to_vec(),
                 steps_run: s.steps_run,
                 early_stopped: s.early_stopped(),
                 loss_history: s.history,

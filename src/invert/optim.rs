@@ -1,30 +1,100 @@
-//! The optimisation loop shared by every model: GAN inversion (`synthesis_grad` over W or
-//! W+) and VAE imputation (`vae_decoder_grad` over z).
+//! The optimisation shared by every model: GAN inversion (`synthesis_grad` over W or W+)
+//! and VAE imputation (`vae_decoder_grad` over z).
 //!
 //! Both problems are "a batch of independent latents, each with its own Adam state,
 //! stopping rule and loss history, moved along the gradient a graph returns, with the
 //! learning rate of one schedule". What differs is only how a batch of latents becomes a
 //! loss and a gradient (which graph, what noise is added to the fed latent, how the
 //! gradient maps back onto the optimised variable), so that is the [`Objective`] trait
-//! and everything else lives here once. One graph call per step serves all samples still
-//! running; a sample that plateaus leaves the batch.
+//! and everything else lives here once:
+//! - [`OptimParams`]: the knobs both share (steps, schedule, Adam, loss weights, plateau
+//!   stop) with their one [`validate`](OptimParams::validate); inversion's and
+//!   imputation's parameters hold one each and add only their own knobs;
+//! - [`check_target`]: the shape and range checks of a target image and its mask;
+//! - [`tile`] and [`perturb`]: the graph inputs of a batch, and the schedule's latent
+//!   noise on a fed latent;
+//! - [`run`]: evaluate the starts, [`optimise`], evaluate the results.
+//!
+//! One graph call per step serves all samples still running; a sample that plateaus
+//! leaves the batch.
 
 use anyhow::{bail, Context, Result};
 
 use super::{Adam, EarlyStop, Plateau, Schedule, StepInfo};
+use crate::rng::Rng;
 
-/// The constants of one run of the loop.
+/// The knobs of one optimisation, shared by inversion and imputation (defaults: NVIDIA's
+/// projector, as inversion uses them).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct OptimConfig {
+pub struct OptimParams {
     pub steps: usize,
     pub schedule: Schedule,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Loss weights fed to the graph: pixel (masked MSE) and perceptual (LPIPS).
+    pub pixel_weight: f32,
+    pub lpips_weight: f32,
     pub early_stop: Option<EarlyStop>,
 }
 
-impl OptimConfig {
+impl Default for OptimParams {
+    fn default() -> Self {
+        OptimParams {
+            steps: 300,
+            schedule: Schedule::default(),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            pixel_weight: 1.0,
+            lpips_weight: 1.0,
+            early_stop: Some(EarlyStop {
+                patience: 50,
+                min_rel_improvement: 1e-3,
+            }),
+        }
+    }
+}
+
+impl OptimParams {
+    /// The checks every optimisation needs; inversion and imputation add their own.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("steps must be at least 1");
+        }
+        if !(self.schedule.lr > 0.0 && self.schedule.lr.is_finite()) {
+            bail!(
+                "learning rate must be a positive number, got {}",
+                self.schedule.lr
+            );
+        }
+        for (name, v) in [
+            ("rampup", self.schedule.rampup),
+            ("rampdown", self.schedule.rampdown),
+            ("noise ramp", self.schedule.noise_ramp),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{name} must be a fraction in [0, 1], got {v}");
+            }
+        }
+        if !(self.schedule.noise_strength >= 0.0 && self.schedule.noise_strength.is_finite()) {
+            bail!(
+                "noise strength must be >= 0, got {}",
+                self.schedule.noise_strength
+            );
+        }
+        if !(self.pixel_weight >= 0.0 && self.lpips_weight >= 0.0)
+            || self.pixel_weight + self.lpips_weight <= 0.0
+        {
+            bail!(
+                "loss weights must be >= 0 and not both zero (pixel {}, lpips {})",
+                self.pixel_weight,
+                self.lpips_weight
+            );
+        }
+        Ok(())
+    }
+
     /// The last step of the learning-rate warm-up; plateaus count only after it.
     pub fn rampup_end(&self) -> usize {
         (self.schedule.rampup * self.steps as f64).ceil() as usize
@@ -34,6 +104,87 @@ impl OptimConfig {
     pub fn adam(&self, len: usize) -> Adam {
         Adam::new(len, self.beta1, self.beta2, self.eps)
     }
+
+    /// The schedule's latent-noise factor at `step` (times the latent's own scale).
+    pub fn noise_factor(&self, step: usize) -> f64 {
+        self.schedule.noise_factor(step, self.steps)
+    }
+
+    /// `[pixel, lpips]`, as the gradient graphs take them per sample.
+    pub fn loss_weights(&self) -> [f32; 2] {
+        [self.pixel_weight, self.lpips_weight]
+    }
+}
+
+/// Checks a target image (`[3, res, res]`) and its mask (`[res, res]` in [0, 1]) against
+/// the model's resolution, once, where they enter an optimisation.
+pub fn check_target(image: &[f32], mask: Option<&[f32]>, res: usize) -> Result<()> {
+    if image.len() != 3 * res * res {
+        bail!(
+            "image has {} values, the model needs [3, {res}, {res}]",
+            image.len()
+        );
+    }
+    if let Some(m) = mask {
+        if m.len() != res * res {
+            bail!(
+                "mask has {} values, the model needs [{res}, {res}]",
+                m.len()
+            );
+        }
+        if m.iter().any(|v| !(0.0..=1.0).contains(v)) {
+            bail!("mask values must lie in [0, 1]");
+        }
+    }
+    Ok(())
+}
+
+/// The per-sample inputs of a gradient graph for a batch, concatenated in batch order.
+pub struct GraphInputs {
+    /// `[B, 3, R, R]`.
+    pub target: Vec<f32>,
+    /// `[B, R, R]`; a sample without a mask gets ones (every pixel counts).
+    pub mask: Vec<f32>,
+    /// `[B, 2]`: the same loss weights for every sample.
+    pub weights: Vec<f32>,
+}
+
+/// Tiles each sample's `(target, mask)` (masks of `res * res` values) and the loss
+/// `weights` into one batch of graph inputs.
+pub fn tile<'a>(
+    samples: impl IntoIterator<Item = (&'a [f32], Option<&'a [f32]>)>,
+    res: usize,
+    weights: [f32; 2],
+) -> GraphInputs {
+    let mut g = GraphInputs {
+        target: Vec::new(),
+        mask: Vec::new(),
+        weights: Vec::new(),
+    };
+    for (target, mask) in samples {
+        g.target.extend_from_slice(target);
+        match mask {
+            Some(m) => g.mask.extend_from_slice(m),
+            None => g.mask.extend(std::iter::repeat_n(1.0f32, res * res)),
+        }
+        g.weights.extend(weights);
+    }
+    g
+}
+
+/// The latent fed to the graph: `param` plus `N(0, (factor * scale)^2)` per value from
+/// the sample's own stream `rng` (`scale`: the latent's spread, e.g. the manifest's
+/// `w_std`; 1 for a unit prior). Once the schedule's noise is gone (`factor` 0), `param`
+/// itself and no draws.
+pub fn perturb(param: &[f32], factor: f64, scale: f32, rng: &mut Rng) -> Vec<f32> {
+    if factor <= 0.0 {
+        return param.to_vec();
+    }
+    let sigma = (factor as f32) * scale;
+    param
+        .iter()
+        .map(|&v| v + rng.normal() as f32 * sigma)
+        .collect()
 }
 
 /// The optimised variable of one sample and its bookkeeping.
@@ -50,12 +201,12 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn new(param: Vec<f32>, cfg: &OptimConfig) -> Sample {
+    pub fn new(param: Vec<f32>, params: &OptimParams) -> Sample {
         Sample {
-            adam: cfg.adam(param.len()),
+            adam: params.adam(param.len()),
             param,
-            history: Vec::with_capacity(cfg.steps),
-            plateau: cfg.early_stop.map(Plateau::new),
+            history: Vec::with_capacity(params.steps),
+            plateau: params.early_stop.map(Plateau::new),
             stopped: false,
             steps_run: 0,
         }
@@ -70,6 +221,14 @@ impl Sample {
 /// Per sample: its loss and the gradient of that loss with respect to its `param`.
 pub type LossGrads = Vec<(f32, Vec<f32>)>;
 
+/// A noise-free evaluation of samples: per sample its loss and the image its latent makes.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub loss: Vec<f32>,
+    /// `[B, 3, R, R]`.
+    pub image: Vec<f32>,
+}
+
 /// How a batch of latents becomes losses and gradients.
 pub trait Objective {
     /// Called at the start of every step, before the running samples are collected:
@@ -83,18 +242,57 @@ pub trait Objective {
     /// loss with respect to its `param` (same length as `param`).
     fn loss_grad(&mut self, step: usize, active: &[usize], samples: &[Sample])
         -> Result<LossGrads>;
+
+    /// Loss (the same loss `loss_grad` optimises, without latent noise) and image of every
+    /// sample, in one graph call: what a run reports of its starts and its results.
+    fn evaluate(&mut self, samples: &[Sample]) -> Result<Evaluation>;
 }
 
-/// Runs `cfg.steps` Adam steps (fewer when every sample plateaus) over `samples`.
+/// A finished [`run`].
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The samples as the loop left them.
+    pub samples: Vec<Sample>,
+    /// The starts, evaluated before the first step.
+    pub initial: Evaluation,
+    /// The results, evaluated after the last step.
+    pub last: Evaluation,
+}
+
+/// The whole optimisation: validates `params`, evaluates the `starts` (one parameter per
+/// sample), runs [`optimise`] and evaluates the results.
+pub fn run(
+    starts: Vec<Vec<f32>>,
+    params: &OptimParams,
+    objective: &mut dyn Objective,
+    progress: &mut dyn FnMut(StepInfo),
+) -> Result<Run> {
+    params.validate()?;
+    let mut samples: Vec<Sample> = starts.into_iter().map(|p| Sample::new(p, params)).collect();
+    let initial = objective
+        .evaluate(&samples)
+        .context("evaluating the starting latents")?;
+    optimise(&mut samples, params, objective, progress)?;
+    let last = objective
+        .evaluate(&samples)
+        .context("evaluating the final latents")?;
+    Ok(Run {
+        samples,
+        initial,
+        last,
+    })
+}
+
+/// Runs `params.steps` Adam steps (fewer when every sample plateaus) over `samples`.
 /// `progress` is called after every step.
 pub fn optimise(
     samples: &mut [Sample],
-    cfg: &OptimConfig,
+    params: &OptimParams,
     objective: &mut dyn Objective,
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<()> {
-    let rampup_end = cfg.rampup_end();
-    for step in 0..cfg.steps {
+    let rampup_end = params.rampup_end();
+    for step in 0..params.steps {
         objective.begin_step(step, samples)?;
         let active: Vec<usize> = (0..samples.len())
             .filter(|&i| !samples[i].stopped)
@@ -102,7 +300,7 @@ pub fn optimise(
         if active.is_empty() {
             break;
         }
-        let lr = cfg.schedule.learning_rate(step, cfg.steps);
+        let lr = params.schedule.learning_rate(step, params.steps);
         let out = objective
             .loss_grad(step, &active, samples)
             .with_context(|| format!("optimisation step {step}"))?;
@@ -138,7 +336,7 @@ pub fn optimise(
         }
         progress(StepInfo {
             step: step + 1,
-            steps: cfg.steps,
+            steps: params.steps,
             mean_loss: loss_sum / active.len() as f32,
             active: active.len(),
             lr,
@@ -158,6 +356,15 @@ mod tests {
         calls: Vec<Vec<usize>>,
     }
 
+    impl Quadratic {
+        fn loss(&self, i: usize, x: &[f32]) -> f32 {
+            x.iter()
+                .zip(&self.centres[i])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
+        }
+    }
+
     impl Objective for Quadratic {
         fn loss_grad(
             &mut self,
@@ -170,17 +377,25 @@ mod tests {
                 .iter()
                 .map(|&i| {
                     let (x, c) = (&samples[i].param, &self.centres[i]);
-                    let loss = x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
                     let grad = x.iter().zip(c).map(|(a, b)| 2.0 * (a - b)).collect();
-                    (loss, grad)
+                    (self.loss(i, x), grad)
                 })
                 .collect())
+        }
+
+        fn evaluate(&mut self, samples: &[Sample]) -> Result<Evaluation> {
+            Ok(Evaluation {
+                loss: (0..samples.len())
+                    .map(|i| self.loss(i, &samples[i].param))
+                    .collect(),
+                image: Vec::new(),
+            })
         }
     }
 
     #[test]
     fn minimises_each_sample_and_drops_plateaued_ones() {
-        let cfg = OptimConfig {
+        let cfg = OptimParams {
             steps: 400,
             schedule: Schedule {
                 lr: 0.05,
@@ -194,6 +409,7 @@ mod tests {
                 patience: 10,
                 min_rel_improvement: 1e-3,
             }),
+            ..OptimParams::default()
         };
         let mut samples = vec![
             Sample::new(vec![0.0, 0.0], &cfg),
@@ -227,17 +443,123 @@ mod tests {
                     .map(|&i| (f32::NAN, vec![0.0; s[i].param.len()]))
                     .collect())
             }
+            fn evaluate(&mut self, s: &[Sample]) -> Result<Evaluation> {
+                Ok(Evaluation {
+                    loss: vec![f32::NAN; s.len()],
+                    image: Vec::new(),
+                })
+            }
         }
-        let cfg = OptimConfig {
+        let cfg = OptimParams {
             steps: 3,
             schedule: Schedule::default(),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             early_stop: None,
+            ..OptimParams::default()
         };
         let mut samples = vec![Sample::new(vec![0.0], &cfg)];
         let e = optimise(&mut samples, &cfg, &mut Nan, &mut |_| {}).unwrap_err();
         assert!(format!("{e:#}").contains("target 0"), "{e:#}");
+    }
+
+    #[test]
+    fn run_evaluates_the_starts_and_the_results() {
+        let cfg = OptimParams {
+            steps: 200,
+            early_stop: None,
+            ..OptimParams::default()
+        };
+        let mut obj = Quadratic {
+            centres: vec![vec![1.0, 2.0]],
+            calls: Vec::new(),
+        };
+        let r = run(vec![vec![0.0, 0.0]], &cfg, &mut obj, &mut |_| {}).unwrap();
+        assert_eq!(r.initial.loss, vec![5.0]);
+        assert!(r.last.loss[0] < 0.01, "{:?}", r.last.loss);
+        assert_eq!(r.last.loss[0], obj.loss(0, &r.samples[0].param));
+        assert_eq!(r.samples[0].steps_run, 200);
+    }
+
+    #[test]
+    fn validate_checks_every_shared_knob() {
+        assert!(OptimParams::default().validate().is_ok());
+        let bad = |p: OptimParams| p.validate().unwrap_err().to_string();
+        let d = OptimParams::default();
+        assert!(bad(OptimParams { steps: 0, ..d }).contains("steps"));
+        for (s, word) in [
+            (
+                Schedule {
+                    lr: 0.0,
+                    ..d.schedule
+                },
+                "learning rate",
+            ),
+            (
+                Schedule {
+                    rampup: 1.5,
+                    ..d.schedule
+                },
+                "rampup",
+            ),
+            (
+                Schedule {
+                    rampdown: -0.1,
+                    ..d.schedule
+                },
+                "rampdown",
+            ),
+            (
+                Schedule {
+                    noise_ramp: 2.0,
+                    ..d.schedule
+                },
+                "noise ramp",
+            ),
+            (
+                Schedule {
+                    noise_strength: f64::NAN,
+                    ..d.schedule
+                },
+                "noise strength",
+            ),
+        ] {
+            assert!(
+                bad(OptimParams { schedule: s, ..d }).contains(word),
+                "{word}"
+            );
+        }
+        let no_weights = OptimParams {
+            pixel_weight: 0.0,
+            lpips_weight: 0.0,
+            ..d
+        };
+        assert!(bad(no_weights).contains("loss weights"));
+    }
+
+    #[test]
+    fn tile_and_perturb() {
+        let (a, b, m) = ([1.0f32; 3 * 4], [2.0f32; 3 * 4], [0.5f32; 4]);
+        let g = tile([(&a[..], None), (&b[..], Some(&m[..]))], 2, [1.0, 0.5]);
+        assert_eq!(g.target, [a, b].concat());
+        assert_eq!(g.mask, [[1.0f32; 4], m].concat());
+        assert_eq!(g.weights, vec![1.0, 0.5, 1.0, 0.5]);
+        let (mut r1, mut r2) = (Rng::new(7), Rng::new(7));
+        assert_eq!(perturb(&[1.0, 2.0], 0.0, 3.0, &mut r1), vec![1.0, 2.0]);
+        // No noise, no draws: the stream is where it was.
+        assert_eq!(r1.normal(), r2.normal());
+        let p = perturb(&[1.0, 2.0], 0.1, 2.0, &mut r1);
+        assert_ne!(p, vec![1.0, 2.0]);
+        assert!(check_target(&a, Some(&m), 2).is_ok());
+        assert!(check_target(&a[..5], None, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("image has 5"));
+        assert!(check_target(&a, Some(&m[..3]), 2)
+            .unwrap_err()
+            .to_string()
+            .contains("mask has 3"));
+        assert!(check_target(&a, Some(&[2.0; 4]), 2).is_err());
     }
 }

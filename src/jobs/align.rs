@@ -51,13 +51,8 @@ pub struct AlignOutput {
     pub seconds: f64,
 }
 
-/// Notes for the user (the command line prints them).
-pub trait AlignObserver {
-    fn warning(&mut self, _msg: &str) {}
-}
-
-pub struct Quiet;
-impl AlignObserver for Quiet {}
+/// Align reports warnings only (the command line prints them).
+pub use super::{Observer as AlignObserver, Quiet};
 
 fn stem_of(path: &Path) -> Result<String> {
     path.file_stem()

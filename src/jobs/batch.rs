@@ -1,4 +1,6 @@
-//! `batch`: many invert / family / morph jobs from one manifest, resumable and shardable.
+//! `batch`: many jobs of any kind (invert, family, morph, align, generate, vae_...) from one
+//! manifest, resumable and shardable. An entry is the job's spec (`jobs::spec`), the same
+//! type the command line parses, so a batch job means exactly what the same command would.
 //!
 //! Shape of the run (see `docs/batch.md` for the manifest format and cluster recipes):
 //! - **Concurrency.** A tokio runtime runs up to `workers` jobs at once; each job's model
@@ -35,8 +37,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::sources::LatentCache;
-use super::spec::{FamilySpec, InvertSpec, Job, JobSpec, MorphSpec};
-use super::{family, invert, morph};
+use super::spec::{Context as SpecContext, Job, JobSpec, Origin};
+use super::{align, family, generate, invert, morph, vae};
 use crate::fsutil;
 use crate::model::Bundle;
 
@@ -96,7 +98,7 @@ pub fn parse_manifest(value: &serde_json::Value, base: &Path) -> Result<Vec<Entr
     }
     let defaults = obj.get("defaults").cloned().unwrap_or_default();
     if !(defaults.is_null() || defaults.is_object()) {
-        bail!("`defaults` must be a table of per-kind tables (invert, family, morph)");
+        bail!("`defaults` must be a table of per-kind tables (invert, family, morph, ...)");
     }
     let jobs = obj
         .get("jobs")
@@ -130,42 +132,29 @@ pub fn parse_manifest(value: &serde_json::Value, base: &Path) -> Result<Vec<Entr
                 table.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        let value = serde_json::Value::Object(table);
-        let spec = match kind.as_str() {
-            "invert" => serde_json::from_value::<InvertSpec>(value).map(JobSpec::Invert),
-            "family" => serde_json::from_value::<FamilySpec>(value).map(JobSpec::Family),
-            "morph" => serde_json::from_value::<MorphSpec>(value).map(JobSpec::Morph),
-            "" => {
-                entries.push(Entry {
-                    id,
-                    kind,
-                    spec: Err("no `kind` (expected invert, family or morph)".into()),
-                });
-                continue;
-            }
-            other => {
-                entries.push(Entry {
-                    id,
-                    kind: other.to_string(),
-                    spec: Err(format!(
-                        "unknown kind `{other}` (expected invert, family or morph)"
-                    )),
-                });
-                continue;
-            }
-        };
+        let spec = JobSpec::parse(&kind, serde_json::Value::Object(table));
         let spec = spec
             .map(|mut s| {
                 s.rebase(base);
                 s
             })
-            .map_err(|e| format!("invalid {kind} job: {e}"));
+            .map_err(|e| {
+                if kind.is_empty() || !super::spec::KINDS.contains(&kind.as_str()) {
+                    e
+                } else {
+                    format!("invalid {kind} job: {e}")
+                }
+            });
         if let Ok(spec) = &spec {
-            if let Some(other) = outputs.insert(spec.output().to_path_buf(), id.clone()) {
-                bail!(
-                    "jobs `{other}` and `{id}` both write to {}; every job needs its own output",
-                    spec.output().display()
-                );
+            for out in spec.outputs() {
+                if let Some(other) = outputs.insert(out.clone(), id.clone()) {
+                    if other != id {
+                        bail!(
+                            "jobs `{other}` and `{id}` both write to {}; every job needs its own output",
+                            out.display()
+                        );
+                    }
+                }
             }
         }
         entries.push(Entry { id, kind, spec });
@@ -426,6 +415,13 @@ impl JobLock {
 pub fn job_hash(spec: &JobSpec, bundle_manifest_sha256: &str) -> Result<String> {
     let mut inputs = Vec::new();
     for p in spec.inputs() {
+        if p.is_dir() {
+            // A folder input (vae_anomaly, vae_map): every file under it.
+            for r in record_outputs(std::slice::from_ref(&p))? {
+                inputs.push((r.path.display().to_string(), r.sha256));
+            }
+            continue;
+        }
         let h = fsutil::sha256_file(&p)
             .with_context(|| format!("input {} cannot be read", p.display()))?;
         inputs.push((p.display().to_string(), h));
@@ -460,17 +456,12 @@ fn check_done(marker: &Path, hash: &str) -> Resume {
 
 /// Passes a job's warnings on as they happen.
 struct Warnings<'a>(&'a mut dyn FnMut(&str));
-impl invert::InvertObserver for Warnings<'_> {
+impl super::Observer for Warnings<'_> {
     fn warning(&mut self, msg: &str) {
         (self.0)(msg)
     }
 }
-impl family::FamilyObserver for Warnings<'_> {
-    fn warning(&mut self, msg: &str) {
-        (self.0)(msg)
-    }
-}
-impl morph::MorphObserver for Warnings<'_> {
+impl vae::VaeObserver for Warnings<'_> {
     fn warning(&mut self, msg: &str) {
         (self.0)(msg)
     }
@@ -479,6 +470,20 @@ impl morph::MorphObserver for Warnings<'_> {
 /// Runs one job synchronously; returns its outputs.
 pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<Vec<PathBuf>> {
     run_job_warning(bundle, spec, cache, &mut |_| {})
+}
+
+/// A multi-input job's failures fail the job (the other inputs were still written).
+fn all_done<T>(outcome: &super::Outcome<T>, inputs: usize) -> Result<()> {
+    if outcome.failed.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = outcome.failed.iter().map(|f| f.message()).collect();
+    bail!(
+        "{} of {} inputs failed (the others were written): {}",
+        outcome.failed.len(),
+        inputs,
+        list.join("; ")
+    )
 }
 
 /// [`run_job`], with each warning (several faces, transparency, a tiny photo, an
@@ -490,19 +495,16 @@ pub fn run_job_warning(
     warn: &mut dyn FnMut(&str),
 ) -> Result<Vec<PathBuf>> {
     let mut observer = Warnings(warn);
-    match spec.into_job(bundle.manifest(), cache)? {
+    let ctx = SpecContext {
+        manifest: Some(bundle.manifest()),
+        cache,
+        origin: Origin::Manifest,
+    };
+    match spec.into_job(&ctx)? {
         Job::Invert(j) => {
             let outcome = invert::run_invert(bundle, &j, &mut observer)?;
-            if !outcome.failed.is_empty() {
-                let list: Vec<String> = outcome.failed.iter().map(|f| f.message()).collect();
-                bail!(
-                    "{} of {} photos failed (the others were written): {}",
-                    outcome.failed.len(),
-                    j.photos.len(),
-                    list.join("; ")
-                );
-            }
-            Ok(outcome
+            all_done(&outcome, j.photos.len())?;
+            return Ok(outcome
                 .done
                 .iter()
                 .flat_map(|r| {
@@ -515,14 +517,56 @@ pub fn run_job_warning(
                         o.report.clone(),
                     ]
                 })
-                .collect())
+                .collect());
         }
-        Job::Family(j) => Ok(family::run_family(bundle, &j, &mut observer)?.outputs()),
+        Job::Family(j) => return Ok(family::run_family(bundle, &j, &mut observer)?.outputs()),
         Job::Morph(j) => {
             let r = morph::run_morph(bundle, &j, &mut observer)?;
-            Ok(vec![r.output.path, r.report])
+            return Ok(vec![r.output.path, r.report]);
+        }
+        Job::Align(j) => {
+            let outcome = align::run_align(&j, bundle.options(), &mut observer)?;
+            all_done(&outcome, j.photos.len())?;
+        }
+        Job::Generate(j) => {
+            let g = generate::generate(bundle, &j.source, &j.output, j.save_latent.as_deref())?;
+            for w in &g.warnings {
+                (observer.0)(w);
+            }
+        }
+        Job::VaeEncode(j) => {
+            let outcome = vae::run_encode(bundle, &j, &mut observer)?;
+            all_done(&outcome, j.photos.len())?;
+        }
+        Job::VaeDecode(j) => vae::run_decode(bundle, &j.latent, &j.output, j.size)?,
+        Job::VaeReconstruct(j) => {
+            let (_, failed) = vae::run_reconstruct(bundle, &j, &mut observer)?;
+            all_done(
+                &super::Outcome::<()> {
+                    done: Vec::new(),
+                    failed,
+                },
+                j.photos.len(),
+            )?;
+        }
+        Job::VaeInterpolate(j) => {
+            vae::run_interpolate(bundle, &j, &mut observer)?;
+        }
+        Job::VaeSample(j) => {
+            vae::run_sample(bundle, &j)?;
+        }
+        Job::VaeAnomaly(j) => {
+            vae::run_anomaly(bundle, &j, &mut observer)?;
+        }
+        Job::VaeImpute(j) => {
+            vae::run_impute(bundle, &j, &mut observer)?;
+        }
+        Job::VaeMap(j) => {
+            vae::run_map(bundle, &j, &mut observer)?;
         }
     }
+    // The kinds above write exactly their declared outputs.
+    Ok(spec.outputs().into_iter().filter(|p| p.exists()).collect())
 }
 
 /// Events for progress display.
@@ -608,7 +652,7 @@ impl Interrupts {
 /// waiting for running jobs, lists them as cancelled ([`ABANDONED`]) and returns at once
 /// with [`Summary::abandoned`] counting them; their threads are still running, so the
 /// caller should write the summary and end the process without unloading ONNX Runtime
-/// under them (see `cli::latent_jobs`).
+/// under them (see `cli::run_batch`).
 pub fn run_batch(
     bundle: Arc<Bundle>,
     manifest: &BatchManifest,
@@ -1021,7 +1065,7 @@ kind = "paint"
         match &e[0].spec {
             Ok(JobSpec::Family(f)) => {
                 assert_eq!(f.children, 3);
-                assert_eq!(f.steps, 10);
+                assert_eq!(f.sources.steps, 10);
                 assert_eq!(f.parent_a, Path::new("/base/a.png"));
                 assert_eq!(f.parent_b, Path::new("/abs/b.npy"));
             }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::invert::{invert_batch, InitStrategy, InvertParams, Target};
+use crate::invert::{invert_batch, InitStrategy, InvertParams, OptimParams, Target};
 use crate::jobs::generate::{render, w_from_seed};
 use crate::latent::Latent;
 use crate::model::{Bundle, GraphKind};
@@ -75,9 +75,12 @@ pub fn run_bench(
         targets_data.push(render(bundle, &Latent::W(w))?);
     }
     let params = InvertParams {
-        steps: p.steps + p.warmup,
+        optim: OptimParams {
+            steps: p.steps + p.warmup,
+            early_stop: None,
+            ..OptimParams::default()
+        },
         init: InitStrategy::Mean,
-        early_stop: None,
         ..InvertParams::default()
     };
     let mut results = Vec::new();
@@ -99,7 +102,7 @@ pub fn run_bench(
                 times.push(now.duration_since(last).as_secs_f64() * 1e3);
             }
             last = now;
-            progress(b, info.step, params.steps);
+            progress(b, info.step, params.optim.steps);
         })
         .with_context(|| format!("benchmark at batch size {b}"))?;
         let ms = crate::metrics::median(times);

@@ -81,16 +81,9 @@ impl Default for EvalJob {
     }
 }
 
-/// Progress hooks.
-pub trait EvalObserver {
-    fn warning(&mut self, _msg: &str) {}
-    /// A stage starts with `total` units of work.
-    fn stage(&mut self, _name: &str, _total: usize) {}
-    fn progress(&mut self, _done: usize) {}
-}
-
-pub struct Quiet;
-impl EvalObserver for Quiet {}
+/// Eval reports warnings and its stages (aligning, inverting, sampling, editing,
+/// families) with their progress.
+pub use super::{Observer as EvalObserver, Quiet};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct InversionBlock {
@@ -219,7 +212,11 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     }
     let judge = FaceJudge::new(bundle).map_err(anyhow::Error::msg)?;
     judge.prepare()?;
-    let mut graphs = vec![GraphKind::Synthesis, GraphKind::SynthesisGrad, GraphKind::Mapping];
+    let mut graphs = vec![
+        GraphKind::Synthesis,
+        GraphKind::SynthesisGrad,
+        GraphKind::Mapping,
+    ];
     for g in [GraphKind::Encoder, GraphKind::Lpips] {
         if bundle.has(g) {
             graphs.push(g);
@@ -266,7 +263,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
                 });
             }
         }
-        obs.progress(i + 1);
+        obs.progress(i + 1, photos.len());
     }
     if crops.len() < 8 {
         bail!(
@@ -288,7 +285,10 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     let mut edits = BTreeMap::new();
     for name in ["age", "gender"] {
         if !bundle.manifest().directions.contains_key(name) {
-            notes.insert(format!("edits.{name}"), format!("the bundle has no `{name}` direction"));
+            notes.insert(
+                format!("edits.{name}"),
+                format!("the bundle has no `{name}` direction"),
+            );
             continue;
         }
         match eval_direction(bundle, &judge, job, &faces, name, obs) {
@@ -309,10 +309,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     };
     let report = EvalReport {
         format: "latentface-eval/1",
-        bundle: BundleRef {
-            name: bundle.name().into(),
-            manifest_sha256: bundle.manifest_sha256().into(),
-        },
+        bundle: bundle.reference(),
         execution_provider: bundle.provider_summary(),
         folder: job.folder.clone(),
         faces: faces.len(),
@@ -353,7 +350,10 @@ fn eval_inversion(
             .collect();
         let results = invert_batch(bundle, &targets, &job.invert, &mut |_| {})?;
         let photos: Vec<f32> = chunk.iter().flat_map(|(_, t)| t.iter().copied()).collect();
-        let recons: Vec<f32> = results.iter().flat_map(|r| r.image.iter().copied()).collect();
+        let recons: Vec<f32> = results
+            .iter()
+            .flat_map(|r| r.image.iter().copied())
+            .collect();
         if bundle.has(GraphKind::Lpips) {
             lpips.extend(bundle.lpips(&recons, &photos, chunk.len())?);
         }
@@ -371,13 +371,13 @@ fn eval_inversion(
                 ws: r.ws.clone(),
             });
         }
-        obs.progress(faces.len());
+        obs.progress(faces.len(), crops.len());
     }
     let n = fits.len() as f64;
     let ids: Vec<f32> = fits.iter().map(|f| f.identity_distance).collect();
     let block = InversionBlock {
         faces: fits.len(),
-        steps: job.invert.steps,
+        steps: job.invert.optim.steps,
         psnr_db: mean(psnr.iter().copied()),
         lpips: (!lpips.is_empty()).then(|| mean(lpips.iter().map(|&v| v as f64))),
         identity_distance_mean: mean(ids.iter().map(|&v| v as f64)),
@@ -393,7 +393,8 @@ fn eval_inversion(
 
 fn shares(readings: &[&FaceReading]) -> Shares {
     let n = readings.len().max(1) as f64;
-    let count = |f: &dyn Fn(&FaceReading) -> bool| readings.iter().filter(|r| f(r)).count() as f64 / n;
+    let count =
+        |f: &dyn Fn(&FaceReading) -> bool| readings.iter().filter(|r| f(r)).count() as f64 / n;
     Shares {
         faces: readings.len(),
         under_13: count(&|r| r.age < 13.0),
@@ -448,7 +449,7 @@ fn eval_samples(
     }
     let images = render(bundle, &ws, 16)?;
     let gen = judge.read(&images, bundle.resolution())?;
-    obs.progress(n);
+    obs.progress(n, n);
     let desc = |v: &[&FaceReading]| v.iter().map(|r| r.descriptor.clone()).collect::<Vec<_>>();
     // `faces` is in a seeded random order (see `run_eval`): its halves are two samples.
     let real_a: Vec<&FaceReading> = faces[..half].iter().map(|f| &f.reading).collect();
@@ -516,12 +517,16 @@ fn eval_direction(
                     .map(|(a, b)| distance(&a.descriptor, &b.descriptor) as f64),
             ),
         });
-        obs.progress(i + 1);
+        obs.progress(i + 1, strengths.len());
     }
     let xs: Vec<f64> = sweep.iter().map(|p| p.strength).collect();
     let ys: Vec<f64> = sweep.iter().map(|p| p.age_mean).collect();
     let (mx, my) = (mean(xs.iter().copied()), mean(ys.iter().copied()));
-    let slope = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum::<f64>()
+    let slope = xs
+        .iter()
+        .zip(&ys)
+        .map(|(x, y)| (x - mx) * (y - my))
+        .sum::<f64>()
         / xs.iter().map(|x| (x - mx).powi(2)).sum::<f64>();
     let gender_flip = if name == "gender" {
         let d = &m.directions[name];
@@ -531,7 +536,11 @@ fn eval_direction(
         };
         let toward_female = if female > male { 1.0 } else { -1.0 };
         let mut flips = BTreeMap::new();
-        for (label, units) in [("1_unit", Some(1.0)), ("2_units", Some(2.0)), ("group", None)] {
+        for (label, units) in [
+            ("1_unit", Some(1.0)),
+            ("2_units", Some(2.0)),
+            ("group", None),
+        ] {
             let r = read_edit(&|f: &RealFace| {
                 let to_female = !f.reading.is_female();
                 match units {
@@ -629,7 +638,7 @@ fn eval_families(
                 under13 += usize::from(c.age < 13.0);
             }
         }
-        obs.progress(pair + 1);
+        obs.progress(pair + 1, job.pairs);
     }
     let kids = to_par.len().max(1) as f64;
     Ok(FamiliesBlock {
@@ -662,8 +671,13 @@ pub fn describe(r: &EvalReport) -> String {
         r.execution_provider
     );
     let i = &r.inversion;
-    let _ = writeln!(s, "\n[inversion] {} faces, {} steps, {:.2} s/face", i.faces, i.steps, i.seconds_per_face);
     let _ = writeln!(
+        s,
+        "\n[inversion] {} faces, {} steps, {:.2} s/face",
+        i.faces, i.steps, i.seconds_per_face
+    );
+    let _ =
+        writeln!(
         s,
         "  PSNR {:.2} dB  LPIPS {}  identity distance mean {:.3} (median {:.3})  same person {}",
         i.psnr_db,
@@ -680,7 +694,11 @@ pub fn describe(r: &EvalReport) -> String {
         pct(i.gender_flip_rate)
     );
     if let Some(x) = &r.samples {
-        let _ = writeln!(s, "\n[samples] {} generated (psi {}) vs {} real", x.generated, x.psi, x.real);
+        let _ = writeln!(
+            s,
+            "\n[samples] {} generated (psi {}) vs {} real",
+            x.generated, x.psi, x.real
+        );
         let _ = writeln!(
             s,
             "  FD-id {:.3} (real-vs-real floor {:.3})  k-NN (k={}) precision {:.2} recall {:.2}",
@@ -709,14 +727,26 @@ pub fn describe(r: &EvalReport) -> String {
                 p.identity_distance_to_unedited
             );
         }
-        let _ = writeln!(s, "  age per unit {:+.2} y, -2 -> +2: {:+.1} y", d.age_per_unit, d.age_range);
+        let _ = writeln!(
+            s,
+            "  age per unit {:+.2} y, -2 -> +2: {:+.1} y",
+            d.age_per_unit, d.age_range
+        );
         if let Some(f) = &d.gender_flip {
             let parts: Vec<String> = f.iter().map(|(k, v)| format!("{k} {}", pct(*v))).collect();
-            let _ = writeln!(s, "  gender flips toward the other gender: {}", parts.join("  "));
+            let _ = writeln!(
+                s,
+                "  gender flips toward the other gender: {}",
+                parts.join("  ")
+            );
         }
     }
     if let Some(f) = &r.families {
-        let _ = writeln!(s, "\n[families] {} pairs x {} children", f.pairs, f.children_per_pair);
+        let _ = writeln!(
+            s,
+            "\n[families] {} pairs x {} children",
+            f.pairs, f.children_per_pair
+        );
         let _ = writeln!(
             s,
             "  child -> own parents {:.3}  -> median stranger {:.3}  kinship {}  siblings {:.3}  parents {:.3}",

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use image::RgbImage;
+
 use crate::imageio;
-use crate::latent::{BundleRef, Latent, LatentSidecar, SIDECAR_FORMAT};
+use crate::latent::{Latent, LatentSidecar, SIDECAR_FORMAT};
 use crate::model::{Bundle, GraphKind};
 use crate::rng::Rng;
 
@@ -18,6 +20,16 @@ pub enum GenerateSource {
     LatentFile(PathBuf),
 }
 
+/// Everything `generate` needs besides the bundle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateJob {
+    pub source: GenerateSource,
+    /// Output PNG.
+    pub output: PathBuf,
+    /// Also write the latent used here (`.npy` + `.json` sidecar).
+    pub save_latent: Option<PathBuf>,
+}
+
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct Generated {
@@ -28,12 +40,13 @@ pub struct Generated {
     pub warnings: Vec<String>,
 }
 
-/// Refuses a truncation `psi` that is not finite or outside [-3, 3] (naming `--psi`).
+/// Refuses a truncation `psi` that is not finite or outside [-3, 3] (callers prefix the
+/// field name: `--psi` or `psi`).
 pub fn check_psi(psi: f32) -> Result<()> {
     let lim = crate::latent::PSI_LIMIT;
     if !(psi.is_finite() && psi.abs() <= lim) {
         bail!(
-            "--psi {psi:?} is outside [-{lim}, {lim}]: 1 is the model's own spread, 0.5-0.8 the \
+            "{psi:?} is outside [-{lim}, {lim}]: 1 is the model's own spread, 0.5-0.8 the \
              usual choice; further out there is only noise"
         );
     }
@@ -58,6 +71,18 @@ pub fn render(bundle: &Bundle, latent: &Latent) -> Result<Vec<f32>> {
     bundle.synthesis(&ws, 1).context("synthesis")
 }
 
+/// Renders `n` W+ codes (`ws`: `[n, num_ws, w_dim]`, flat) in one synthesis call; returns
+/// the tensors (`[n, 3, R, R]` in [-1, 1]) and the same as `R x R` pictures.
+pub fn render_pictures(bundle: &Bundle, ws: &[f32], n: usize) -> Result<(Vec<f32>, Vec<RgbImage>)> {
+    let r = bundle.resolution() as u32;
+    let tensors = bundle.synthesis(ws, n)?;
+    let pictures = tensors
+        .chunks(3 * (r as usize) * (r as usize))
+        .map(|t| imageio::tensor_to_rgb(t, r, r))
+        .collect::<Result<_>>()?;
+    Ok((tensors, pictures))
+}
+
 /// Runs the job. Inputs are checked before anything is written.
 pub fn generate(
     bundle: &Bundle,
@@ -76,22 +101,13 @@ pub fn generate(
     let mut warnings = Vec::new();
     let latent = match source {
         GenerateSource::Seed { seed, psi } => {
-            check_psi(*psi)?;
+            check_psi(*psi).map_err(|e| anyhow::anyhow!("psi {e}"))?;
             bundle.prepare(&[GraphKind::Mapping, GraphKind::Synthesis])?;
             Latent::W(w_from_seed(bundle, *seed, *psi)?)
         }
         GenerateSource::LatentFile(p) => {
-            let l = Latent::read(p)?;
-            // Check the latent against the model before rendering anything.
-            let ws = l
-                .to_ws(bundle.num_ws(), bundle.w_dim())
-                .with_context(|| format!("latent file {}", p.display()))?;
-            let m = bundle.manifest();
-            if let Some(w) = crate::latent::check_against_stats(&ws, &m.w_avg, &m.w_std)
-                .with_context(|| format!("latent file {}", p.display()))?
-            {
-                warnings.push(format!("latent file {}: {w}", p.display()));
-            }
+            // Checked against the model before rendering anything.
+            let (l, _) = super::sources::read_latent(bundle, p, &mut |w| warnings.push(w.into()))?;
             bundle.prepare(&[GraphKind::Synthesis])?;
             l
         }
@@ -111,10 +127,7 @@ pub fn generate(
             format: SIDECAR_FORMAT.into(),
             space: latent.space(),
             shape: vec![1, bundle.num_ws(), bundle.w_dim()],
-            bundle: BundleRef {
-                name: bundle.name().into(),
-                manifest_sha256: bundle.manifest_sha256().into(),
-            },
+            bundle: bundle.reference(),
             source: None,
             steps: 0,
             loss: None,

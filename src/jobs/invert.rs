@@ -21,7 +21,7 @@ use crate::align::{self, AlignRecord, AlignSettings, Aligner, FaceChoice, Templa
 use crate::faces::{FaceJudge, Resemblance};
 use crate::fsutil;
 use crate::imageio;
-use crate::invert::{invert_batch, InitStrategy, InitUsed, InvertParams, StepInfo, Target};
+use crate::invert::{invert_batch, InitStrategy, InitUsed, InvertParams, Target};
 use crate::latent::{BundleRef, LatentSidecar, LatentSpace, SourceRef, SIDECAR_FORMAT};
 use crate::metrics;
 use crate::model::{Bundle, GraphKind};
@@ -49,17 +49,9 @@ pub struct InvertJob {
     pub fail_fast: bool,
 }
 
-/// Progress hooks (the command line draws a bar; tests ignore them).
-pub trait InvertObserver {
-    fn warning(&mut self, _msg: &str) {}
-    fn batch_start(&mut self, _index: usize, _count: usize, _photos: &[PathBuf], _steps: usize) {}
-    fn step(&mut self, _info: &StepInfo) {}
-    fn batch_end(&mut self, _index: usize, _reports: &[PhotoReport]) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl InvertObserver for Quiet {}
+/// Invert reports warnings, then per batch one stage (`batch I/N (K photos)`) of as many
+/// units as optimisation steps, and every step (the command line draws a bar).
+pub use super::{Observer as InvertObserver, Quiet};
 
 /// Paths written for one photo.
 #[derive(Clone, Debug, Serialize)]
@@ -244,8 +236,14 @@ fn judge_batch(
     res: usize,
 ) -> std::result::Result<Vec<Resemblance>, String> {
     let judge = judge.as_ref().map_err(|e| e.clone())?;
-    let photos: Vec<f32> = chunk.iter().flat_map(|p| p.tensor.iter().copied()).collect();
-    let recons: Vec<f32> = results.iter().flat_map(|r| r.image.iter().copied()).collect();
+    let photos: Vec<f32> = chunk
+        .iter()
+        .flat_map(|p| p.tensor.iter().copied())
+        .collect();
+    let recons: Vec<f32> = results
+        .iter()
+        .flat_map(|r| r.image.iter().copied())
+        .collect();
     judge
         .compare_all(&photos, &recons, res)
         .map_err(|e| format!("{e:#}"))
@@ -286,16 +284,14 @@ pub fn run_invert(
     }
     let provider = bundle.provider_summary();
     let res = bundle.resolution();
-    let bundle_ref = BundleRef {
-        name: bundle.name().into(),
-        manifest_sha256: bundle.manifest_sha256().into(),
-    };
+    let bundle_ref = bundle.reference();
 
     let chunks: Vec<&[Prepared]> = prepared.chunks(job.batch_size).collect();
     let mut reports = Vec::with_capacity(prepared.len());
     for (bi, chunk) in chunks.iter().enumerate() {
         let paths: Vec<PathBuf> = chunk.iter().map(|p| p.path.clone()).collect();
-        observer.batch_start(bi, chunks.len(), &paths, job.params.steps);
+        let name = format!("batch {}/{} ({} photos)", bi + 1, chunks.len(), paths.len());
+        observer.stage(&name, job.params.optim.steps);
         let seeds: Vec<u64> = chunk
             .iter()
             .map(|p| derive_seed(job.seed, p.sha256.as_bytes()))
@@ -391,7 +387,7 @@ pub fn run_invert(
                 execution_provider: provider.clone(),
                 space: job.params.space,
                 init: r.init,
-                steps_requested: job.params.steps,
+                steps_requested: job.params.optim.steps,
                 steps_run: r.steps_run,
                 early_stopped: r.early_stopped,
                 batch_size: chunk.len(),
@@ -405,9 +401,9 @@ pub fn run_invert(
                 face: faces.as_ref().ok().map(|v| v[k].clone()),
                 face_note: faces.as_ref().err().cloned(),
                 seed: job.seed,
-                lr: job.params.schedule.lr,
-                pixel_weight: job.params.pixel_weight,
-                lpips_weight: job.params.lpips_weight,
+                lr: job.params.optim.schedule.lr,
+                pixel_weight: job.params.optim.pixel_weight,
+                lpips_weight: job.params.optim.lpips_weight,
                 spread_weight: job.params.spread_weight,
                 loss_history: r.loss_history.clone(),
                 alignment: p.alignment.clone(),
@@ -416,7 +412,6 @@ pub fn run_invert(
             fsutil::write_json_atomic(&out.report, &report)?;
             batch_reports.push(report);
         }
-        observer.batch_end(bi, &batch_reports);
         reports.extend(batch_reports);
     }
     Ok(Outcome {

@@ -4,8 +4,9 @@
 //! is written; in multi-photo jobs a bad photo fails alone, see [`Outcome`]), calls the
 //! engines, and writes every output atomically. Jobs take an
 //! opened [`Bundle`](crate::model::Bundle) and explicit parameters; they print nothing
-//! themselves and report progress through small observer traits, so the command line,
-//! tests and later batch jobs share them.
+//! themselves and report through one [`Observer`] trait (warnings, stages, progress,
+//! optimisation steps; every hook optional), so the command line, tests, batch and the
+//! server share them.
 
 pub mod align;
 pub mod batch;
@@ -22,6 +23,29 @@ pub mod spec;
 pub mod vae;
 
 use std::path::PathBuf;
+
+use crate::invert::StepInfo;
+
+/// How a job reports while it runs: the command line draws bars and prints warnings,
+/// `batch` passes warnings on, tests ignore everything ([`Quiet`]). Every hook is
+/// optional. The jobs' own names for it (`FamilyObserver`, `MorphObserver`, ...) are this
+/// trait.
+pub trait Observer {
+    /// A note for the user (several faces found, a latent far from the model's
+    /// statistics, a cache that could not be written ...), each naming its input.
+    fn warning(&mut self, _msg: &str) {}
+    /// A stage of `total` units of work begins (eval's stages, a batch of `total`
+    /// optimisation steps, `total` frames to render).
+    fn stage(&mut self, _name: &str, _total: usize) {}
+    /// `done` of `total` units of the current stage are finished.
+    fn progress(&mut self, _done: usize, _total: usize) {}
+    /// One optimisation step (inversion, imputation).
+    fn step(&mut self, _info: &StepInfo) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
 
 /// An input of a multi-photo job (align, invert, vae encode/reconstruct) that could not be
 /// processed, and why. Such jobs go on with the other inputs, the way `grep -r` goes on

@@ -1,7 +1,8 @@
 //! `morph`: a video (GIF, MP4) or a folder of frames moving through several faces.
 //!
-//! Keys are photos (inverted, with the latent cache of [`sources`](super::sources)) or
-//! latent files. The path through them is planned by [`interp`](crate::interp); the
+//! The job runs in stages: the keys, photos or latent files, are resolved by
+//! [`sources`] (photos inverted once and cached); the path through them is
+//! planned by [`interp`](crate::interp) ([`FramePlan`]); the
 //! frames are rendered `batch_size` at a time — one `synthesis` call per batch, which is
 //! where the speed comes from (see `latentface bench --suite morph`) — and streamed into
 //! a [`FrameWriter`](crate::media::FrameWriter), so memory stays flat however long the
@@ -15,10 +16,11 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::sources::{self, SourceKind, SourceOptions};
+use super::generate::render_pictures;
+use super::sources::{self, Resolved, SourceKind, SourceOptions};
+use crate::align::AlignRecord;
 use crate::faces::{FaceJudge, Resemblance};
 use crate::fsutil;
-use crate::imageio;
 use crate::interp::{FramePlan, PathSpec};
 use crate::latent::BundleRef;
 use crate::media::{FrameWriter, MediaKind, MediaOptions, MediaSummary};
@@ -64,12 +66,7 @@ impl MorphJob {
         }
         MediaKind::from_path(&self.output)?;
         if self.paste_back {
-            if !self.sources.align.enabled {
-                bail!("pasting back needs alignment (it is off: --no-align)");
-            }
-            if self.keys.iter().all(|k| sources::is_latent_path(k)) {
-                bail!("pasting back needs a key that is a photo; all keys are latents");
-            }
+            sources::check_paste_back(&self.keys, &self.sources, "key")?;
         }
         Ok(())
     }
@@ -78,17 +75,9 @@ impl MorphJob {
 /// Longest frame side used for pasted-back morphs when `--size` is not given.
 pub const PASTE_BACK_MAX_SIDE: u32 = 1024;
 
-/// Progress hooks.
-pub trait MorphObserver {
-    fn warning(&mut self, _msg: &str) {}
-    /// Called once the keys are resolved, before rendering.
-    fn start(&mut self, _frames: usize) {}
-    fn frames_done(&mut self, _done: usize, _total: usize) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl MorphObserver for Quiet {}
+/// A morph reports warnings, then (once the keys are resolved) one stage `rendering` of
+/// as many units as frames, with progress per frame written.
+pub use super::{Observer as MorphObserver, Quiet};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyReport {
@@ -143,8 +132,6 @@ pub fn render_batches(
     batch: usize,
     sink: &mut dyn FnMut(RgbImage) -> Result<()>,
 ) -> Result<f64> {
-    let r = bundle.resolution() as u32;
-    let img_len = 3 * (r as usize) * (r as usize);
     let batch = batch.max(1);
     let mut seconds = 0.0;
     for start in (0..plan.len()).step_by(batch) {
@@ -154,13 +141,8 @@ pub fn render_batches(
             ws.extend(plan.frame(i));
         }
         let t = Instant::now();
-        let images = bundle
-            .synthesis(&ws, end - start)
+        let (_, pics) = render_pictures(bundle, &ws, end - start)
             .with_context(|| format!("rendering frames from {start}"))?;
-        let pics: Vec<RgbImage> = images
-            .chunks(img_len)
-            .map(|t| imageio::tensor_to_rgb(t, r, r))
-            .collect::<Result<_>>()?;
         seconds += t.elapsed().as_secs_f64();
         for p in pics {
             sink(p)?;
@@ -172,9 +154,9 @@ pub fn render_batches(
 /// Each photo key's crop vs its reconstruction; `None` for latent keys.
 fn judge_keys(
     bundle: &Bundle,
-    keys: &[sources::Resolved],
+    keys: &[Resolved],
 ) -> std::result::Result<Vec<Option<Resemblance>>, String> {
-    let photos: Vec<&sources::Resolved> = keys.iter().filter(|k| k.photo.is_some()).collect();
+    let photos: Vec<&Resolved> = keys.iter().filter(|k| k.photo.is_some()).collect();
     if photos.is_empty() {
         return Ok(vec![None; keys.len()]);
     }
@@ -198,7 +180,8 @@ fn judge_keys(
         .collect())
 }
 
-/// Runs the morph; the output and its report are complete when this returns `Ok`.
+/// Runs the morph: resolve -> plan -> render and write. The output and its report are
+/// complete when this returns `Ok`.
 pub fn run_morph(
     bundle: &Bundle,
     job: &MorphJob,
@@ -207,14 +190,11 @@ pub fn run_morph(
     job.validate()?;
     let started = Instant::now();
     bundle.prepare(&[GraphKind::Synthesis])?;
-    let mut warnings = Vec::new();
-    let keys = sources::resolve(bundle, &job.keys, &job.sources, &mut warnings)?;
-    for w in &warnings {
-        observer.warning(w);
-    }
+    let keys = sources::resolve(bundle, &job.keys, &job.sources, &mut |w| {
+        observer.warning(w)
+    })?;
     let resolving = started.elapsed().as_secs_f64();
-    let key_faces = judge_keys(bundle, &keys);
-    let (key_faces, face_note) = match key_faces {
+    let (key_faces, face_note) = match judge_keys(bundle, &keys) {
         Ok(v) => (v, None),
         Err(note) => {
             observer.warning(&note);
@@ -223,74 +203,11 @@ pub fn run_morph(
     };
     let key_ws: Vec<Vec<f32>> = keys.iter().map(|k| k.ws.clone()).collect();
     let plan = FramePlan::new(&key_ws, &bundle.manifest().w_avg, &job.path)?;
-    let total = plan.len();
-    observer.start(total);
-
-    let r = bundle.resolution() as u32;
-    let side = job.size.unwrap_or(r);
-    // With paste-back the frames are the first photo key, scaled, with the face replaced.
-    let host = if job.paste_back {
-        let key = keys
-            .iter()
-            .find(|k| k.alignment.is_some())
-            .context("pasting back needs a key that is an aligned photo")?;
-        let rec = key.alignment.clone().expect("found above");
-        let photo = imageio::load_photo(&key.path, &imageio::PhotoLimits::default())?.image;
-        let long = photo.width().max(photo.height());
-        let want = job.size.unwrap_or(long.min(PASTE_BACK_MAX_SIDE));
-        let f = want as f64 / long as f64;
-        let (w, h) = (
-            ((photo.width() as f64 * f).round() as u32).max(1),
-            ((photo.height() as f64 * f).round() as u32).max(1),
-        );
-        let scaled = if (w, h) == photo.dimensions() {
-            photo
-        } else {
-            image::imageops::resize(&photo, w, h, image::imageops::FilterType::Lanczos3)
-        };
-        let mut rec = rec;
-        // Frame pixels -> photo pixels -> crop fractions.
-        rec.transform =
-            rec.transform
-                .compose(&crate::align::Similarity::new(1.0 / f, 0.0, 0.0, 0.0));
-        Some((scaled, rec))
-    } else {
-        None
-    };
-    let (fw, fh) = match &host {
-        Some((img, _)) => img.dimensions(),
-        None => (side, side),
-    };
-    let mut writer = FrameWriter::create(
-        &job.output,
-        fw,
-        fh,
-        MediaOptions {
-            fps: job.fps,
-            repeat: true,
-        },
-    )?;
-    let mut done = 0usize;
-    let rendering = render_batches(bundle, &plan, job.batch_size, &mut |pic| {
-        let pic = if let Some((photo, rec)) = &host {
-            crate::align::paste_into(photo, &pic, rec)?
-        } else if side != r {
-            image::imageops::resize(&pic, side, side, image::imageops::FilterType::Lanczos3)
-        } else {
-            pic
-        };
-        writer.push(&pic)?;
-        done += 1;
-        observer.frames_done(done, total);
-        Ok(())
-    })?;
-    let output = writer.finish()?;
+    observer.stage("rendering", plan.len());
+    let (output, rendering) = render_morph(bundle, job, &keys, &plan, observer)?;
     let report = MorphReport {
         format: "latentface-morph-report/1",
-        bundle: BundleRef {
-            name: bundle.name().into(),
-            manifest_sha256: bundle.manifest_sha256().into(),
-        },
+        bundle: bundle.reference(),
         execution_provider: bundle.provider_summary(),
         keys: keys
             .iter()
@@ -314,8 +231,78 @@ pub fn run_morph(
         seconds_resolving_keys: resolving,
         seconds_rendering: rendering,
         seconds_total: started.elapsed().as_secs_f64(),
-        frames_per_second_rendered: total as f64 / rendering.max(1e-9),
+        frames_per_second_rendered: plan.len() as f64 / rendering.max(1e-9),
     };
     fsutil::write_json_atomic(&report.report, &report)?;
     Ok(report)
+}
+
+/// Stage 3: every frame of `plan` rendered, sized (or pasted into the first photo key)
+/// and streamed into the output. Returns the output and the seconds spent in synthesis.
+fn render_morph(
+    bundle: &Bundle,
+    job: &MorphJob,
+    keys: &[Resolved],
+    plan: &FramePlan<'_>,
+    observer: &mut dyn MorphObserver,
+) -> Result<(MediaSummary, f64)> {
+    let r = bundle.resolution() as u32;
+    let side = job.size.unwrap_or(r);
+    let host = if job.paste_back {
+        Some(paste_host(keys, job.size)?)
+    } else {
+        None
+    };
+    let (fw, fh) = match &host {
+        Some((img, _)) => img.dimensions(),
+        None => (side, side),
+    };
+    let mut writer = FrameWriter::create(
+        &job.output,
+        fw,
+        fh,
+        MediaOptions {
+            fps: job.fps,
+            repeat: true,
+        },
+    )?;
+    let (mut done, total) = (0usize, plan.len());
+    let rendering = render_batches(bundle, plan, job.batch_size, &mut |pic| {
+        let pic = if let Some((photo, rec)) = &host {
+            crate::align::paste_into(photo, &pic, rec)?
+        } else if side != r {
+            image::imageops::resize(&pic, side, side, image::imageops::FilterType::Lanczos3)
+        } else {
+            pic
+        };
+        writer.push(&pic)?;
+        done += 1;
+        observer.progress(done, total);
+        Ok(())
+    })?;
+    Ok((writer.finish()?, rendering))
+}
+
+/// With paste-back the frames are the first photo key, scaled to `size` on its longer
+/// side [default: the photo's, at most `PASTE_BACK_MAX_SIDE`], with the face replaced;
+/// returns that photo and the record mapping frame pixels to the crop.
+fn paste_host(keys: &[Resolved], size: Option<u32>) -> Result<(RgbImage, AlignRecord)> {
+    let (photo, mut rec) = sources::paste_host(keys, "key")?;
+    let long = photo.width().max(photo.height());
+    let want = size.unwrap_or(long.min(PASTE_BACK_MAX_SIDE));
+    let f = want as f64 / long as f64;
+    let (w, h) = (
+        ((photo.width() as f64 * f).round() as u32).max(1),
+        ((photo.height() as f64 * f).round() as u32).max(1),
+    );
+    let scaled = if (w, h) == photo.dimensions() {
+        photo
+    } else {
+        image::imageops::resize(&photo, w, h, image::imageops::FilterType::Lanczos3)
+    };
+    // Frame pixels -> photo pixels -> crop fractions.
+    rec.transform = rec
+        .transform
+        .compose(&crate::align::Similarity::new(1.0 / f, 0.0, 0.0, 0.0));
+    Ok((scaled, rec))
 }

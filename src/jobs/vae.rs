@@ -349,6 +349,15 @@ pub fn run_encode(
 
 // ------------------------------------------------------------------ decode
 
+/// `vae decode`: one latent file -> one PNG.
+#[derive(Clone, Debug)]
+pub struct DecodeJob {
+    pub latent: PathBuf,
+    pub output: PathBuf,
+    /// Picture size in pixels; `None` = the model's resolution.
+    pub size: Option<u32>,
+}
+
 /// `vae decode`: one latent file -> one PNG (at `size` px, default the model's).
 pub fn run_decode(bundle: &Bundle, latent: &Path, output: &Path, size: Option<u32>) -> Result<()> {
     let vae = Vae::new(bundle)?;
@@ -485,7 +494,8 @@ pub fn run_reconstruct(
 // ------------------------------------------------------------------ interpolate
 
 /// How the path between two latents is drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ZPath {
     /// Straight line.
     #[default]

@@ -200,6 +200,13 @@ impl Bundle {
     pub fn manifest_sha256(&self) -> &str {
         &self.manifest_sha256
     }
+    /// Name and manifest sha256, as reports and latent sidecars record the bundle.
+    pub fn reference(&self) -> crate::latent::BundleRef {
+        crate::latent::BundleRef {
+            name: self.name().into(),
+            manifest_sha256: self.manifest_sha256.clone(),
+        }
+    }
     pub fn name(&self) -> &str {
         &self.manifest.name
     }

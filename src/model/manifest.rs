@@ -281,7 +281,10 @@ impl Manifest {
                 let s = crate::faces::ID_SIDE as i64;
                 (
                     vec![n("image", vec![-1, 3, s, s])],
-                    vec![n("descriptor", vec![-1, crate::faces::DESCRIPTOR_DIM as i64])],
+                    vec![n(
+                        "descriptor",
+                        vec![-1, crate::faces::DESCRIPTOR_DIM as i64],
+                    )],
                 )
             }
             "face_attributes" => {
@@ -382,7 +385,10 @@ impl Manifest {
         if let Some(f) = &self.faces {
             let c = f.crop.centre_fraction;
             if !(c.is_finite() && c > 0.1 && c <= 1.0) {
-                return Err(err("faces.crop.centre_fraction", format!("is {c}, expected (0.1, 1]")));
+                return Err(err(
+                    "faces.crop.centre_fraction",
+                    format!("is {c}, expected (0.1, 1]"),
+                ));
             }
             if !(f.id_threshold.is_finite() && f.id_threshold > 0.0) {
                 return Err(err("faces.id_threshold", "must be a finite number > 0"));

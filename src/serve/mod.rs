@@ -3,7 +3,7 @@
 //! One process, one opened [`Bundle`], one tokio runtime. The pieces, one job per file:
 //! - [`routes`]: the API (axum handlers, JSON errors, the route table the OpenAPI test
 //!   checks) — every model job is built from the same typed description the command line
-//!   and `batch` use (`jobs::spec`), validated by `JobSpec::into_job`, and run by the same
+//!   and `batch` use (`jobs::spec`), validated by the kind's `KindSpec::build`, and run by the same
 //!   job functions (`run_invert`, `run_family`, `run_morph`, `generate`);
 //! - [`studio`]: the fast in-memory re-render of children from cached parent latents
 //!   (the family engine + one synthesis call + the face judge; no files);

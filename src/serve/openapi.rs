@@ -107,7 +107,7 @@ pub fn document() -> Value {
                     "type": "object", "required": ["photo"],
                     "properties": {
                         "photo": {"type": "string", "format": "binary", "description": "repeat for several photos"},
-                        "options": {"type": "string", "description": "JSON object of invert settings (InvertSpec fields without `photos`/`output`): steps, space, batch_size, seed, init, align, face"}
+                        "options": {"type": "string", "description": "JSON object of invert settings: the `invert` job description (InvertSpec, as in batch manifests: steps, space, w_steps, batch_size, seed, lr, noise_strength, pixel_weight, lpips_weight, spread_weight, init, patience, min_improvement, align, face) without the fields that name files or change the job's shape (photos, output, mask, detector, all, paste_back)"}
                     }
                 }}}},
                 "responses": {

@@ -1,9 +1,11 @@
 //! Filling missing pixels with the VAE: optimise z so the decoder matches the visible
 //! pixels, then blend the decoded fill into the photo.
 //!
-//! The optimisation is the GAN inversion's loop ([`crate::invert::optim`]: Adam per
-//! sample, the projector's learning-rate and noise schedule, plateau stop), over the
-//! `vae_decoder_grad` graph whose mask input is the visible pixels. On top of the graph's
+//! The optimisation is the GAN inversion's ([`crate::invert::optim`]: the shared knobs
+//! [`OptimParams`] and their one `validate`, Adam per sample, the projector's
+//! learning-rate and noise schedule, plateau stop, the evaluate-optimise-evaluate `run`),
+//! over the `vae_decoder_grad` graph whose mask input is the visible pixels; this module
+//! supplies only the VAE objective and imputation's own knobs. On top of the graph's
 //! loss a Gaussian prior term `lambda * 0.5 |z|^2` keeps z where the decoder was trained;
 //! `lambda = prior_weight * pixel_weight * 2 mean(sigma_c^2) / (3 * visible pixels)`
 //! makes `prior_weight = 1` the posterior mode (MAP) under the decoder's own likelihood
@@ -22,22 +24,21 @@ use anyhow::{bail, Context, Result};
 
 use super::Vae;
 use crate::invert::{
-    optimise, EarlyStop, LossGrads, Objective, OptimConfig, Sample, Schedule, StepInfo,
+    check_target, perturb, run, tile, EarlyStop, Evaluation, LossGrads, Objective, OptimParams,
+    Sample, StepInfo,
 };
 use crate::rng::{derive_seed, Rng};
 
 /// Every knob of an imputation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImputeParams {
-    pub steps: usize,
-    pub schedule: Schedule,
-    pub pixel_weight: f32,
-    pub lpips_weight: f32,
+    /// Steps, schedule, Adam, loss weights and plateau stop (shared with inversion);
+    /// imputation's defaults are pixel loss only and a finer plateau threshold.
+    pub optim: OptimParams,
     /// Multiplier of the MAP prior weight (see module docs); 0 = no prior.
     pub prior_weight: f64,
     /// Gaussian feather of the blend, std in pixels at the model's resolution; 0 = hard edge.
     pub feather: f64,
-    pub early_stop: Option<EarlyStop>,
     /// Seed of the latent-noise streams and of the restarts' starting points.
     pub seed: u64,
     /// Optimisations run side by side (one batched graph call per step): the encoder's
@@ -50,16 +51,16 @@ pub struct ImputeParams {
 impl Default for ImputeParams {
     fn default() -> Self {
         ImputeParams {
-            steps: 300,
-            schedule: Schedule::default(),
-            pixel_weight: 1.0,
-            lpips_weight: 0.0,
+            optim: OptimParams {
+                lpips_weight: 0.0,
+                early_stop: Some(EarlyStop {
+                    patience: 50,
+                    min_rel_improvement: 1e-4,
+                }),
+                ..OptimParams::default()
+            },
             prior_weight: 1.0,
             feather: 1.5,
-            early_stop: Some(EarlyStop {
-                patience: 50,
-                min_rel_improvement: 1e-4,
-            }),
             seed: 0,
             restarts: 4,
         }
@@ -68,30 +69,7 @@ impl Default for ImputeParams {
 
 impl ImputeParams {
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            bail!("steps must be at least 1");
-        }
-        if !(self.schedule.lr > 0.0 && self.schedule.lr.is_finite()) {
-            bail!(
-                "learning rate must be a positive number, got {}",
-                self.schedule.lr
-            );
-        }
-        if !(self.schedule.noise_strength >= 0.0 && self.schedule.noise_strength.is_finite()) {
-            bail!(
-                "noise strength must be >= 0, got {}",
-                self.schedule.noise_strength
-            );
-        }
-        if !(self.pixel_weight >= 0.0 && self.lpips_weight >= 0.0)
-            || self.pixel_weight + self.lpips_weight <= 0.0
-        {
-            bail!(
-                "loss weights must be >= 0 and not both zero (pixel {}, lpips {})",
-                self.pixel_weight,
-                self.lpips_weight
-            );
-        }
+        self.optim.validate()?;
         if !(self.prior_weight >= 0.0 && self.prior_weight.is_finite()) {
             bail!("prior weight must be >= 0, got {}", self.prior_weight);
         }
@@ -102,17 +80,6 @@ impl ImputeParams {
             bail!("feather must be >= 0 pixels, got {}", self.feather);
         }
         Ok(())
-    }
-
-    fn optim_config(&self) -> OptimConfig {
-        OptimConfig {
-            steps: self.steps,
-            schedule: self.schedule,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            early_stop: self.early_stop,
-        }
     }
 }
 
@@ -143,10 +110,8 @@ struct VaeObjective<'a> {
     vae: &'a Vae<'a>,
     target: &'a [f32],
     visible: &'a [f32],
-    weights: [f32; 2],
+    params: &'a OptimParams,
     lambda: f64,
-    steps: usize,
-    schedule: Schedule,
     /// One latent-noise stream per sample.
     rngs: Vec<Rng>,
 }
@@ -157,10 +122,14 @@ impl VaeObjective<'_> {
     fn eval(&self, z: &[&[f32]], fed: &[f32]) -> Result<(LossGrads, Vec<f32>)> {
         let b = z.len();
         let zd = self.vae.z_dim();
-        let target: Vec<f32> = (0..b).flat_map(|_| self.target.iter().copied()).collect();
-        let mask: Vec<f32> = (0..b).flat_map(|_| self.visible.iter().copied()).collect();
-        let weights: Vec<f32> = (0..b).flat_map(|_| self.weights).collect();
-        let out = self.vae.decoder_grad(fed, &target, &mask, &weights, b)?;
+        let g = tile(
+            (0..b).map(|_| (self.target, Some(self.visible))),
+            self.vae.resolution(),
+            self.params.loss_weights(),
+        );
+        let out = self
+            .vae
+            .decoder_grad(fed, &g.target, &g.mask, &g.weights, b)?;
         let res = z
             .iter()
             .enumerate()
@@ -177,13 +146,6 @@ impl VaeObjective<'_> {
             .collect();
         Ok((res, out.image))
     }
-
-    /// Noise-free evaluation of every sample.
-    fn eval_plain(&self, zs: &[Vec<f32>]) -> Result<(LossGrads, Vec<f32>)> {
-        let refs: Vec<&[f32]> = zs.iter().map(|z| z.as_slice()).collect();
-        let fed: Vec<f32> = zs.iter().flatten().copied().collect();
-        self.eval(&refs, &fed)
-    }
 }
 
 impl Objective for VaeObjective<'_> {
@@ -193,23 +155,28 @@ impl Objective for VaeObjective<'_> {
         active: &[usize],
         samples: &[Sample],
     ) -> Result<LossGrads> {
-        let noise = self.schedule.noise_factor(step, self.steps) as f32;
+        // The prior has unit std: the schedule's noise factor is the noise's std.
+        let noise = self.params.noise_factor(step);
         let mut fed = Vec::with_capacity(active.len() * self.vae.z_dim());
         for &i in active {
-            for &v in &samples[i].param {
-                let n = if noise > 0.0 {
-                    self.rngs[i].normal() as f32 * noise
-                } else {
-                    0.0
-                };
-                fed.push(v + n);
-            }
+            fed.extend(perturb(&samples[i].param, noise, 1.0, &mut self.rngs[i]));
         }
         let z: Vec<&[f32]> = active
             .iter()
             .map(|&i| samples[i].param.as_slice())
             .collect();
         Ok(self.eval(&z, &fed)?.0)
+    }
+
+    /// Graph loss + prior and the decoded image of every sample, without noise.
+    fn evaluate(&mut self, samples: &[Sample]) -> Result<Evaluation> {
+        let z: Vec<&[f32]> = samples.iter().map(|s| s.param.as_slice()).collect();
+        let fed: Vec<f32> = z.concat();
+        let (lg, image) = self.eval(&z, &fed)?;
+        Ok(Evaluation {
+            loss: lg.into_iter().map(|(l, _)| l).collect(),
+            image,
+        })
     }
 }
 
@@ -319,21 +286,7 @@ pub fn impute(
     vae.require_grad()?;
     let r = vae.resolution();
     let plane = r * r;
-    if photo.len() != 3 * plane {
-        bail!(
-            "photo has {} values, the model needs [3, {r}, {r}]",
-            photo.len()
-        );
-    }
-    if visible.len() != plane {
-        bail!(
-            "mask has {} values, the model needs [{r}, {r}]",
-            visible.len()
-        );
-    }
-    if visible.iter().any(|v| !(0.0..=1.0).contains(v)) {
-        bail!("mask values must lie in [0, 1]");
-    }
+    check_target(photo, Some(visible), r).context("photo")?;
     let n_visible: f64 = visible.iter().map(|&v| v as f64).sum();
     if n_visible < 1.0 {
         bail!("the mask hides (almost) every pixel: nothing is left to condition the fill on");
@@ -362,16 +315,14 @@ pub fn impute(
     let ls = vae.log_sigma();
     let mean_var = ls.iter().map(|l| (2.0 * l).exp()).sum::<f64>() / 3.0;
     let lambda =
-        params.prior_weight * params.pixel_weight as f64 * 2.0 * mean_var / (3.0 * n_visible);
+        params.prior_weight * params.optim.pixel_weight as f64 * 2.0 * mean_var / (3.0 * n_visible);
     let k = params.restarts;
     let mut objective = VaeObjective {
         vae,
         target: photo,
         visible,
-        weights: [params.pixel_weight, params.lpips_weight],
+        params: &params.optim,
         lambda,
-        steps: params.steps,
-        schedule: params.schedule,
         rngs: (0..k)
             .map(|i| Rng::new(derive_seed(params.seed, &(2 * i as u64).to_le_bytes())))
             .collect(),
@@ -385,24 +336,13 @@ pub fn impute(
             z_init.iter().map(|&v| v + rng.normal() as f32).collect()
         })
         .collect();
-    let cfg = params.optim_config();
-    let (initial, _) = objective
-        .eval_plain(&starts[..1])
-        .context("evaluating the starting latent")?;
-    let initial_loss = initial[0].0;
-    let mut samples: Vec<Sample> = starts.into_iter().map(|z| Sample::new(z, &cfg)).collect();
-    optimise(&mut samples, &cfg, &mut objective, progress)?;
-    let finals: Vec<Vec<f32>> = samples.iter().map(|s| s.param.clone()).collect();
-    let (last, images) = objective
-        .eval_plain(&finals)
-        .context("evaluating the final latents")?;
+    let mut out = run(starts, &params.optim, &mut objective, progress)?;
     let best = (0..k)
-        .min_by(|&a, &b| last[a].0.total_cmp(&last[b].0))
+        .min_by(|&a, &b| out.last.loss[a].total_cmp(&out.last.loss[b]))
         .unwrap_or(0);
-    let final_loss = last[best].0;
     let il = 3 * plane;
-    let fill = images[best * il..(best + 1) * il].to_vec();
-    let s = samples.swap_remove(best);
+    let fill = out.last.image[best * il..(best + 1) * il].to_vec();
+    let s = out.samples.swap_remove(best);
     let alpha = feather_alpha(visible, r, params.feather);
     let blended = blend(photo, &fill, &alpha);
     Ok(Imputation {
@@ -413,8 +353,8 @@ pub fn impute(
         blended,
         alpha,
         loss_history: s.history,
-        initial_loss,
-        final_loss,
+        initial_loss: out.initial.loss[0],
+        final_loss: out.last.loss[best],
         steps_run: s.steps_run,
         best_start: best,
     })
@@ -423,6 +363,38 @@ pub fn impute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_has_the_shared_checks_and_its_own() {
+        let d = ImputeParams::default();
+        assert!(d.validate().is_ok());
+        // The schedule's fractions were not checked here before the checks were shared.
+        let ramp = ImputeParams {
+            optim: OptimParams {
+                schedule: crate::invert::Schedule {
+                    rampup: 2.0,
+                    ..d.optim.schedule
+                },
+                ..d.optim
+            },
+            ..d.clone()
+        };
+        assert!(ramp.validate().unwrap_err().to_string().contains("rampup"));
+        let none = ImputeParams {
+            restarts: 0,
+            ..d.clone()
+        };
+        assert!(none
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("restarts"));
+        let prior = ImputeParams {
+            prior_weight: -1.0,
+            ..d
+        };
+        assert!(prior.validate().unwrap_err().to_string().contains("prior"));
+    }
 
     #[test]
     fn box_covers_the_right_model_pixels() {

@@ -12,7 +12,7 @@ struct FamilyRequest {
 }
 
 /// The body as a `FamilySpec`: the client's fields, the parents' latent files and an
-/// output folder from the server; validated by `into_job`.
+/// output folder from the server; validated by `FamilySpec::build`.
 fn family_request(
     s: &Shared,
     body: std::result::Result<Bytes, BytesRejection>,
@@ -41,8 +41,8 @@ fn family_request(
         }
     }
     let latents = s.store.dir().join("latents");
-    let spec: FamilySpec = spec_from(
-        "family",
+    let job = build_job::<FamilySpec>(
+        s,
         obj,
         vec![
             (
@@ -56,9 +56,6 @@ fn family_request(
             ("output", path_value(&s.store.job_dir(&new_id()))),
         ],
     )?;
-    let Job::Family(job) = job_of(s, JobSpec::Family(spec))? else {
-        unreachable!("a family spec makes a family job")
-    };
     Ok(FamilyRequest { a, b, job, figures })
 }
 

@@ -2,42 +2,42 @@
 
 use super::*;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GenerateBody {
-    seed: u64,
-    #[serde(default = "default_psi")]
-    psi: f32,
-}
-
-fn default_psi() -> f32 {
-    0.7
-}
-
+/// A `GenerateSpec` from `{seed, psi}` (the server picks the files), through its `build`.
 pub(super) async fn generate_face(
     State(s): State<AppState>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let obj = json_object(body)?;
-    let g: GenerateBody = serde_json::from_value(Value::Object(obj))
-        .map_err(|e| ApiError::bad_request(format!("generate: {e}")))?;
-    generate::check_psi(g.psi).map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    refuse_fields(&obj, false)?;
+    if !obj.contains_key("seed") {
+        return Err(ApiError::bad_request(
+            "field `seed` is missing: give the seed of z ~ N(0, 1) (an integer >= 0)",
+        ));
+    }
+    let id = new_id();
+    let dir = s.store.job_dir(&id);
+    let (png_path, npy) = (dir.join("face.png"), dir.join("face.npy"));
+    let job = build_job::<GenerateSpec>(
+        &s,
+        obj,
+        vec![
+            ("output", path_value(&png_path)),
+            ("save_latent", path_value(&npy)),
+        ],
+    )?;
+    let GenerateSource::Seed { seed, psi } = job.source else {
+        unreachable!("a seed was given and a latent file refused")
+    };
     let ticket = s.light.admit()?;
     let s2 = s.clone();
     let face = s
         .light
         .run(ticket, move || {
-            let id = new_id();
-            let dir = s2.store.job_dir(&id);
-            let (png_path, npy) = (dir.join("face.png"), dir.join("face.npy"));
             let made = generate::generate(
                 &s2.bundle,
-                &GenerateSource::Seed {
-                    seed: g.seed,
-                    psi: g.psi,
-                },
-                &png_path,
-                Some(&npy),
+                &job.source,
+                &job.output,
+                job.save_latent.as_deref(),
             )?;
             let png = std::fs::read(&png_path)?;
             let ws = made.latent.to_ws(s2.bundle.num_ws(), s2.bundle.w_dim())?;
@@ -54,13 +54,13 @@ pub(super) async fn generate_face(
             Ok(Face {
                 id,
                 origin: Origin::Generated,
-                label: format!("seed {}", g.seed),
+                label: format!("seed {seed}"),
                 ws,
                 png,
                 crop: None,
                 reading,
                 photo_path: None,
-                report: json!({"seed": g.seed, "psi": g.psi, "warnings": made.warnings}),
+                report: json!({"seed": seed, "psi": psi, "warnings": made.warnings}),
             })
         })
         .await?;

@@ -77,6 +77,14 @@ pub(super) async fn invert(
         ));
     }
     refuse_fields(&options, false)?;
+    for f in ["all", "paste_back"] {
+        if options.contains_key(f) {
+            return Err(ApiError::bad_request(format!(
+                "field `{f}` is not accepted here: the server inverts one face per photo \
+                 (choose it with `face`) and does not paste back"
+            )));
+        }
+    }
     options
         .entry("steps")
         .or_insert_with(|| json!(s.opts.default_steps));
@@ -162,8 +170,8 @@ fn invert_uploads(
     }
     let id = new_id();
     let out_dir = s.store.job_dir(&id);
-    let spec: InvertSpec = spec_from(
-        "invert options",
+    let job = build_job::<InvertSpec>(
+        s,
         options,
         vec![
             (
@@ -173,9 +181,6 @@ fn invert_uploads(
             ("output", path_value(&out_dir)),
         ],
     )?;
-    let Job::Invert(job) = job_of(s, JobSpec::Invert(spec))? else {
-        unreachable!("an invert spec makes an invert job")
-    };
     let bundle = &s.bundle;
     let outcome = invert_job::run_invert(bundle, &job, &mut invert_job::Quiet)?;
     // Messages name the upload, not the server's file, and the API's option, not the flag.

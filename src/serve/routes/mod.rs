@@ -4,7 +4,7 @@
 //! job kind's typed description from `jobs::spec` (`InvertSpec`, `FamilySpec`,
 //! `MorphSpec`: same field names, same defaults, unknown fields refused) except for the
 //! fields that are files — those the server fills in from its own store (a client sends
-//! latent ids, never a path) — and `JobSpec::into_job` validates it into the job the
+//! latent ids, never a path) — and the kind's `KindSpec::build` validates it into the job the
 //! engine runs. Errors are JSON `{"error": "...", "code": "..."}` naming the problem.
 //!
 //! The routes are one table ([`route_table`]): the router is built from it and the test
@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 mod family;
@@ -40,7 +39,10 @@ use crate::faces::FaceJudge;
 use crate::imageio::{self, PhotoLimits};
 use crate::jobs::generate::{self, GenerateSource};
 use crate::jobs::sources::LatentCache;
-use crate::jobs::spec::{FamilySpec, InvertSpec, Job, JobSpec, MorphSpec};
+use crate::jobs::spec::{
+    parse_spec, Context as SpecContext, FamilySpec, GenerateSpec, InvertSpec, KindSpec, MorphSpec,
+    Origin as SpecOrigin,
+};
 use crate::jobs::{family as family_job, invert as invert_job, morph as morph_job};
 use crate::latent::Latent;
 use crate::model::Bundle;
@@ -53,10 +55,28 @@ pub const MAX_CHILDREN: usize = 16;
 pub const MAX_MORPH_FRAMES: usize = 600;
 pub const MAX_MORPH_SIZE: u32 = 512;
 
-/// Fields of the job descriptions that are files or inversion settings of inputs the
-/// server already holds: a client may not send them.
-const SERVER_FIELDS: &[&str] = &["output"];
-const INVERSION_FIELDS: &[&str] = &["steps", "invert_seed", "align", "face"];
+/// Fields of the job descriptions that name files or folders: the server fills in its own
+/// (from its store) or leaves them out; a client may not send them.
+const PATH_FIELDS: &[&str] = &[
+    "output",
+    "photos",
+    "mask",
+    "detector",
+    "cache",
+    "latent",
+    "save_latent",
+];
+/// Fields that would write into or read from the parents' photos (family, morph): those
+/// jobs take latent ids the server already made, so inversion settings belong to
+/// `/api/invert` and paste-back to the command line.
+const SOURCE_FIELDS: &[&str] = &[
+    "steps",
+    "invert_seed",
+    "no_cache",
+    "align",
+    "face",
+    "paste_back",
+];
 
 /// Everything the handlers share.
 pub struct Shared {
@@ -441,18 +461,19 @@ fn json_object(body: std::result::Result<Bytes, BytesRejection>) -> ApiResult<Ma
     }
 }
 
-/// Refuses fields a client may not set, naming them and why.
-fn refuse_fields(obj: &Map<String, Value>, inversion_too: bool) -> ApiResult<()> {
-    for f in SERVER_FIELDS {
+/// Refuses fields a client may not set, naming them and why (`sources_too`: also the
+/// photo-inversion settings of jobs whose inputs are latent ids).
+fn refuse_fields(obj: &Map<String, Value>, sources_too: bool) -> ApiResult<()> {
+    for f in PATH_FIELDS {
         if obj.contains_key(*f) {
             return Err(ApiError::bad_request(format!(
-                "field `{f}` is not accepted: the server chooses where outputs go (results come \
-                 back in the answer or by id)"
+                "field `{f}` is not accepted: a client never names a file on the server (photos \
+                 are uploaded, faces are latent ids, results come back in the answer or by id)"
             )));
         }
     }
-    if inversion_too {
-        for f in INVERSION_FIELDS {
+    if sources_too {
+        for f in SOURCE_FIELDS {
             if obj.contains_key(*f) {
                 return Err(ApiError::bad_request(format!(
                     "field `{f}` is not accepted here: faces are latent ids already made by \
@@ -464,17 +485,25 @@ fn refuse_fields(obj: &Map<String, Value>, inversion_too: bool) -> ApiResult<()>
     Ok(())
 }
 
-/// A spec from the client's fields plus the server's own (paths).
-fn spec_from<T: serde::de::DeserializeOwned>(
-    what: &str,
+/// The job of kind `T` from the client's fields plus the server's own (paths): read like a
+/// batch-manifest entry (`parse_spec`: unknown fields named) and validated by the kind's
+/// one `build`, as `batch` does.
+fn build_job<T: KindSpec>(
+    s: &Shared,
     mut obj: Map<String, Value>,
     server: Vec<(&str, Value)>,
-) -> ApiResult<T> {
+) -> ApiResult<T::Job> {
     for (k, v) in server {
         obj.insert(k.to_string(), v);
     }
-    serde_json::from_value(Value::Object(obj))
-        .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
+    let spec: T = parse_spec(Value::Object(obj))
+        .map_err(|e| ApiError::bad_request(format!("{}: {e}", T::KIND)))?;
+    spec.build(&SpecContext {
+        manifest: Some(s.bundle.manifest()),
+        cache: &LatentCache::Off,
+        origin: SpecOrigin::Manifest,
+    })
+    .map_err(|e| ApiError::invalid(format!("{e:#}")))
 }
 
 fn path_value(p: &std::path::Path) -> Value {
@@ -497,12 +526,6 @@ fn face_of(s: &Shared, id: &str) -> ApiResult<Arc<Face>> {
     s.store
         .get(id)
         .ok_or_else(|| ApiError::unknown("latent", id))
-}
-
-/// A validated job from a spec (the same `into_job` as the command line and `batch`).
-fn job_of(s: &Shared, spec: JobSpec) -> ApiResult<Job> {
-    spec.into_job(s.bundle.manifest(), &LatentCache::Off)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))
 }
 
 /// The public part of a face for answers.

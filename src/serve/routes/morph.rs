@@ -8,13 +8,13 @@ struct MorphProgress {
     id: String,
 }
 
-impl morph_job::MorphObserver for MorphProgress {
-    fn start(&mut self, frames: usize) {
+impl crate::jobs::Observer for MorphProgress {
+    fn stage(&mut self, _name: &str, total: usize) {
         self.s.store.with_job(&self.id, |j| {
-            j.total = frames;
+            j.total = total;
         });
     }
-    fn frames_done(&mut self, done: usize, total: usize) {
+    fn progress(&mut self, done: usize, total: usize) {
         self.s.store.with_job(&self.id, |j| {
             j.done = done;
             j.total = total;
@@ -61,8 +61,8 @@ pub(super) async fn morph(
     let dir = s.store.job_dir(&id);
     let latents = s.store.dir().join("latents");
     let output = dir.join(format!("morph.{format}"));
-    let spec: MorphSpec = spec_from(
-        "morph",
+    let job = build_job::<MorphSpec>(
+        &s,
         obj,
         vec![
             (
@@ -77,9 +77,6 @@ pub(super) async fn morph(
             ("output", path_value(&output)),
         ],
     )?;
-    let Job::Morph(job) = job_of(&s, JobSpec::Morph(spec))? else {
-        unreachable!("a morph spec makes a morph job")
-    };
     let frames = job
         .path
         .checked_frame_count(job.keys.len())

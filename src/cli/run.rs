@@ -1,0 +1,359 @@
+//! Running each command and printing what it did: a short human summary on stdout,
+//! progress and warnings on stderr. The jobs are built from their specs by
+//! `common::job_of` (all validation is there) and run by `crate::jobs`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use indicatif::ProgressBar;
+
+use super::args::{BenchArgs, EvalArgs, GlobalArgs};
+use super::common::{finish, job_of, report_provider, runtime_options, Common};
+use super::progress::{spinner, EvalBar, InvertBar, MorphBar, PrintWarnings};
+use crate::jobs::invert::PhotoReport;
+use crate::jobs::sources::{is_latent_path, LatentCache};
+use crate::jobs::spec::{
+    AlignSpec, Context, FaceOpts, FamilySpec, Fields, GenerateSpec, InvertSpec, KindSpec,
+    MorphSpec, Origin,
+};
+use crate::jobs::{align, bench, bench_latent, eval, family, generate, info, invert, morph};
+use crate::model::bundle::locate_bundle;
+use crate::model::{GraphKind, Manifest};
+
+pub fn info(common: &Common) -> Result<()> {
+    let bundle = common.open_bundle()?;
+    print!("{}", info::describe(&bundle)?);
+    Ok(())
+}
+
+pub fn generate(common: &Common, spec: &GenerateSpec) -> Result<()> {
+    let job = job_of(spec, None)?;
+    let bundle = common.open_bundle()?;
+    let g = generate::generate(
+        &bundle,
+        &job.source,
+        &job.output,
+        job.save_latent.as_deref(),
+    )?;
+    report_provider(&bundle, GraphKind::Synthesis);
+    for w in &g.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("wrote {}", g.image_path.display());
+    if let Some(p) = g.latent_path {
+        println!("wrote {} (+ sidecar .json)", p.display());
+    }
+    Ok(())
+}
+
+pub fn invert(common: &Common, spec: &InvertSpec) -> Result<()> {
+    let job = job_of(spec, None)?;
+    let bundle = common.open_bundle()?;
+    let mut obs = InvertBar::default();
+    let outcome = invert::run_invert(&bundle, &job, &mut obs);
+    obs.finish();
+    let outcome = outcome?;
+    report_provider(&bundle, GraphKind::SynthesisGrad);
+    for r in &outcome.done {
+        println!("{}", summary_line(r));
+    }
+    finish(&outcome)
+}
+
+fn summary_line(r: &PhotoReport) -> String {
+    let face = match &r.face {
+        Some(f) => format!(
+            "  identity {:.2} ({})  age {:.0} -> {:.0}  {}",
+            f.identity_distance,
+            if f.same_person {
+                "same person"
+            } else {
+                "NOT the same person"
+            },
+            f.age_photo,
+            f.age_result,
+            if f.gender_flipped {
+                "gender flipped"
+            } else {
+                "gender kept"
+            }
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}{face}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
+        r.photo.display(),
+        r.outputs.latent.display(),
+        r.psnr_db,
+        r.ssim,
+        r.lpips
+            .map(|v| format!("{v:.3}"))
+            .unwrap_or_else(|| "n/a".into()),
+        r.loss_initial,
+        r.loss_final,
+        r.steps_run,
+        if r.early_stopped { " (plateau)" } else { "" },
+        r.seconds
+    )
+}
+
+/// The manifest `align` takes its template and size from: the bundle's when one is given
+/// or found (only its manifest is read), else none (UTKFace's template, 256 px).
+fn align_manifest(g: &GlobalArgs) -> Result<Option<Manifest>> {
+    let dir = match locate_bundle(g.bundle.as_deref()) {
+        Ok(dir) => dir,
+        Err(e) if g.bundle.is_some() => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    match (
+        std::fs::read_to_string(dir.join("manifest.json")),
+        g.bundle.is_some(),
+    ) {
+        (Ok(t), _) => Manifest::parse(&t)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("bundle {}: manifest.json: {e}", dir.display())),
+        (Err(e), true) => bail!("bundle {}: cannot read manifest.json: {e}", dir.display()),
+        (Err(_), false) => Ok(None),
+    }
+}
+
+pub fn align(g: &GlobalArgs, spec: &AlignSpec) -> Result<()> {
+    let manifest = align_manifest(g)?;
+    let job = spec.build(&Context {
+        manifest: manifest.as_ref(),
+        cache: &LatentCache::Off,
+        origin: Origin::CommandLine,
+    })?;
+    let outcome = align::run_align(&job, &runtime_options(g)?, &mut PrintWarnings)?;
+    for o in &outcome.done {
+        let r = &o.alignment;
+        println!(
+            "{} -> {}  face {}/{} (score {:.3})  rotated {:+.1} deg, {:.0} px square  fit {:.1}%  {:.0} ms",
+            o.photo.display(),
+            o.crop.display(),
+            r.face_index,
+            r.faces_found,
+            r.face.score,
+            r.rotation_degrees,
+            r.crop_side_photo_px,
+            100.0 * r.fit_rms,
+            1000.0 * o.seconds
+        );
+    }
+    finish(&outcome)
+}
+
+/// A spinner while `n` photo inputs are inverted (or found in the cache).
+fn resolving(what: &str, n: usize) -> Option<ProgressBar> {
+    (n > 0).then(|| {
+        spinner(format!(
+            "resolving {what} ({n} photo(s) to invert unless cached)"
+        ))
+    })
+}
+
+pub fn family(common: &Common, spec: &FamilySpec) -> Result<()> {
+    let bundle = common.open_bundle()?;
+    let job = job_of(spec, Some(&bundle))?;
+    let photos = [&job.parent_a, &job.parent_b]
+        .iter()
+        .filter(|p| !is_latent_path(p))
+        .count();
+    let sp = resolving("parents", photos);
+    let report = family::run_family(&bundle, &job, &mut PrintWarnings);
+    if let Some(sp) = sp {
+        sp.finish_and_clear();
+    }
+    let report = report?;
+    report_provider(&bundle, GraphKind::Synthesis);
+    for p in &report.parents {
+        println!(
+            "parent {} ({:?}{}) -> {}",
+            p.path.display(),
+            p.kind,
+            if p.cached { ", cached" } else { "" },
+            p.latent.display()
+        );
+    }
+    for c in &report.children {
+        let proj: Vec<String> = c
+            .projections
+            .iter()
+            .map(|(k, v)| format!("{k} {v:+.2}"))
+            .collect();
+        println!(
+            "child {} -> {} + {}{}",
+            c.index,
+            c.image.display(),
+            c.latent.display(),
+            if proj.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", proj.join(", "))
+            }
+        );
+        if let Some(p) = &c.pasted {
+            println!("  pasted into the photo: {}", p.display());
+        }
+    }
+    println!(
+        "sheet {}  report {}  ({:.1} s)",
+        report.sheet.display(),
+        report.report.display(),
+        report.seconds
+    );
+    Ok(())
+}
+
+pub fn morph(common: &Common, spec: &MorphSpec) -> Result<()> {
+    let bundle = common.open_bundle()?;
+    let job = job_of(spec, Some(&bundle))?;
+    let photos = job.keys.iter().filter(|p| !is_latent_path(p)).count();
+    let mut obs = MorphBar {
+        bar: None,
+        spinner: resolving("keys", photos),
+    };
+    let report = morph::run_morph(&bundle, &job, &mut obs);
+    obs.finish();
+    let report = report?;
+    report_provider(&bundle, GraphKind::Synthesis);
+    println!(
+        "wrote {} ({:?}, {} frames {}x{} at {:.2} fps; rendered {:.1} frames/s at batch {}); report {}",
+        report.output.path.display(),
+        report.output.kind,
+        report.output.frames,
+        report.output.width,
+        report.output.height,
+        report.output.fps,
+        report.frames_per_second_rendered,
+        report.batch_size,
+        report.report.display()
+    );
+    Ok(())
+}
+
+pub fn eval(common: &Common, a: &EvalArgs) -> Result<()> {
+    generate::check_psi(a.psi).map_err(|e| anyhow::anyhow!("--psi {e}"))?;
+    let faces: &FaceOpts = &a.faces;
+    let job = eval::EvalJob {
+        folder: a.folder.clone(),
+        limit: a.limit,
+        samples: a.samples,
+        psi: a.psi,
+        invert: crate::invert::InvertParams {
+            w_stage_steps: a.w_steps,
+            spread_weight: a.spread_weight,
+            ..crate::invert::InvertParams::with_steps(a.steps)
+        },
+        batch_size: a.batch_size,
+        align: faces.settings(&Fields::of::<EvalArgs>(Origin::CommandLine), false)?,
+        edit_faces: a.edit_faces,
+        pairs: a.pairs,
+        children: a.children,
+        diversity: a.diversity,
+        mutation: a.mutation,
+        seed: a.seed,
+        output: a.output.clone(),
+    };
+    let bundle = common.open_bundle()?;
+    let mut bar = EvalBar(None);
+    let report = eval::run_eval(&bundle, &job, &mut bar)?;
+    if let Some(b) = bar.0.take() {
+        b.finish_and_clear();
+    }
+    print!("{}", eval::describe(&report));
+    if let Some(p) = &a.output {
+        println!("\nwrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// `bench`: the inversion suite (with a progress bar when it runs alone), and the morph
+/// and family suites; `--json` holds `{"invert": ..., "morph": [...], "family": {...}}`
+/// (present suites only) when more than the inversion suite runs, else the inversion figures.
+pub fn bench(common: &Common, a: &BenchArgs) -> Result<()> {
+    let only_invert = a.suite.iter().all(|s| s == "invert");
+    let bundle = Arc::new(common.open_bundle()?);
+    let mut json = serde_json::Map::new();
+    if a.suite.iter().any(|s| s == "invert") {
+        let params = bench::BenchParams {
+            steps: a.steps,
+            warmup: a.warmup,
+            batch_sizes: a.batch_sizes.clone(),
+            inversion_steps: a.inversion_steps,
+        };
+        let reference = bench::read_references(&a.reference_json)?;
+        let bar = ProgressBar::new(0);
+        if !only_invert {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let report = bench::run_bench(&bundle, &params, &mut |b, step, total| {
+            bar.set_length(total as u64);
+            bar.set_position(step as u64);
+            bar.set_message(format!("batch {b}"));
+        })?;
+        bar.finish_and_clear();
+        if only_invert {
+            report_provider(&bundle, GraphKind::SynthesisGrad);
+        }
+        print!("{}", bench::format_table(&report, reference.as_ref()));
+        if only_invert {
+            if let Some(p) = &a.json {
+                crate::fsutil::write_json_atomic(p, &report)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            return Ok(());
+        }
+        json.insert("invert".into(), serde_json::to_value(&report)?);
+    }
+    let morph = if a.suite.iter().any(|s| s == "morph") {
+        let mut sizes = a.batch_sizes.clone();
+        if !sizes.contains(&1) {
+            sizes.insert(0, 1);
+        }
+        Some(bench_latent::morph_bench(
+            &bundle,
+            a.morph_frames,
+            &sizes,
+            3,
+        )?)
+    } else {
+        None
+    };
+    let family = if a.suite.iter().any(|s| s == "family") {
+        Some(bench_latent::family_bench(
+            bundle.clone(),
+            a.family_jobs,
+            4,
+            2,
+        )?)
+    } else {
+        None
+    };
+    report_provider(&bundle, GraphKind::Synthesis);
+    println!(
+        "bundle {} on {} ({} threads)",
+        bundle.name(),
+        bundle.provider_summary(),
+        bundle
+            .options()
+            .threads
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "default".into())
+    );
+    print!(
+        "{}",
+        bench_latent::format_tables(morph.as_deref(), family.as_ref())
+    );
+    if let Some(m) = &morph {
+        json.insert("morph".into(), serde_json::to_value(m)?);
+    }
+    if let Some(f) = &family {
+        json.insert("family".into(), serde_json::to_value(f)?);
+    }
+    if let Some(p) = &a.json {
+        crate::fsutil::write_json_atomic(p, &serde_json::Value::Object(json))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Specs of the jobs that work on latent codes of photos or latent files: `family`, `morph`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::common::normalise_edit;
+use super::{defaults, Context, KindSpec, SourceOpts};
+use crate::family::{EditTarget, FamilyParams};
+use crate::interp::{Easing, Interp, PathSpec};
+use crate::jobs::family::FamilyJob;
+use crate::jobs::morph::MorphJob;
+use crate::jobs::sources::is_latent_path;
+use crate::media::MediaKind;
+
+/// `family`: children of two parents.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct FamilySpec {
+    /// First parent: a photo (PNG/JPEG, inverted first) or a latent (.npy/.npz)
+    #[arg(value_name = "PARENT_A")]
+    pub parent_a: PathBuf,
+    /// Second parent: a photo or a latent
+    #[arg(value_name = "PARENT_B")]
+    pub parent_b: PathBuf,
+    /// Output folder (children's PNG + .npy + .json, parents' latents and
+    /// reconstructions, family.png sheet, family.json report)
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Overall share of parent B, 0 (= parent A exactly) to 1 (= parent B exactly)
+    #[arg(long, default_value_t = defaults::mix(), value_name = "0..1")]
+    #[serde(default = "defaults::mix")]
+    pub mix: f32,
+    /// Share of parent B in the coarse layers (pose, face shape) [default: --mix]
+    #[arg(long, value_name = "0..1")]
+    #[serde(default)]
+    pub coarse: Option<f32>,
+    /// Share of parent B in the middle layers (features, hair style) [default: --mix]
+    #[arg(long, value_name = "0..1")]
+    #[serde(default)]
+    pub middle: Option<f32>,
+    /// Share of parent B in the fine layers (colours, skin texture) [default: --mix]
+    #[arg(long, value_name = "0..1")]
+    #[serde(default)]
+    pub fine: Option<f32>,
+    /// Inherit each layer whole from one parent, drawn at random (seeded) with the
+    /// layer's share of B as probability, instead of blending
+    #[arg(long)]
+    #[serde(default)]
+    pub crossover: bool,
+    /// Age: a group of the bundle's `age` direction (child, teen, young, adult, senior:
+    /// whichever the bundle defines) or a signed strength in standard deviations (-1.5;
+    /// within ±20)
+    #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
+    #[serde(default)]
+    pub age: Option<EditTarget>,
+    /// Gender: a group of the bundle's `gender` direction (male, female) or a signed strength
+    /// (within ±20)
+    #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
+    #[serde(default)]
+    pub gender: Option<EditTarget>,
+    /// Number of siblings: each draws its own share of each parent per layer group and
+    /// style channel (as meiosis does); children after the first also carry mutations
+    #[arg(long, default_value_t = defaults::children(), value_name = "N")]
+    #[serde(default = "defaults::children")]
+    pub children: usize,
+    /// Strength of the siblings' mutations (Gaussian noise on the middle and fine
+    /// layers, times the bundle's per-dimension w_std)
+    #[arg(long, default_value_t = defaults::mutation(), value_name = "S")]
+    #[serde(default = "defaults::mutation")]
+    pub mutation: f32,
+    /// How much siblings differ: scales the random inheritance and the mutations
+    /// (0: every child is the plain blend of the asked shares)
+    #[arg(long, default_value_t = defaults::diversity(), value_name = "D")]
+    #[serde(
+        default = "defaults::diversity",
+        skip_serializing_if = "defaults::is::diversity"
+    )]
+    pub diversity: f32,
+    /// Seed of crossover and mutations
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub seed: u64,
+    /// Also write child_NN_pasted.png: each child's face pasted into parent A's photo
+    /// (parent B's when A is a latent)
+    #[arg(long, conflicts_with = "align")]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub paste_back: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sources: SourceOpts,
+}
+
+impl KindSpec for FamilySpec {
+    const KIND: &'static str = "family";
+    type Job = FamilyJob;
+
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut v = vec![&mut self.parent_a, &mut self.parent_b, &mut self.output];
+        v.extend(self.sources.paths_mut());
+        v
+    }
+
+    fn inputs(&self) -> Vec<PathBuf> {
+        vec![self.parent_a.clone(), self.parent_b.clone()]
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.output.clone()]
+    }
+
+    fn build(&self, ctx: &Context<'_>) -> Result<Self::Job> {
+        let f = Self::fields(ctx.origin);
+        let mut edits = BTreeMap::new();
+        if let Some(a) = &self.age {
+            edits.insert("age".to_string(), normalise_edit(&f, "age", a)?);
+        }
+        if let Some(g) = &self.gender {
+            edits.insert("gender".to_string(), normalise_edit(&f, "gender", g)?);
+        }
+        let params = FamilyParams {
+            mix: self.mix,
+            coarse: self.coarse,
+            middle: self.middle,
+            fine: self.fine,
+            crossover: self.crossover,
+            edits,
+            children: self.children,
+            mutation: self.mutation,
+            diversity: self.diversity,
+            seed: self.seed,
+        };
+        params.validate_named(ctx.manifest()?, &|id| f.name(id))?;
+        Ok(FamilyJob {
+            parent_a: self.parent_a.clone(),
+            parent_b: self.parent_b.clone(),
+            out_dir: self.output.clone(),
+            params,
+            sources: self.sources.options(&f, ctx)?,
+            paste_back: self.paste_back,
+        })
+    }
+}
+
+/// `morph`: a sequence through several keys.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct MorphSpec {
+    /// Key faces in order (at least 2): photos (inverted first) or latents (.npy/.npz)
+    #[arg(required = true, num_args = 2.., value_name = "KEY")]
+    pub keys: Vec<PathBuf>,
+    /// Output: NAME.gif, NAME.mp4 (H.264), or a folder name without extension for PNG frames
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Path between keys: lerp (straight in W+), slerp (great circle per layer around
+    /// w_avg), spline (Catmull-Rom cubic through all keys)
+    #[arg(long, default_value_t = Interp::default(), value_name = "lerp|slerp|spline")]
+    #[serde(default)]
+    pub interp: Interp,
+    /// Timing within each key-to-key segment: linear, ease-in, ease-out, ease-in-out,
+    /// sine, circular, bounce
+    #[arg(long, default_value_t = Easing::default(), value_name = "NAME")]
+    #[serde(default)]
+    pub easing: Easing,
+    /// Frames from one key to the next (a morph has at most 100000 frames in all)
+    #[arg(long, default_value_t = defaults::frames_per_key(), value_name = "N")]
+    #[serde(default = "defaults::frames_per_key")]
+    pub frames_per_key: usize,
+    /// Frames per second of the video (GIF rounds the frame delay to 1/100 s)
+    #[arg(long, default_value_t = defaults::fps())]
+    #[serde(default = "defaults::fps")]
+    pub fps: f64,
+    /// Go back from the last key to the first, so the video loops seamlessly
+    #[arg(id = "loop", long = "loop")]
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+    /// Frames rendered per synthesis call
+    #[arg(long, default_value_t = defaults::batch_size(), value_name = "N")]
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Output frame size in pixels [default: the model's resolution; with --paste-back the
+    /// longer side, default the photo's, at most 1024]
+    #[arg(long, value_name = "PX")]
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// Frames are the first photo key with the morphing face pasted in
+    #[arg(long, conflicts_with = "align")]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub paste_back: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sources: SourceOpts,
+}
+
+impl KindSpec for MorphSpec {
+    const KIND: &'static str = "morph";
+    type Job = MorphJob;
+
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut v: Vec<&mut PathBuf> = self.keys.iter_mut().collect();
+        v.push(&mut self.output);
+        v.extend(self.sources.paths_mut());
+        v
+    }
+
+    fn inputs(&self) -> Vec<PathBuf> {
+        self.keys.clone()
+    }
+
+    fn outputs(&self) -> Vec<PathBuf> {
+        vec![self.output.clone()]
+    }
+
+    fn build(&self, ctx: &Context<'_>) -> Result<Self::Job> {
+        let f = Self::fields(ctx.origin);
+        if self.keys.len() < 2 {
+            bail!(
+                "a morph needs at least 2 keys (photos or latent files) in {}, got {}",
+                f.name("keys"),
+                self.keys.len()
+            );
+        }
+        f.at_least("batch_size", self.batch_size, 1)?;
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 240.0) {
+            bail!("{} must be in (0, 240], got {}", f.name("fps"), self.fps);
+        }
+        if matches!(self.size, Some(s) if !(8..=4096).contains(&s)) {
+            bail!("{} must be in [8, 4096] pixels", f.name("size"));
+        }
+        MediaKind::from_path(&self.output)?;
+        f.at_least("frames_per_key", self.frames_per_key, 1)?;
+        if self.paste_back && self.keys.iter().all(|k| is_latent_path(k)) {
+            bail!(
+                "{} needs a key that is a photo; all keys are latents",
+                f.name("paste_back")
+            );
+        }
+        let job = MorphJob {
+            keys: self.keys.clone(),
+            output: self.output.clone(),
+            path: PathSpec {
+                interp: self.interp,
+                easing: self.easing,
+                frames_per_key: self.frames_per_key,
+                looped: self.looped,
+            },
+            fps: self.fps,
+            batch_size: self.batch_size,
+            size: self.size,
+            sources: self.sources.options(&f, ctx)?,
+            paste_back: self.paste_back,
+        };
+        if job.path.checked_frame_count(job.keys.len()).is_err() {
+            bail!(
+                "{} {} with {} keys makes more than the {} frames a morph may have; use fewer \
+                 frames per key",
+                f.name("frames_per_key"),
+                self.frames_per_key,
+                self.keys.len(),
+                crate::interp::MAX_FRAMES
+            );
+        }
+        job.validate()?;
+        Ok(job)
+    }
+}

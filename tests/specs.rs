@@ -1,0 +1,366 @@
+//! One job description per kind: a command line and the equivalent manifest entry build
+//! the same job, every option of a command is a manifest field and vice versa, and errors
+//! name fields the way their source spells them.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use latentface::cli::args::Cli;
+use latentface::jobs::batch::parse_manifest;
+use latentface::jobs::sources::LatentCache;
+use latentface::jobs::spec::{
+    AlignSpec, AnomalySpec, DecodeSpec, EncodeSpec, FamilySpec, GenerateSpec, ImputeSpec,
+    InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec, SampleSpec,
+};
+use latentface::jobs::spec::{Context, Fields, JobSpec, KindSpec, Origin, KINDS};
+use latentface::model::Manifest;
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(common::tiny_dir().join("manifest.json")).unwrap();
+    Manifest::parse(&text).unwrap()
+}
+
+fn p(name: &str) -> String {
+    common::repo().join(name).display().to_string()
+}
+
+/// Every kind's command lines; together they set every option to a value other than its
+/// default (options that exclude each other need two lines).
+fn command_lines() -> Vec<Vec<String>> {
+    let (a, b, c) = (
+        p("samples/alice.png"),
+        p("samples/bob.png"),
+        p("samples/carol.png"),
+    );
+    let det = a.clone(); // any existing file passes the detector's existence check
+    let latent = p("onnx/tiny/manifest.json"); // existence only; never read here
+    let out = "/tmp/latentface-spec-test/out".to_string();
+    let lines: Vec<String> = vec![
+        format!("invert {a} {b} -o {out} --face 2 --detector {det} --paste-back --steps 120 --space w+ \
+                 --w-steps 10 --batch-size 3 --seed 7 --lr 0.05 --noise-strength 0.01 --pixel-weight 0.5 \
+                 --lpips-weight 2 --spread-weight 0.3 --init mean --mask {a} --mask {b} --patience 9 \
+                 --min-improvement 0.01 --fail-fast"),
+        format!("invert {a} -o {out} --no-align --space w"),
+        format!("invert {a} -o {out} --all"),
+        format!("align {a} {b} -o {out} --size 128 --face 2 --detector {det} --min-score 0.5 --fail-fast"),
+        format!("align {a} -o {out} --all"),
+        format!("generate --seed 5 --psi 0.5 -o {out}.png --save-latent {out}.npy"),
+        format!("generate --latent {latent} -o {out}.png"),
+        format!("family {a} {b} -o {out} --mix 0.3 --coarse 0.1 --middle 0.2 --fine 0.9 --crossover \
+                 --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
+                 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det}"),
+        format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
+        format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
+                 --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
+                 --cache {out}.cache --face 1 --detector {det}"),
+        format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline"),
+        format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast"),
+        format!("vae decode {latent} -o {out}.png --size 100"),
+        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast"),
+        format!("vae interpolate {a} {b} --steps 5 -o {out}.gif --path slerp --size 64 --fps 5 --bounce"),
+        format!("vae sample --n 3 --seed 2 --temperature 0.8 -o {out}"),
+        format!("vae anomaly {a} {} --csv {out}.csv --batch-size 3 --samples 4 --seed 1 \
+                 --unusual-percentile 90 --skip-unreadable", p("samples")),
+        format!("vae impute {a} --mask {b} --holes-white -o {out}.png --compare {out}_c.png --steps 20 \
+                 --lr 0.2 --noise-strength 0.1 --pixel-weight 0.5 --lpips-weight 0.2 --prior-weight 0.5 \
+                 --feather 2 --patience 5 --seed 3 --restarts 2"),
+        format!("vae impute {a} --box 1,2,3,4 -o {out}.png"),
+        format!("vae map {} -o {out}.png --size 512 --thumb 20 --grid {out}_g.png --grid-n 5 \
+                 --grid-range 1.5 --batch-size 4", p("samples")),
+    ];
+    lines
+        .iter()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+fn cli_spec(args: &[String]) -> JobSpec {
+    let cli =
+        Cli::try_parse_from(std::iter::once("latentface".to_string()).chain(args.iter().cloned()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    cli.command.job_spec().expect("a job command")
+}
+
+fn ids_of(kind: &str) -> BTreeSet<String> {
+    fn ids<T: KindSpec>() -> Vec<String> {
+        Fields::of::<T>(Origin::Manifest).ids()
+    }
+    let v = match kind {
+        "invert" => ids::<InvertSpec>(),
+        "align" => ids::<AlignSpec>(),
+        "generate" => ids::<GenerateSpec>(),
+        "family" => ids::<FamilySpec>(),
+        "morph" => ids::<MorphSpec>(),
+        "vae_encode" => ids::<EncodeSpec>(),
+        "vae_decode" => ids::<DecodeSpec>(),
+        "vae_reconstruct" => ids::<ReconstructSpec>(),
+        "vae_interpolate" => ids::<InterpolateSpec>(),
+        "vae_sample" => ids::<SampleSpec>(),
+        "vae_anomaly" => ids::<AnomalySpec>(),
+        "vae_impute" => ids::<ImputeSpec>(),
+        "vae_map" => ids::<MapSpec>(),
+        o => panic!("no ids for {o}"),
+    };
+    v.into_iter().collect()
+}
+
+#[test]
+fn manifest_entry_and_command_line_build_the_same_job_for_every_kind() {
+    let m = manifest();
+    let cache = LatentCache::Dir(PathBuf::from("/tmp/latentface-spec-test/cache"));
+    let ctx = |origin| Context {
+        manifest: Some(&m),
+        cache: &cache,
+        origin,
+    };
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for args in command_lines() {
+        let from_cli = cli_spec(&args);
+        let kind = from_cli.kind();
+        let mut entry = serde_json::to_value(&from_cli).unwrap();
+        let obj = entry.as_object_mut().unwrap();
+        assert_eq!(obj.remove("kind").unwrap(), kind, "{args:?}");
+        seen.entry(kind.to_string())
+            .or_default()
+            .extend(obj.keys().cloned());
+        let from_manifest = JobSpec::parse(kind, entry.clone())
+            .unwrap_or_else(|e| panic!("{args:?} as a manifest entry {entry}: {e}"));
+        assert_eq!(from_cli, from_manifest, "{args:?}");
+        let job_cli = from_cli
+            .into_job(&ctx(Origin::CommandLine))
+            .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
+        let job_manifest = from_manifest.into_job(&ctx(Origin::Manifest)).unwrap();
+        assert_eq!(
+            format!("{job_cli:?}"),
+            format!("{job_manifest:?}"),
+            "{args:?}"
+        );
+    }
+    // Every kind is covered, and every option of each appears in a manifest entry.
+    let covered: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
+    assert_eq!(covered, KINDS.iter().copied().collect::<BTreeSet<_>>());
+    for (kind, keys) in &seen {
+        assert_eq!(
+            keys,
+            &ids_of(kind),
+            "{kind}: options never set to a non-default value"
+        );
+    }
+}
+
+#[test]
+fn defaults_are_the_same_in_both() {
+    let m = manifest();
+    let cache = LatentCache::Off;
+    let (a, b) = (p("samples/alice.png"), p("samples/bob.png"));
+    let dir = p("samples");
+    let latent = p("onnx/tiny/manifest.json");
+    let o = "/tmp/latentface-spec-test/o".to_string();
+    let cases: Vec<(String, serde_json::Value)> = vec![
+        (
+            format!("invert {a} -o {o}"),
+            serde_json::json!({"kind": "invert", "photos": [a], "output": o}),
+        ),
+        (
+            format!("align {a} -o {o}"),
+            serde_json::json!({"kind": "align", "photos": [a], "output": o}),
+        ),
+        (
+            format!("generate --seed 1 -o {o}.png"),
+            serde_json::json!({"kind": "generate", "seed": 1, "output": format!("{o}.png")}),
+        ),
+        (
+            format!("family {a} {b} -o {o}"),
+            serde_json::json!({"kind": "family", "parent_a": a, "parent_b": b, "output": o}),
+        ),
+        (
+            format!("morph {a} {b} -o {o}.gif"),
+            serde_json::json!({"kind": "morph", "keys": [a, b], "output": format!("{o}.gif")}),
+        ),
+        (
+            format!("vae encode {a} -o {o}"),
+            serde_json::json!({"kind": "vae_encode", "photos": [a], "output": o}),
+        ),
+        (
+            format!("vae decode {latent} -o {o}.png"),
+            serde_json::json!({"kind": "vae_decode", "latent": latent, "output": format!("{o}.png")}),
+        ),
+        (
+            format!("vae reconstruct {a} -o {o}"),
+            serde_json::json!({"kind": "vae_reconstruct", "photos": [a], "output": o}),
+        ),
+        (
+            format!("vae interpolate {a} {b} -o {o}.gif"),
+            serde_json::json!({"kind": "vae_interpolate", "a": a, "b": b, "output": format!("{o}.gif")}),
+        ),
+        (
+            format!("vae sample -o {o}"),
+            serde_json::json!({"kind": "vae_sample", "output": o}),
+        ),
+        (
+            format!("vae anomaly {a}"),
+            serde_json::json!({"kind": "vae_anomaly", "inputs": [a]}),
+        ),
+        (
+            format!("vae impute {a} --box 1,2,3,4 -o {o}.png"),
+            serde_json::json!({"kind": "vae_impute", "photo": a, "box": "1,2,3,4", "output": format!("{o}.png")}),
+        ),
+        (
+            format!("vae map {dir} -o {o}.png"),
+            serde_json::json!({"kind": "vae_map", "inputs": [dir], "output": format!("{o}.png")}),
+        ),
+    ];
+    let mut kinds = BTreeSet::new();
+    for (line, entry) in cases {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let from_cli = cli_spec(&args);
+        // Through the batch manifest reader, as a user's manifest goes.
+        let mut entry = entry;
+        entry["id"] = "job".into();
+        let entries =
+            parse_manifest(&serde_json::json!({"jobs": [entry]}), Path::new("/")).unwrap();
+        let from_manifest = entries[0]
+            .spec
+            .clone()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(from_cli, from_manifest, "{line}");
+        let ctx = |origin| Context {
+            manifest: Some(&m),
+            cache: &cache,
+            origin,
+        };
+        let job_cli = from_cli.into_job(&ctx(Origin::CommandLine)).unwrap();
+        let job_manifest = from_manifest.into_job(&ctx(Origin::Manifest)).unwrap();
+        assert_eq!(
+            format!("{job_cli:?}"),
+            format!("{job_manifest:?}"),
+            "{line}"
+        );
+        kinds.insert(from_cli.kind());
+    }
+    assert_eq!(kinds, KINDS.iter().copied().collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn manifest_fields_are_the_options() {
+    // A TOML batch entry with the inversion options a batch could not set before.
+    let v: serde_json::Value = toml::from_str(
+        r#"
+[[jobs]]
+id = "inv"
+kind = "invert"
+photos = ["a.png"]
+output = "out"
+lr = 0.02
+w_steps = 20
+mask = ["m.png"]
+patience = 7
+spread_weight = 0.5
+init = "mean"
+space = "w+"
+"#,
+    )
+    .unwrap();
+    let e = parse_manifest(&v, Path::new("/base")).unwrap();
+    let Ok(JobSpec::Invert(s)) = &e[0].spec else {
+        panic!("{:?}", e[0].spec)
+    };
+    assert_eq!(s.lr, 0.02);
+    assert_eq!(s.w_steps, 20);
+    assert_eq!(s.mask, vec![PathBuf::from("/base/m.png")]);
+    assert_eq!(s.patience, 7);
+    assert_eq!(s.init, latentface::invert::InitStrategy::Mean);
+
+    // Unknown fields and bad values fail the entry, naming the field.
+    for (entry, needle) in [
+        (
+            serde_json::json!({"photos": ["a"], "output": "o", "w_step": 3}),
+            "unknown field `w_step`",
+        ),
+        (
+            serde_json::json!({"photos": ["a"], "output": "o", "init": "zero"}),
+            "zero",
+        ),
+        (
+            serde_json::json!({"photos": ["a"], "output": "o", "space": "z"}),
+            "z",
+        ),
+    ] {
+        let err = JobSpec::parse("invert", entry).unwrap_err();
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(JobSpec::parse("paint", serde_json::json!({}))
+        .unwrap_err()
+        .contains("vae_encode"));
+}
+
+#[test]
+fn errors_name_fields_as_their_source_spells_them() {
+    let m = manifest();
+    let cache = LatentCache::Off;
+    let a = p("samples/alice.png");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("invert {a} -o /tmp/x --steps 100 --w-steps 100"),
+            "--w-steps",
+            "w_steps",
+        ),
+        (
+            format!("invert {a} -o /tmp/x --batch-size 0"),
+            "--batch-size",
+            "batch_size",
+        ),
+        (
+            format!("family {a} {a} -o /tmp/x --mix 1.5"),
+            "--mix",
+            "mix",
+        ),
+        (
+            format!("family {a} {a} -o /tmp/x --age toddler"),
+            "--age",
+            "age",
+        ),
+        (
+            format!("morph {a} {a} -o /tmp/x.gif --frames-per-key 0"),
+            "--frames-per-key",
+            "frames_per_key",
+        ),
+        (
+            format!("generate --seed 1 --psi 9 -o /tmp/x.png"),
+            "--psi",
+            "psi",
+        ),
+        (
+            format!("vae impute {a} --box 1,1,2,2 -o /tmp/x.png --restarts 0"),
+            "--restarts",
+            "restarts",
+        ),
+        (
+            format!("vae anomaly {a} --unusual-percentile 120"),
+            "--unusual-percentile",
+            "unusual_percentile",
+        ),
+    ];
+    for (line, flag, field) in cases {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let spec = cli_spec(&args);
+        let ctx = |origin| Context {
+            manifest: Some(&m),
+            cache: &cache,
+            origin,
+        };
+        let e = format!(
+            "{:#}",
+            spec.into_job(&ctx(Origin::CommandLine)).unwrap_err()
+        );
+        assert!(e.contains(flag), "{line}: {e}");
+        let e = format!("{:#}", spec.into_job(&ctx(Origin::Manifest)).unwrap_err());
+        assert!(
+            e.contains(field) && !e.contains(flag),
+            "{line} as a manifest entry: {e}"
+        );
+    }
+}
