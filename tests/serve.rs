@@ -977,3 +977,50 @@ fn no_file_path_is_taken_from_a_client() {
         "/etc/passwd",
     );
 }
+
+/// The studio's re-render makes exactly the children the `family` job writes (the same
+/// spec, the same stages): codes equal, pictures equal.
+#[test]
+fn the_studio_renders_the_family_jobs_children() {
+    use latentface::jobs::spec::{parse_spec, Context, FamilySpec, KindSpec, Origin};
+    use latentface::jobs::{family, sources};
+    let bundle = common::tiny();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = common::face(tmp.path(), "a", 11);
+    let (_, b) = common::face(tmp.path(), "b", 12);
+    let out = tmp.path().join("fam");
+    let spec: FamilySpec = parse_spec(json!({
+        "parent_a": a, "parent_b": b, "output": out,
+        "children": 4, "mix": 0.3, "fine": 0.8, "age": "child", "crossover": true, "seed": 5,
+    }))
+    .unwrap();
+    let cache = sources::LatentCache::Off;
+    let job = spec
+        .build(&Context {
+            manifest: Some(bundle.manifest()),
+            cache: &cache,
+            origin: Origin::Manifest,
+        })
+        .unwrap();
+    let report = family::run_family(bundle, &job, &mut latentface::jobs::Quiet).unwrap();
+    let parents = family::resolve_parents(bundle, &job, &mut latentface::jobs::Quiet).unwrap();
+    let fast = latentface::serve::studio::render_children(
+        bundle,
+        &parents,
+        [None, None],
+        &job.params,
+        false,
+    )
+    .unwrap();
+    assert_eq!(fast.children.len(), 4);
+    for (c, r) in fast.children.iter().zip(&report.children) {
+        let written = latentface::latent::Latent::read(&r.latent)
+            .unwrap()
+            .to_ws(bundle.num_ws(), bundle.w_dim())
+            .unwrap();
+        assert_eq!(c.child.ws, written, "child {}", r.index);
+        let png = image::load_from_memory(&c.png).unwrap().to_rgb8();
+        let file = image::open(&r.image).unwrap().to_rgb8();
+        assert_eq!(png.as_raw(), file.as_raw(), "child {}", r.index);
+    }
+}

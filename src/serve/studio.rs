@@ -1,11 +1,13 @@
 //! The studio's fast path: children of two cached parent latents, in memory.
 //!
 //! A slider on the page moves many times a second, so this does only what a picture
-//! needs: the family engine ([`make_children`], the same function `family` runs, with the
-//! [`FamilyParams`] validated from the same `FamilySpec`), one `synthesis` call for all
-//! the children, PNG encoding, and the face judge's reading of each child against the
-//! parents' readings (taken once, when each parent was made). Nothing is written to disk;
-//! the full job with its files and sheet is `/api/family/sheet` (`jobs::family::run_family`).
+//! needs: the `family` job's own stage [`make_children`] (with the [`FamilyParams`]
+//! validated from the same `FamilySpec`), one synthesis call for the children only
+//! ([`render_pictures`]; the parents' renders are cached), PNG encoding, and the face
+//! judge's reading of each child against the parents' readings (taken once, when each
+//! parent was made; the job's own judging reads the parents again every time). Nothing is
+//! written to disk; the full job with its files and sheet is `/api/family/sheet`
+//! (`jobs::family::run_family`).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -14,9 +16,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::faces::{self, FaceJudge, FaceReading};
-use crate::family::{make_children, Child, FamilyParams};
-use crate::imageio;
-use crate::jobs::family::ChildFace;
+use crate::family::{Child, FamilyParams};
+use crate::jobs::family::{make_children, ChildFace};
+use crate::jobs::generate::render_pictures;
+use crate::jobs::sources::Resolved;
 use crate::model::Bundle;
 
 /// One rendered child.
@@ -52,38 +55,26 @@ pub fn png_bytes(img: &image::RgbImage) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// `[n, 3, R, R]` renders as PNGs.
-pub fn renders_to_png(bundle: &Bundle, images: &[f32]) -> Result<Vec<Vec<u8>>> {
-    let r = bundle.resolution() as u32;
-    let len = 3 * (r as usize) * (r as usize);
-    images
-        .chunks(len)
-        .map(|t| png_bytes(&imageio::tensor_to_rgb(t, r, r)?))
-        .collect()
-}
-
-/// Children of `a` and `b` (`[num_ws * w_dim]` each) with `params`; `parents` are the
-/// parents' readings (photo crops for photos), used for the resemblance figures, which
+/// Children of `parents` with `params`; `readings` are the parents' readings (photo crops
+/// for photos), used for the resemblance figures, which
 /// are left out when `judge` is false (the face judge costs several times the render:
 /// the page asks for pictures while a slider moves and for figures when it stops).
 pub fn render_children(
     bundle: &Bundle,
-    a: &[f32],
-    b: &[f32],
-    parents: [Option<&FaceReading>; 2],
+    parents: &[Resolved; 2],
+    readings: [Option<&FaceReading>; 2],
     params: &FamilyParams,
     judge: bool,
 ) -> Result<Rendered> {
     let t0 = std::time::Instant::now();
-    let children = make_children(a, b, bundle.manifest(), params)?;
+    let children = make_children(bundle, params, parents)?;
     let t1 = std::time::Instant::now();
     let ws: Vec<f32> = children.iter().flat_map(|c| c.ws.iter().copied()).collect();
-    let images = bundle
-        .synthesis(&ws, children.len())
-        .context("rendering the children")?;
-    let pngs = renders_to_png(bundle, &images)?;
+    let (images, pictures) =
+        render_pictures(bundle, &ws, children.len()).context("rendering the children")?;
+    let pngs: Vec<Vec<u8>> = pictures.iter().map(png_bytes).collect::<Result<_>>()?;
     let t2 = std::time::Instant::now();
-    let (readings, face_note) = match (FaceJudge::new(bundle), parents) {
+    let (readings, face_note) = match (FaceJudge::new(bundle), readings) {
         _ if !judge => (None, Some("figures not asked for".to_string())),
         (Ok(judge), [Some(pa), Some(pb)]) => {
             let kids = judge.read(&images, bundle.resolution())?;

@@ -2,6 +2,21 @@
 //! (the `family` job with its files), both from a `FamilySpec` body.
 
 use super::*;
+use crate::jobs::sources::{Resolved, SourceKind};
+
+/// A held face as the family job's stages take a parent (a latent: the code is known).
+fn resolved(f: &Face, path: &std::path::Path) -> Resolved {
+    Resolved {
+        path: path.to_path_buf(),
+        kind: SourceKind::Latent,
+        sha256: String::new(),
+        ws: f.ws.clone(),
+        photo: f.crop.as_ref().map(|(t, _)| t.clone()),
+        cached: true,
+        invert_seconds: 0.0,
+        alignment: None,
+    }
+}
 
 struct FamilyRequest {
     a: Arc<Face>,
@@ -69,13 +84,16 @@ pub(super) async fn family(
     let s2 = s.clone();
     let (a, b, params) = (req.a.clone(), req.b.clone(), req.job.params.clone());
     let figures = req.figures;
+    let parents = [
+        resolved(&a, &req.job.parent_a),
+        resolved(&b, &req.job.parent_b),
+    ];
     let rendered = s
         .light
         .run(ticket, move || {
             studio::render_children(
                 &s2.bundle,
-                &a.ws,
-                &b.ws,
+                &parents,
                 [a.reading.as_ref(), b.reading.as_ref()],
                 &params,
                 figures,
