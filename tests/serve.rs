@@ -203,7 +203,24 @@ fn multipart(photos: &[(&str, &[u8])], options: Option<&str>) -> (String, Vec<u8
 }
 
 fn invert(s: &Server, photos: &[(&str, &[u8])], options: Option<&str>) -> Answer {
-    let (ct, body) = multipart(photos, options);
+    invert_with(s, photos, options, false)
+}
+
+/// `as_job`: with the form field `job=true` (202 and a job to poll).
+fn invert_with(
+    s: &Server,
+    photos: &[(&str, &[u8])],
+    options: Option<&str>,
+    as_job: bool,
+) -> Answer {
+    let (ct, mut body) = multipart(photos, options);
+    if as_job {
+        let end = body.len() - "--latentfaceTestBoundary7d1f--\r\n".len();
+        body.truncate(end);
+        body.extend_from_slice(
+            b"--latentfaceTestBoundary7d1f\r\nContent-Disposition: form-data; name=\"job\"\r\n\r\ntrue\r\n--latentfaceTestBoundary7d1f--\r\n",
+        );
+    }
     answer(
         agent()
             .post(&s.url("/api/invert"))
@@ -388,6 +405,52 @@ fn photos_to_children_to_morph() {
         Some(r#"{"steps": 15}"#),
     );
     assert_eq!(again.json()["latents"][0]["id"], ia.as_str());
+    // As a job: 202 at once, then the steps as progress and the answer as the report.
+    let start = invert_with(
+        &s,
+        &[("frank.png", &sample("frank.png"))],
+        Some(r#"{"steps": 12}"#),
+        true,
+    );
+    assert_eq!(
+        start.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&start.body)
+    );
+    let job = start.json()["job"].as_str().unwrap().to_string();
+    let done = wait_job(&s, &job);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["kind"], "invert");
+    assert_eq!(
+        (done["done"].as_u64(), done["total"].as_u64()),
+        (Some(12), Some(12))
+    );
+    let frank = done["report"]["latents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get(&s, &format!("/api/latents/{frank}")).json()["label"],
+        "frank.png"
+    );
+    assert_error(
+        &get(&s, &format!("/api/jobs/{job}/result")),
+        409,
+        "not_ready",
+        "report",
+    );
+    // A bad photo as a job: the job fails, naming it.
+    let bad = invert_with(&s, &[("notes.png", b"not pixels")], None, true);
+    let failed = wait_job(&s, bad.json()["job"].as_str().unwrap());
+    assert_eq!(failed["state"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("notes.png is not an image"),
+        "{failed}"
+    );
     // Other settings: inverted again.
     let other = invert(
         &s,

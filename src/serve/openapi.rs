@@ -107,11 +107,13 @@ pub fn document() -> Value {
                     "type": "object", "required": ["photo"],
                     "properties": {
                         "photo": {"type": "string", "format": "binary", "description": "repeat for several photos"},
+                        "job": {"type": "string", "enum": ["true", "false"], "description": "true: answer 202 with a job id at once; /api/jobs/{id} then reports the optimisation steps done and, when done, the answer as its `report`"},
                         "options": {"type": "string", "description": "JSON object of invert settings: the `invert` job description (InvertSpec, as in batch manifests: steps, space, w_steps, batch_size, seed, lr, noise_strength, pixel_weight, lpips_weight, spread_weight, init, patience, min_improvement, align, face) without the fields that name files or change the job's shape (photos, output, mask, detector, all, paste_back)"}
                     }
                 }}}},
                 "responses": {
                     "200": json_ok("one latent per photo", json!({"type": "object", "properties": {"latents": {"type": "array", "items": {"$ref": "#/components/schemas/Latent"}}}})),
+                    "202": json_ok("with `job=true` (and something to invert): the job to poll", json!({"type": "object", "properties": {"job": {"type": "string"}, "status": {"type": "string"}, "steps": {"type": "integer"}}})),
                     "400": error_response("malformed request or options"),
                     "413": error_response("larger than 20 MB"),
                     "422": error_response("not an image, truncated, too large to decode, no face found (`code`: bad_image, no_face), or invalid settings"),
@@ -184,7 +186,7 @@ pub fn document() -> Value {
                 }
             }}));
     paths.insert("/api/jobs/{id}".into(), json!({"get": {
-                "summary": "A job's state and progress (poll it)",
+                "summary": "A job's state and progress (poll it): frames of a morph, optimisation steps of an inversion; a finished inversion's answer is its `report`",
                 "parameters": [id_param("job")],
                 "responses": {"200": json_ok("state", json!({"type": "object", "properties": {
                     "job": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
@@ -193,7 +195,7 @@ pub fn document() -> Value {
                 }})), "404": error_response("unknown id")}
             }}));
     paths.insert("/api/jobs/{id}/result".into(), json!({"get": {
-                "summary": "A finished job's file (GIF or MP4)",
+                "summary": "A finished morph's file (GIF or MP4)",
                 "parameters": [id_param("job")],
                 "responses": {"200": binary_ok("the video", &["image/gif", "video/mp4"]), "404": error_response("unknown id"), "409": error_response("not finished")}
             }}));

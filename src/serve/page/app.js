@@ -47,6 +47,7 @@ async function invert(slot, file, name) {
   setError($('.error', root), '');
   show($('.result', root), false);
   show(busy, true);
+  $('progress', busy).removeAttribute('value'); // indeterminate until the job reports steps
   const t0 = performance.now();
   const timer = setInterval(() => {
     text.textContent = `aligning and inverting ${name}… ${((performance.now() - t0) / 1000).toFixed(1)} s`;
@@ -55,8 +56,25 @@ async function invert(slot, file, name) {
     const form = new FormData();
     form.append('photo', file, name);
     if ($('#steps').value) form.append('options', JSON.stringify({ steps: Number($('#steps').value) }));
+    form.append('job', 'true');
     const r = await api('/api/invert', { method: 'POST', body: form });
-    const j = await r.json();
+    let j = await r.json();
+    if (r.status === 202) {
+      // A job: poll it for the optimisation steps, then take its answer.
+      clearInterval(timer);
+      for (;;) {
+        const st = await (await api(j.status)).json();
+        const secs = ((performance.now() - t0) / 1000).toFixed(1);
+        text.textContent = st.state === 'queued'
+          ? `${name}: waiting for the inverter… ${secs} s`
+          : `inverting ${name}: step ${st.done} of ${st.total} · ${secs} s`;
+        $('progress', busy).max = Math.max(1, st.total);
+        $('progress', busy).value = st.done;
+        if (st.state === 'done') { j = st.report; break; }
+        if (st.state !== 'queued' && st.state !== 'running') throw new Error(st.error || `inversion ${st.state}`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    }
     const lat = j.latents[0];
     state.parents[slot] = lat;
     $('.crop', root).src = png(lat.crop || lat.image);

@@ -19,7 +19,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 pub(super) async fn invert(
     State(s): State<AppState>,
     mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let mut mp = mp.map_err(|e| {
         ApiError::bad_request(format!(
             "send the photo as multipart/form-data (field `photo`): {}",
@@ -28,6 +28,7 @@ pub(super) async fn invert(
     })?;
     let mut uploads: Vec<Upload> = Vec::new();
     let mut options = Map::new();
+    let mut as_job = false;
     while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("photo") => {
@@ -45,6 +46,18 @@ pub(super) async fn invert(
                     sha256,
                 });
             }
+            Some("job") => {
+                let text = field.text().await.map_err(multipart_error)?;
+                as_job = match text.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "form field `job` must be true or false, got `{other}`"
+                        )))
+                    }
+                };
+            }
             Some("options") => {
                 let text = field.text().await.map_err(multipart_error)?;
                 options = match serde_json::from_str::<Value>(&text) {
@@ -60,7 +73,8 @@ pub(super) async fn invert(
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown form field `{}`: send `photo` (one to {MAX_PHOTOS} files) and \
-                     optionally `options` (a JSON object of invert settings)",
+                     optionally `options` (a JSON object of invert settings) and `job` (true: answer \
+                     202 with a job to poll for progress)",
                     other.unwrap_or("")
                 )))
             }
@@ -92,48 +106,127 @@ pub(super) async fn invert(
     let settings = Value::Object(options.clone()).to_string();
 
     // Already inverted with these settings: answered from memory.
-    let mut found: Vec<Option<Arc<Face>>> = uploads
+    let found: Vec<Option<Arc<Face>>> = uploads
         .iter()
         .map(|u| s.store.by_photo(&u.sha256, &settings))
         .collect();
-    if found.iter().any(Option::is_none) {
-        let ticket = s.heavy.admit()?;
-        let todo: Vec<Upload> = uploads
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(u, _)| Upload {
-                name: u.name.clone(),
-                bytes: u.bytes.clone(),
-                sha256: u.sha256.clone(),
-            })
-            .collect();
-        let (s2, opts2) = (s.clone(), options.clone());
+    if found.iter().all(Option::is_some) {
+        return Ok(Json(answer(&s, &uploads, found, Vec::new(), &settings)).into_response());
+    }
+    let ticket = s.heavy.admit()?;
+    let todo: Vec<Upload> = uploads
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(u, _)| Upload {
+            name: u.name.clone(),
+            bytes: u.bytes.clone(),
+            sha256: u.sha256.clone(),
+        })
+        .collect();
+    let steps = options.get("steps").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let (s2, opts2) = (s.clone(), options.clone());
+    if !as_job {
         let made = s
             .heavy
-            .run(ticket, move || invert_uploads(&s2, todo, opts2))
+            .run(ticket, move || {
+                invert_uploads(&s2, todo, opts2, &mut crate::jobs::Quiet)
+            })
             .await?;
-        for (u, face) in made {
-            let face = s.store.insert(face, Some((u.clone(), settings.clone())));
-            for (slot, up) in found.iter_mut().zip(&uploads) {
-                if slot.is_none() && up.sha256 == u {
-                    *slot = Some(face.clone());
-                }
+        return Ok(Json(answer(&s, &uploads, found, made, &settings)).into_response());
+    }
+    // As a job: 202 now, progress (optimisation steps) and the answer by polling.
+    let id = new_id();
+    s.store.add_job(JobEntry {
+        id: id.clone(),
+        kind: "invert",
+        state: JobState::Queued,
+        done: 0,
+        total: steps,
+        error: None,
+        result: None,
+        report: None,
+        started: Instant::now(),
+    });
+    let (s3, id3) = (s.clone(), id.clone());
+    tokio::spawn(async move {
+        let (s4, id4) = (s3.clone(), id3.clone());
+        let r = s3
+            .heavy
+            .run(ticket, move || {
+                s4.store.with_job(&id4, |j| j.state = JobState::Running);
+                let mut obs = StepProgress {
+                    s: s4.clone(),
+                    id: id4.clone(),
+                };
+                invert_uploads(&s4, todo, opts2, &mut obs)
+            })
+            .await;
+        let outcome = r.map(|made| answer(&s3, &uploads, found, made, &settings));
+        s3.store.with_job(&id3, |j| finish_job(j, outcome, None));
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job": id,
+            "status": format!("/api/jobs/{id}"),
+            "steps": steps,
+        })),
+    )
+        .into_response())
+}
+
+/// Progress of an inversion job: optimisation steps of the current batch.
+struct StepProgress {
+    s: AppState,
+    id: String,
+}
+
+impl crate::jobs::Observer for StepProgress {
+    fn stage(&mut self, _name: &str, total: usize) {
+        self.s.store.with_job(&self.id, |j| {
+            j.done = 0;
+            j.total = total;
+        });
+    }
+    fn step(&mut self, info: &crate::invert::StepInfo) {
+        self.s.store.with_job(&self.id, |j| {
+            j.done = info.step;
+            j.total = info.steps;
+        });
+    }
+}
+
+/// The answer: one latent per upload (new ones stored under their photo's sha256 and the
+/// settings), in upload order.
+fn answer(
+    s: &Shared,
+    uploads: &[Upload],
+    mut found: Vec<Option<Arc<Face>>>,
+    made: Vec<(String, Face)>,
+    settings: &str,
+) -> Value {
+    for (sha, face) in made {
+        let face = s
+            .store
+            .insert(face, Some((sha.clone(), settings.to_string())));
+        for (slot, up) in found.iter_mut().zip(uploads) {
+            if slot.is_none() && up.sha256 == sha {
+                *slot = Some(face.clone());
             }
         }
     }
     let latents: Vec<Value> = found
         .iter()
-        .zip(&uploads)
-        .map(|(f, u)| {
-            let f = f.as_ref().expect("every upload resolved above");
-            let mut v = face_json(f);
+        .zip(uploads)
+        .filter_map(|(f, u)| {
+            let mut v = face_json(f.as_ref()?);
             v["name"] = json!(u.name);
             v["photo_sha256"] = json!(u.sha256);
-            v
+            Some(v)
         })
         .collect();
-    Ok(Json(json!({ "latents": latents })))
+    json!({ "latents": latents })
 }
 
 /// The inversion job itself (on the heavy queue): check and save each upload, run
@@ -142,6 +235,7 @@ fn invert_uploads(
     s: &Shared,
     todo: Vec<Upload>,
     options: Map<String, Value>,
+    observer: &mut dyn crate::jobs::Observer,
 ) -> Result<Vec<(String, Face)>> {
     let limits = PhotoLimits::default();
     let mut paths: Vec<PathBuf> = Vec::new();
@@ -182,7 +276,7 @@ fn invert_uploads(
         ],
     )?;
     let bundle = &s.bundle;
-    let outcome = invert_job::run_invert(bundle, &job, &mut invert_job::Quiet)?;
+    let outcome = invert_job::run_invert(bundle, &job, observer)?;
     // Messages name the upload, not the server's file, and the API's option, not the flag.
     let tidy = |msg: String| {
         let mut m = msg;

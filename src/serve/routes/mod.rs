@@ -528,6 +528,31 @@ fn face_of(s: &Shared, id: &str) -> ApiResult<Arc<Face>> {
         .ok_or_else(|| ApiError::unknown("latent", id))
 }
 
+/// Records how a long job ended: its report (the answer of an invert job, a morph's
+/// summary) and result file, or why it failed or was cancelled.
+fn finish_job(
+    j: &mut JobEntry,
+    outcome: std::result::Result<Value, QueueError>,
+    file: Option<(PathBuf, &'static str)>,
+) {
+    match outcome {
+        Ok(report) => {
+            j.state = JobState::Done;
+            j.done = j.total;
+            j.result = file;
+            j.report = Some(report);
+        }
+        Err(QueueError::Cancelled) => {
+            j.state = JobState::Cancelled;
+            j.error = Some(QueueError::Cancelled.to_string());
+        }
+        Err(e) => {
+            j.state = JobState::Failed;
+            j.error = Some(ApiError::from(e).message);
+        }
+    }
+}
+
 /// The public part of a face for answers.
 fn face_json(f: &Face) -> Value {
     json!({

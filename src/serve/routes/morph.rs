@@ -128,30 +128,23 @@ pub(super) async fn morph(
                 morph_job::run_morph(&s3.bundle, &job, &mut obs)
             })
             .await;
-        s2.store.with_job(&id2, |j| match r {
-            Ok(report) => {
-                j.state = JobState::Done;
-                j.done = report.output.frames;
-                j.result = Some((report.output.path.clone(), media));
-                j.report = Some(json!({
-                    "frames": report.output.frames,
-                    "width": report.output.width,
-                    "height": report.output.height,
-                    "fps": report.output.fps,
-                    "interp": report.interp,
-                    "easing": report.easing,
-                    "seconds_rendering": report.seconds_rendering,
-                    "seconds_total": report.seconds_total,
-                }));
-            }
-            Err(QueueError::Cancelled) => {
-                j.state = JobState::Cancelled;
-                j.error = Some(QueueError::Cancelled.to_string());
-            }
-            Err(e) => {
-                j.state = JobState::Failed;
-                j.error = Some(ApiError::from(e).message);
-            }
+        let outcome = r.map(|report| {
+            let file = (report.output.path.clone(), media);
+            let summary = json!({
+                "frames": report.output.frames,
+                "width": report.output.width,
+                "height": report.output.height,
+                "fps": report.output.fps,
+                "interp": report.interp,
+                "easing": report.easing,
+                "seconds_rendering": report.seconds_rendering,
+                "seconds_total": report.seconds_total,
+            });
+            (summary, file)
+        });
+        s2.store.with_job(&id2, |j| match outcome {
+            Ok((summary, file)) => finish_job(j, Ok(summary), Some(file)),
+            Err(e) => finish_job(j, Err(e), None),
         });
     });
     Ok((
@@ -197,17 +190,16 @@ pub(super) async fn job_result(
         .with_job(&id, |j| (j.result.clone(), j.state.clone()))
         .ok_or_else(|| ApiError::unknown("job", &id))?;
     let Some((path, media)) = result else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_ready",
-            format!(
-                "job `{id}` has no result ({}); poll /api/jobs/{id}",
-                serde_json::to_value(&state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            ),
-        ));
+        let state = serde_json::to_value(&state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let why = if state == "done" {
+            format!("job `{id}` has no file: its answer is the `report` of /api/jobs/{id}")
+        } else {
+            format!("job `{id}` has no result ({state}); poll /api/jobs/{id}")
+        };
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_ready", why));
     };
     let bytes = std::fs::read(&path)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
