@@ -114,6 +114,9 @@ fn fresh_photo(root: &std::path::Path, name: &str, k: u32) -> Vec<u8> {
     out
 }
 
+/// One request of the concurrent burst: endpoint, status (0: no answer), ms, error code.
+type Outcome = (String, u16, f64, String);
+
 fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() {
@@ -275,7 +278,7 @@ fn main() {
         "health",
         "latent.png",
     ];
-    let results: Arc<Mutex<Vec<(String, u16, f64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let results: Arc<Mutex<Vec<Outcome>>> = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(requests + 1));
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
