@@ -15,7 +15,6 @@ use crate::invert::{EarlyStop, Schedule, StepInfo};
 use crate::jobs::vae::{self as job, HoleSpec, VaeObserver, ZPath};
 use crate::model::Bundle;
 use crate::vae::impute::ImputeParams;
-use crate::vae::score::Verdict;
 
 #[derive(Debug, Args)]
 #[command(
@@ -512,15 +511,7 @@ pub fn run(common: &Common, args: VaeArgs) -> Result<()> {
                     }
                 }
             }
-            println!(
-                "{} images: {} normal, {} unusual, {} anomalous (threshold {:.1} nats); {:.1} images/s",
-                r.rows.len(),
-                r.count(Verdict::Normal),
-                r.count(Verdict::Unusual),
-                r.count(Verdict::Anomalous),
-                r.calibration.threshold,
-                r.images_per_second
-            );
+            println!("{}", r.summary());
             if let Some(c) = &j.csv {
                 println!("wrote {}", c.display());
             }

@@ -268,10 +268,16 @@ pub fn blend(photo: &[f32], fill: &[f32], alpha: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// A visibility mask `[r, r]` for a box given in pixels of a `width x height` photo that
-/// is centre-cropped to a square and scaled to `r` (as `imageio::load_image` does): each
-/// model pixel's hole value is the fraction of its area the box covers.
-pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result<Vec<f32>> {
+/// The photo's centre square as the model sees it (`imageio::load_image`'s crop):
+/// offset and side, in pixels of a `width x height` photo.
+pub fn centre_square(width: u32, height: u32) -> (u32, u32, u32) {
+    let side = width.min(height);
+    ((width - side) / 2, (height - side) / 2, side)
+}
+
+/// Checks a box `x, y, w, h` in pixels of a `width x height` photo: not empty, inside
+/// the photo.
+pub fn check_box(bx: [u32; 4], width: u32, height: u32) -> Result<()> {
     let [x, y, w, h] = bx;
     if w == 0 || h == 0 {
         bail!("box {x},{y},{w},{h} is empty");
@@ -279,11 +285,52 @@ pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result
     if x as u64 + w as u64 > width as u64 || y as u64 + h as u64 > height as u64 {
         bail!("box {x},{y},{w},{h} reaches outside the {width}x{height} photo");
     }
-    let side = width.min(height) as f64;
-    let (ox, oy) = (
-        ((width - width.min(height)) / 2) as f64,
-        ((height - width.min(height)) / 2) as f64,
-    );
+    Ok(())
+}
+
+/// Visibility (1 = keep, 0 = fill) of every pixel of a `width x height` photo with the
+/// box `x, y, w, h` as its hole, `[height, width]` row-major.
+pub fn box_plane(bx: [u32; 4], width: u32, height: u32) -> Result<Vec<f32>> {
+    check_box(bx, width, height)?;
+    let [x, y, w, h] = bx;
+    let mut plane = image::ImageBuffer::from_pixel(width, height, image::Luma([1f32]));
+    let rect = imageproc::rect::Rect::at(x as i32, y as i32).of_size(w, h);
+    imageproc::drawing::draw_filled_rect_mut(&mut plane, rect, image::Luma([0f32]));
+    Ok(plane.into_raw())
+}
+
+/// Mean of `plane` (`[side, side]`) over each of `r x r` equal cells (exact area
+/// weights): a photo-size mask as the model sees it.
+pub fn area_downsample(plane: &[f32], side: usize, r: usize) -> Vec<f32> {
+    let s = side as f64 / r as f64;
+    let mut out = vec![0f32; r * r];
+    for py in 0..r {
+        let (y0, y1) = (py as f64 * s, (py + 1) as f64 * s);
+        for px in 0..r {
+            let (x0, x1) = (px as f64 * s, (px + 1) as f64 * s);
+            let mut acc = 0.0f64;
+            for y in y0.floor() as usize..(y1.ceil() as usize).min(side) {
+                let wy = (y1.min(y as f64 + 1.0) - y0.max(y as f64)).max(0.0);
+                for x in x0.floor() as usize..(x1.ceil() as usize).min(side) {
+                    let wx = (x1.min(x as f64 + 1.0) - x0.max(x as f64)).max(0.0);
+                    acc += wx * wy * plane[y * side + x] as f64;
+                }
+            }
+            out[py * r + px] = (acc / (s * s)) as f32;
+        }
+    }
+    out
+}
+
+/// A visibility mask `[r, r]` for a box given in pixels of a `width x height` photo that
+/// is centre-cropped to a square and scaled to `r` (as `imageio::load_image` does): each
+/// model pixel's hole value is the fraction of its area the box covers (exact, also for
+/// a box thinner than a model pixel).
+pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result<Vec<f32>> {
+    check_box(bx, width, height)?;
+    let [x, y, w, h] = bx;
+    let (ox, oy, side) = centre_square(width, height);
+    let (ox, oy, side) = (ox as f64, oy as f64, side as f64);
     let s = r as f64 / side;
     let (x0, x1) = ((x as f64 - ox) * s, (x as f64 + w as f64 - ox) * s);
     let (y0, y1) = ((y as f64 - oy) * s, (y as f64 + h as f64 - oy) * s);
@@ -423,6 +470,40 @@ pub fn impute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn area_downsample_averages_cells() {
+        // 4x4 -> 2x2: one cell all zero, the others one.
+        let mut p = vec![1f32; 16];
+        for y in 0..2 {
+            for x in 0..2 {
+                p[y * 4 + x] = 0.0;
+            }
+        }
+        assert_eq!(area_downsample(&p, 4, 2), vec![0.0, 1.0, 1.0, 1.0]);
+        // 3 -> 2: cells straddle the middle pixel.
+        let q = vec![0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+        let d = area_downsample(&q, 3, 2);
+        assert!((d[0] - 1.0 / 3.0).abs() < 1e-6, "{d:?}");
+        assert!((d[1] - 1.0).abs() < 1e-6, "{d:?}");
+    }
+
+    #[test]
+    fn box_plane_marks_the_box_and_checks_it() {
+        let v = box_plane([1, 2, 3, 1], 5, 4).unwrap();
+        let holes: Vec<usize> = (0..20).filter(|&i| v[i] == 0.0).collect();
+        assert_eq!(holes, vec![11, 12, 13]);
+        assert!(v.iter().all(|&x| x == 0.0 || x == 1.0));
+        assert!(box_plane([0, 0, 0, 2], 5, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(box_plane([4, 0, 2, 2], 5, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("outside the 5x4 photo"));
+        assert_eq!(centre_square(64, 32), (16, 0, 32));
+    }
 
     #[test]
     fn box_covers_the_right_model_pixels() {
