@@ -213,38 +213,28 @@ impl Objective for VaeObjective<'_> {
     }
 }
 
-/// Separable Gaussian blur of an `[r, r]` plane (std `sigma` px, zero outside).
+/// Gaussian blur of an `[r, r]` plane (std `sigma` px, zero outside): the plane is
+/// padded with zeros as far as the kernel reaches and blurred by
+/// [`crate::imageio::gaussian_blur`].
 fn blur(plane: &[f32], r: usize, sigma: f64) -> Vec<f32> {
     if sigma <= 0.0 {
         return plane.to_vec();
     }
-    let rad = (3.0 * sigma).ceil() as isize;
-    let k: Vec<f64> = (-rad..=rad)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let ks: f64 = k.iter().sum();
-    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-        let mut dst = vec![0f32; r * r];
-        for y in 0..r {
-            for x in 0..r {
-                let mut acc = 0.0;
-                for (j, &w) in k.iter().enumerate() {
-                    let o = j as isize - rad;
-                    let (xx, yy) = if horizontal {
-                        (x as isize + o, y as isize)
-                    } else {
-                        (x as isize, y as isize + o)
-                    };
-                    if xx >= 0 && yy >= 0 && (xx as usize) < r && (yy as usize) < r {
-                        acc += w * src[yy as usize * r + xx as usize] as f64;
-                    }
-                }
-                dst[y * r + x] = (acc / ks) as f32;
-            }
-        }
-        dst
-    };
-    pass(&pass(plane, true), false)
+    let pad = (3.0 * sigma).ceil().max(1.0) as u32;
+    let side = r as u32;
+    let padded = image::ImageBuffer::from_fn(side + 2 * pad, side + 2 * pad, |x, y| {
+        let inside = (pad..pad + side).contains(&x) && (pad..pad + side).contains(&y);
+        let v = if inside {
+            plane[((y - pad) * side + (x - pad)) as usize]
+        } else {
+            0.0
+        };
+        image::Luma([v])
+    });
+    let blurred = crate::imageio::gaussian_blur(&padded, sigma);
+    image::imageops::crop_imm(&blurred, pad, pad, side, side)
+        .to_image()
+        .into_raw()
 }
 
 /// Blend weights of the fill: 1 in the hole, a Gaussian fade outside it.
@@ -470,6 +460,28 @@ pub fn impute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blur_is_the_truncated_gaussian_with_zeros_outside() {
+        let (r, sigma) = (9usize, 1.2f64);
+        let g = |d: i64| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp();
+        let rad = (3.0 * sigma).ceil() as i64;
+        let ks: f64 = (-rad..=rad).map(g).sum();
+        // An impulse in the middle spreads as g(dx) g(dy) / ks^2.
+        let mut p = vec![0f32; r * r];
+        p[4 * r + 4] = 1.0;
+        let b = blur(&p, r, sigma);
+        for (dx, dy) in [(0, 0), (1, 0), (2, 3), (4, 4)] {
+            let want = g(dx) * g(dy) / (ks * ks);
+            let got = b[(4 + dy) as usize * r + (4 + dx) as usize] as f64;
+            assert!((got - want).abs() < 1e-6, "{dx},{dy}: {got} vs {want}");
+        }
+        // In a corner, what falls outside the plane is lost (zeros outside, not clamped).
+        let mut c = vec![0f32; r * r];
+        c[0] = 1.0;
+        let total: f32 = blur(&c, r, sigma).iter().sum();
+        assert!(total < 0.5, "{total}");
+    }
 
     #[test]
     fn area_downsample_averages_cells() {
