@@ -234,7 +234,7 @@ pub fn run_eval(bundle: &Bundle, job: &EvalJob, obs: &mut dyn EvalObserver) -> R
     if !job.folder.is_dir() {
         bail!("{} is not a folder", job.folder.display());
     }
-    let mut photos = super::io::expand_inputs(std::slice::from_ref(&job.folder))?;
+    let mut photos = super::vae::expand_inputs(std::slice::from_ref(&job.folder))?;
     let mut rng = Rng::new(derive_seed(job.seed, b"eval photo order"));
     for i in (1..photos.len()).rev() {
         photos.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
