@@ -2,11 +2,17 @@
 //!
 //! Text is drawn with the 8x8 bitmap glyphs of the `font8x8` crate (MIT; the glyphs are
 //! the public-domain font8x8 set; Basic Latin, other characters show as `?`), scaled by
-//! whole pixels. A bitmap font needs no
-//! font file, no rasteriser and no licence notice, and 8 px glyphs stay legible on the
-//! small tiles these models make. Tiles smaller than [`SheetLayout::min_tile`] are
-//! enlarged (Catmull-Rom) so the captions fit under them. [`grid`] is the same layout
-//! without title and captions (`vae sample`'s and `vae map`'s grids).
+//! whole pixels. Tiles smaller than [`SheetLayout::min_tile`] are enlarged (Catmull-Rom)
+//! so the captions fit under them. [`grid`] is the same layout without title and
+//! captions (`vae sample`'s and `vae map`'s grids).
+//!
+//! Why not imageproc's TrueType text (`draw_text_mut` with an embedded open-licence
+//! font): captions here are 8 or 16 px high on small tiles, where whole-pixel bitmap
+//! glyphs are sharper than an anti-aliased outline font hinted by nobody; a bitmap font
+//! needs no font file in the binary (a few hundred KB for DejaVu Sans), no NOTICE to
+//! carry, no `ab_glyph` rasteriser, and draws the same pixels everywhere (tests check
+//! them). What it costs: no accents or non-Latin scripts in captions (`?`); file names
+//! are the only captions that may have them. Revisit if sheets get larger text.
 
 use anyhow::{anyhow, bail, Result};
 use font8x8::UnicodeFonts;
@@ -20,33 +26,32 @@ pub fn text_width(text: &str, scale: u32) -> u32 {
     text.chars().count() as u32 * GLYPH * scale
 }
 
-/// Draws `text` with its top-left corner at (`x`, `y`); pixels outside are skipped.
+/// Draws `text` with its top-left corner at (`x`, `y`); pixels outside are skipped. Each
+/// lit glyph pixel is a `scale x scale` square (imageproc's filled rectangle, clipped).
 pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, color: Rgb<u8>) {
-    let scale = scale.max(1) as i64;
+    let scale = scale.max(1);
+    let step = scale as i64;
     for (i, ch) in text.chars().enumerate() {
         let glyph = font8x8::BASIC_FONTS
             .get(ch)
             .or_else(|| font8x8::BASIC_FONTS.get('?'))
             .unwrap_or([0; 8]);
-        let x0 = x + i as i64 * GLYPH as i64 * scale;
+        let x0 = x + i as i64 * GLYPH as i64 * step;
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) == 0 {
                     continue;
                 }
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        let px = x0 + col as i64 * scale + dx;
-                        let py = y + row as i64 * scale + dy;
-                        if px >= 0
-                            && py >= 0
-                            && (px as u32) < img.width()
-                            && (py as u32) < img.height()
-                        {
-                            img.put_pixel(px as u32, py as u32, color);
-                        }
-                    }
-                }
+                let (px, py) = (x0 + col as i64 * step, y + row as i64 * step);
+                // Far outside (beyond i32) is off the picture anyway.
+                let (Ok(px), Ok(py)) = (i32::try_from(px), i32::try_from(py)) else {
+                    continue;
+                };
+                imageproc::drawing::draw_filled_rect_mut(
+                    img,
+                    imageproc::rect::Rect::at(px, py).of_size(scale, scale),
+                    color,
+                );
             }
         }
     }
