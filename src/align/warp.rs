@@ -194,11 +194,9 @@ pub fn warp_crop(
             let m = d / fade;
             let wb = (3.0 * m + 1.0).clamp(0.0, 1.0);
             let wm = m.clamp(0.0, 1.0);
-            for c in 0..3 {
-                let mut v = px.0[c];
-                v += (b.0[c] - v) * wb;
-                v += (median[c] as f32 - v) * wm;
-                px.0[c] = v;
+            for ((v, &blur), &med) in px.0.iter_mut().zip(&b.0).zip(&median) {
+                *v += (blur - *v) * wb;
+                *v += (med as f32 - *v) * wm;
             }
         }
     }
