@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::fsutil;
 
@@ -312,6 +312,23 @@ pub fn side_by_side(images: &[&RgbImage]) -> Result<RgbImage> {
         x0 += img.width();
     }
     Ok(out)
+}
+
+/// A Gaussian blur of a float image with std `sigma` px (> 0), edges clamped
+/// (imageproc's separable filter). The kernel reaches `ceil(3 sigma)` px (at least 1):
+/// imageproc's own `gaussian_blur_f32` stops at 2 sigma, which leaves a visible step at
+/// the end of soft masks and feathers.
+pub fn gaussian_blur<P>(img: &ImageBuffer<P, Vec<f32>>, sigma: f64) -> ImageBuffer<P, Vec<f32>>
+where
+    P: image::Pixel<Subpixel = f32>,
+{
+    let r = (3.0 * sigma).ceil().max(1.0) as i64;
+    let k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+        .collect();
+    let sum: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
+    imageproc::filter::separable_filter_equal(img, &k)
 }
 
 /// Encodes PNG in memory and writes it atomically.

@@ -6,6 +6,10 @@
 //! recorded in its JSON sidecar. Reading accepts `[w_dim]`, `[1, w_dim]` (a W code),
 //! `[num_ws, w_dim]`, `[1, num_ws, w_dim]` (W+), float32 or float64, and `.npz` files
 //! with a `w` array (StyleGAN's projector output).
+//!
+//! VAE latents ([`read_vae_latent`], [`write_vae_latent`]) are float32 `[1, vae_z_dim]`
+//! (`NAME_mu.npy`, `NAME_logvar.npy`); reading accepts `[z]` or `[1, z]`, float32 or
+//! float64.
 
 use std::fmt;
 use std::fs::File;
@@ -147,13 +151,51 @@ impl Latent {
     /// Writes `[1, num_ws, w_dim]` float32 `.npy` atomically (W is repeated per layer).
     pub fn write_npy(&self, path: &Path, num_ws: usize) -> Result<()> {
         let w_dim = self.w_dim();
-        let ws = self.to_ws(num_ws, w_dim)?;
-        let array = ArrayD::from_shape_vec(IxDyn(&[1, num_ws, w_dim]), ws)?;
-        fsutil::write_atomic(path, |w| {
-            array.write_npy(w).map_err(|e| anyhow!("{e}"))?;
-            Ok(())
-        })
+        write_f32_npy(path, &[1, num_ws, w_dim], self.to_ws(num_ws, w_dim)?)
     }
+}
+
+/// Writes `data` as a float32 `.npy` of `shape`, atomically.
+fn write_f32_npy(path: &Path, shape: &[usize], data: Vec<f32>) -> Result<()> {
+    let array = ArrayD::from_shape_vec(IxDyn(shape), data)?;
+    fsutil::write_atomic(path, |w| {
+        array.write_npy(w).map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}
+
+/// Reads a VAE latent: `[z]` or `[1, z]`, float32 or float64 `.npy`, with `z_dim` finite
+/// values (the bundle's `vae_z_dim`).
+pub fn read_vae_latent(path: &Path, z_dim: usize) -> Result<Vec<f32>> {
+    let array = read_npy_array(path)
+        .with_context(|| format!("cannot read latent file {}", path.display()))?;
+    let shape = array.shape().to_vec();
+    let n = match shape.as_slice() {
+        [n] | [1, n] => *n,
+        _ => bail!(
+            "latent file {}: shape {shape:?} is not a VAE latent ([{z_dim}] or [1, {z_dim}])",
+            path.display()
+        ),
+    };
+    if n != z_dim {
+        bail!(
+            "latent file {}: has {n} values, this bundle's VAE latent has {z_dim} (vae_z_dim)",
+            path.display()
+        );
+    }
+    let data: Vec<f32> = array.into_iter().collect();
+    if data.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "latent file {} contains NaN or infinite values",
+            path.display()
+        );
+    }
+    Ok(data)
+}
+
+/// Writes a VAE latent as float32 `[1, z]` `.npy`, atomically.
+pub fn write_vae_latent(path: &Path, z: &[f32]) -> Result<()> {
+    write_f32_npy(path, &[1, z.len()], z.to_vec())
 }
 
 /// A latent further than this many `w_std` from `w_avg` in any dimension is refused: the

@@ -377,8 +377,8 @@ fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
         &[&csv],
         &["broken.png"],
     );
-    // ...unless asked to go on, when it becomes an error row.
-    ok(&[
+    // ...unless asked to go on, when it becomes an error row, counted in the summary.
+    let out = ok(&[
         "anomaly",
         s(&tmp.path().join("faces")),
         "--csv",
@@ -387,6 +387,14 @@ fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
         "--samples",
         "0",
     ]);
+    let summary = out
+        .lines()
+        .find(|l| l.contains(" images: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        summary.starts_with("3 images: ") && summary.contains("1 unreadable"),
+        "{summary}"
+    );
     let text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(
@@ -407,6 +415,24 @@ fn bad_inputs_fail_with_the_input_named_and_nothing_written() {
         &["interpolate", a, a, "--steps", "1", "-o", s(&gif)],
         &[&gif],
         &["--steps"],
+    );
+    // Too many frames or samples: refused up front, naming the flag and the bound.
+    fails_cleanly(
+        &["interpolate", a, a, "--steps", "100001", "-o", s(&gif)],
+        &[&gif],
+        &["--steps 100001", "100000"],
+    );
+    let sheet = tmp.path().join("many.png");
+    fails_cleanly(
+        &["interpolate", a, a, "--steps", "257", "-o", s(&sheet)],
+        &[&sheet],
+        &["--steps 257", "256", "contact sheet"],
+    );
+    let many = tmp.path().join("many");
+    fails_cleanly(
+        &["sample", "--n", "1000000", "-o", s(&many)],
+        &[&many],
+        &["--n 1000000", "4096"],
     );
 
     // A bundle without the VAE graphs says so.
@@ -583,4 +609,58 @@ fn encode_and_reconstruct_go_on_past_an_unreadable_photo() {
         .as_str()
         .unwrap()
         .ends_with("bad.png"));
+}
+
+#[test]
+fn every_vae_command_creates_missing_output_folders_and_refuses_a_file_in_the_way() {
+    // One rule for every `vae` output (jobs::io): a missing folder is made, a file where
+    // a folder must be is an error naming it, and nothing is written then.
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = faces(&tmp.path().join("faces"), 3);
+    let a = s(&photos[0]);
+    let new = tmp.path().join("new/deeper");
+    let mu = new.join("enc").join(format!(
+        "{}_mu.npy",
+        photos[0].file_stem().unwrap().to_string_lossy()
+    ));
+    ok(&["encode", a, "-o", s(&new.join("enc"))]);
+    assert!(mu.is_file());
+    let folder = tmp.path().join("faces");
+    let outputs = [
+        vec!["decode", s(&mu), "-o"],
+        vec!["reconstruct", a, "-o"],
+        vec!["interpolate", a, a, "--steps", "2", "-o"],
+        vec!["sample", "--n", "1", "-o"],
+        vec!["impute", a, "--box", "10,10,6,6", "--steps", "2", "-o"],
+        vec!["map", s(&folder), "--size", "128", "--thumb", "16", "-o"],
+    ];
+    let targets = ["d/x.png", "r", "i/x.gif", "s", "imp/x.png", "m/map.png"];
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"x").unwrap();
+    for (args, t) in outputs.iter().zip(targets) {
+        let made = new.join(t);
+        let mut full = args.clone();
+        full.push(s(&made));
+        ok(&full);
+        assert!(made.exists(), "{full:?}: {} missing", made.display());
+        let blocked = file.join(t);
+        let mut full = args.clone();
+        full.push(s(&blocked));
+        fails_cleanly(&full, &[&blocked], &["notes.txt is a file, not a folder"]);
+    }
+    let csv = new.join("csv/scores.csv");
+    ok(&["anomaly", a, "--samples", "0", "--csv", s(&csv)]);
+    assert!(csv.is_file());
+    fails_cleanly(
+        &[
+            "anomaly",
+            a,
+            "--samples",
+            "0",
+            "--csv",
+            s(&file.join("c.csv")),
+        ],
+        &[],
+        &["notes.txt is a file, not a folder"],
+    );
 }

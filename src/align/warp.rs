@@ -1,22 +1,27 @@
 //! Resampling a photo into an aligned square crop, and pasting a face back.
 //!
 //! [`warp_crop`] maps every crop pixel through the inverse similarity into the photo and
-//! samples it with a Catmull-Rom bicubic. When the crop is smaller than the face in the
-//! photo (the usual case), the photo region under the crop is first shrunk with a Lanczos3
-//! filter to about one photo pixel per crop pixel, so nothing aliases. Where the square
-//! leaves the photo, the photo is mirrored at its border and, as FFHQ's `align_face` does,
-//! blended into a blurred copy (starting a tenth of the crop inside the border) and then
-//! into the photo's median colour (complete 0.3 crop widths outside), so the network sees
-//! a soft, plausible background instead of a hard mirror seam.
+//! samples it with a Catmull-Rom bicubic (imageproc's `warp_into_with`, on float pixels).
+//! When the crop is smaller than the face in the photo (the usual case), the photo region
+//! under the crop is first shrunk with a Lanczos3 filter to about one photo pixel per crop
+//! pixel, so nothing aliases: imageproc's warp samples without a pre-filter, so this stays
+//! ours. Where the square leaves the photo, the photo is mirrored at its border and, as
+//! FFHQ's `align_face` does, blended into a blurred copy (starting a tenth of the crop
+//! inside the border) and then into the photo's median colour (complete 0.3 crop widths
+//! outside), so the network sees a soft, plausible background instead of a hard mirror
+//! seam. No crate does that soft border; the mirroring and the blend are ours, the blur is
+//! imageproc's separable filter ([`crate::imageio::gaussian_blur`]).
 //!
 //! [`paste_back`] is the inverse: the (edited) face, at any square size, is mapped back
 //! through the transform into the original photo and blended in with a feathered
 //! elliptical mask around the face, so only the face changes and the seam is invisible.
 
 use image::imageops::FilterType;
-use image::RgbImage;
+use image::{Rgb, Rgb32FImage, RgbImage};
+use imageproc::geometric_transformations::{warp_into_with, Interpolation};
 
 use super::similarity::Similarity;
+use crate::imageio;
 
 /// How the border outside the photo is filled (fractions of the crop side).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,18 +41,6 @@ impl Default for PadParams {
     }
 }
 
-/// Catmull-Rom weights for offsets `t` in [0, 1) at taps -1, 0, 1, 2.
-fn cubic_weights(t: f64) -> [f64; 4] {
-    let t2 = t * t;
-    let t3 = t2 * t;
-    [
-        0.5 * (-t3 + 2.0 * t2 - t),
-        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
-        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
-        0.5 * (t3 - t2),
-    ]
-}
-
 /// Mirrors a continuous coordinate into `[0, n)` (period `2n`, no repeated edge).
 fn reflect(v: f64, n: f64) -> f64 {
     if (0.0..n).contains(&v) {
@@ -59,26 +52,41 @@ fn reflect(v: f64, n: f64) -> f64 {
     r.clamp(0.0, n - 1e-6)
 }
 
-/// Samples `img` at continuous `(x, y)` (pixel centres at `i + 0.5`), clamping taps.
-fn sample(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let (fx, fy) = (x - 0.5, y - 0.5);
-    let (ix, iy) = (fx.floor(), fy.floor());
-    let (wx, wy) = (cubic_weights(fx - ix), cubic_weights(fy - iy));
-    let (ix, iy) = (ix as i64, iy as i64);
-    let mut acc = [0f64; 3];
-    for (j, wyj) in wy.iter().enumerate() {
-        let yy = (iy + j as i64 - 1).clamp(0, h - 1) as u32;
-        for (i, wxi) in wx.iter().enumerate() {
-            let xx = (ix + i as i64 - 1).clamp(0, w - 1) as u32;
-            let p = img.get_pixel(xx, yy).0;
-            let wgt = wxi * wyj;
-            for c in 0..3 {
-                acc[c] += wgt * p[c] as f64;
-            }
-        }
-    }
-    acc
+/// Border of repeated edge pixels around a picture handed to imageproc's bicubic, so that
+/// taps beyond the edge read the edge (clamped taps). imageproc returns its default colour
+/// when any of the 4x4 taps lies outside, and also for a window that ends exactly on
+/// the last column, so the border is one pixel wider than the taps reach.
+const TAP_PAD: u32 = 3;
+
+/// Catmull-Rom samples of `src`: pixel `(x, y)` of the `width x height` result is `src`
+/// at the continuous position `at([x + 0.5, y + 0.5])` (pixel centres at `i + 0.5`, as
+/// everywhere here), taps beyond the edge clamped to it. Float pixels, unrounded.
+fn resample<F>(src: &RgbImage, width: u32, height: u32, at: F) -> Rgb32FImage
+where
+    F: Fn([f64; 2]) -> [f64; 2] + Send + Sync,
+{
+    let (w, h) = src.dimensions();
+    let pad = TAP_PAD as i64;
+    let padded = Rgb32FImage::from_fn(w + 2 * TAP_PAD, h + 2 * TAP_PAD, |x, y| {
+        let sx = (x as i64 - pad).clamp(0, w as i64 - 1) as u32;
+        let sy = (y as i64 - pad).clamp(0, h as i64 - 1) as u32;
+        Rgb(src.get_pixel(sx, sy).0.map(f32::from))
+    });
+    let mut out = Rgb32FImage::new(width, height);
+    // imageproc samples pixel i at coordinate i (not i + 0.5), in the padded picture.
+    let to_padded = |v: f64| (v - 0.5 + TAP_PAD as f64) as f32;
+    let mapping = |x: f32, y: f32| {
+        let q = at([x as f64 + 0.5, y as f64 + 0.5]);
+        (to_padded(q[0]), to_padded(q[1]))
+    };
+    warp_into_with(
+        &padded,
+        mapping,
+        Interpolation::Bicubic,
+        Rgb([0.0; 3]),
+        &mut out,
+    );
+    out
 }
 
 /// Per-channel median of up to ~65k pixels on a grid.
@@ -102,37 +110,6 @@ fn median_colour(img: &RgbImage) -> [f64; 3] {
         }
     }
     out
-}
-
-/// Separable Gaussian blur of a planar `[3][s*s]` buffer (edges clamped).
-fn blur(planes: &[Vec<f32>; 3], s: usize, sigma: f64) -> [Vec<f32>; 3] {
-    let r = (3.0 * sigma).ceil().max(1.0) as i64;
-    let k: Vec<f32> = (-r..=r)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32)
-        .collect();
-    let ksum: f32 = k.iter().sum();
-    let k: Vec<f32> = k.iter().map(|v| v / ksum).collect();
-    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-        let mut dst = vec![0f32; s * s];
-        for y in 0..s {
-            for x in 0..s {
-                let mut acc = 0f32;
-                for (t, kv) in k.iter().enumerate() {
-                    let o = t as i64 - r;
-                    let (xx, yy) = if horizontal {
-                        ((x as i64 + o).clamp(0, s as i64 - 1) as usize, y)
-                    } else {
-                        (x, (y as i64 + o).clamp(0, s as i64 - 1) as usize)
-                    };
-                    acc += kv * src[yy * s + xx];
-                }
-                dst[y * s + x] = acc;
-            }
-        }
-        dst
-    };
-    let one = |p: &Vec<f32>| pass(&pass(p, true), false);
-    [one(&planes[0]), one(&planes[1]), one(&planes[2])]
 }
 
 /// Warps `photo` into an `size x size` crop; `crop_from_photo` maps photo pixels to crop
@@ -185,8 +162,15 @@ pub fn warp_crop(
         (roi, 1.0, 1.0)
     };
     let (sw, sh) = (src.width() as f64, src.height() as f64);
+    // Photo -> shrunk-region coordinates, mirrored at the photo border.
+    let mut sharp = resample(&src, size, size, |c| {
+        let p = photo_from_crop.apply(c);
+        [
+            reflect((p[0] - x0 as f64) / fx, sw),
+            reflect((p[1] - y0 as f64) / fy, sh),
+        ]
+    });
     let n = size as usize;
-    let mut sharp: [Vec<f32>; 3] = [vec![0.0; n * n], vec![0.0; n * n], vec![0.0; n * n]];
     // Signed distance to the photo border in crop pixels (> 0 outside the photo).
     let mut dist = vec![0f32; n * n];
     let mut any_border = false;
@@ -200,35 +184,27 @@ pub fn warp_crop(
             if sd > -(pad.fade * s) / 3.0 {
                 any_border = true;
             }
-            // Photo -> shrunk-region coordinates, mirrored at the photo border.
-            let qx = reflect((p[0] - x0 as f64) / fx, sw);
-            let qy = reflect((p[1] - y0 as f64) / fy, sh);
-            let v = sample(&src, qx, qy);
-            for c in 0..3 {
-                sharp[c][j * n + i] = v[c] as f32;
-            }
         }
     }
     if any_border {
-        let blurred = blur(&sharp, n, (pad.blur_sigma * s).max(0.5));
+        let blurred = imageio::gaussian_blur(&sharp, (pad.blur_sigma * s).max(0.5));
         let median = median_colour(photo);
         let fade = (pad.fade * s) as f32;
-        for idx in 0..n * n {
-            let m = dist[idx] / fade;
+        for ((px, b), d) in sharp.pixels_mut().zip(blurred.pixels()).zip(&dist) {
+            let m = d / fade;
             let wb = (3.0 * m + 1.0).clamp(0.0, 1.0);
             let wm = m.clamp(0.0, 1.0);
-            for c in 0..3 {
-                let mut v = sharp[c][idx];
-                v += (blurred[c][idx] - v) * wb;
-                v += (median[c] as f32 - v) * wm;
-                sharp[c][idx] = v;
+            for ((v, &blur), &med) in px.0.iter_mut().zip(&b.0).zip(&median) {
+                *v += (blur - *v) * wb;
+                *v += (med as f32 - *v) * wm;
             }
         }
     }
     Some(RgbImage::from_fn(size, size, |x, y| {
-        let i = y as usize * n + x as usize;
-        let q = |c: usize| sharp[c][i].round().clamp(0.0, 255.0) as u8;
-        image::Rgb([q(0), q(1), q(2)])
+        Rgb(sharp
+            .get_pixel(x, y)
+            .0
+            .map(|v| v.round().clamp(0.0, 255.0) as u8))
     }))
 }
 
@@ -307,6 +283,15 @@ pub fn paste_back(
         (face, fs)
     };
     let mut out = photo.clone();
+    if x1 <= x0 || y1 <= y0 {
+        return Some(out);
+    }
+    // The face sampled at every photo pixel of the box (crop fractions -> face pixels).
+    let at = |c: [f64; 2]| -> [f64; 2] {
+        let uv = crop_from_photo.apply([c[0] + x0 as f64, c[1] + y0 as f64]);
+        [uv[0] * sf, uv[1] * sf]
+    };
+    let sampled = resample(src, x1 - x0, y1 - y0, at);
     for y in y0..y1 {
         for x in x0..x1 {
             let uv = crop_from_photo.apply([x as f64 + 0.5, y as f64 + 0.5]);
@@ -314,10 +299,10 @@ pub fn paste_back(
             if w <= 0.0 || !(0.0..1.0).contains(&uv[0]) || !(0.0..1.0).contains(&uv[1]) {
                 continue;
             }
-            let v = sample(src, uv[0] * sf, uv[1] * sf);
+            let v = sampled.get_pixel(x - x0, y - y0).0;
             let p = out.get_pixel_mut(x, y);
             for (dst, src) in p.0.iter_mut().zip(v) {
-                let blended = *dst as f64 * (1.0 - w) + src * w;
+                let blended = *dst as f64 * (1.0 - w) + src as f64 * w;
                 *dst = blended.round().clamp(0.0, 255.0) as u8;
             }
         }

@@ -7,7 +7,6 @@ use super::args::VaeCommand;
 use super::common::{finish, job_of, Common};
 use super::progress::VaeBar;
 use crate::jobs::vae as job;
-use crate::vae::score::Verdict;
 
 /// Runs `vae ...`.
 pub fn run(common: &Common, command: &VaeCommand) -> Result<()> {
@@ -123,15 +122,7 @@ pub fn run(common: &Common, command: &VaeCommand) -> Result<()> {
                     }
                 }
             }
-            println!(
-                "{} images: {} normal, {} unusual, {} anomalous (threshold {:.1} nats); {:.1} images/s",
-                r.rows.len(),
-                r.count(Verdict::Normal),
-                r.count(Verdict::Unusual),
-                r.count(Verdict::Anomalous),
-                r.calibration.threshold,
-                r.images_per_second
-            );
+            println!("{}", r.summary());
             if let Some(c) = &j.csv {
                 println!("wrote {}", c.display());
             }

@@ -9,7 +9,7 @@
 //! are still written, unless the job fails fast.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +20,7 @@ use crate::fsutil;
 use crate::imageio;
 use crate::model::RuntimeOptions;
 
+use super::io::{self, stem_of};
 use super::{record_failure, Outcome};
 
 /// Everything `align` needs.
@@ -54,13 +55,6 @@ pub struct AlignOutput {
 /// Align reports warnings only (the command line prints them).
 pub use super::{Observer as AlignObserver, Quiet};
 
-fn stem_of(path: &Path) -> Result<String> {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .with_context(|| format!("photo {} has no file name", path.display()))
-}
-
 /// Runs the job; returns one record per crop written, in input order, and the photos
 /// that failed.
 pub fn run_align(
@@ -77,12 +71,7 @@ pub fn run_align(
     if !job.settings.enabled {
         bail!("align needs alignment on");
     }
-    if job.out_dir.exists() && !job.out_dir.is_dir() {
-        bail!(
-            "output {} exists and is not a folder",
-            job.out_dir.display()
-        );
-    }
+    io::check_out_dir(&job.out_dir)?;
     let mut stems = BTreeSet::new();
     for p in &job.photos {
         let stem = stem_of(p)?;
@@ -133,8 +122,7 @@ pub fn run_align(
             failed,
         });
     }
-    std::fs::create_dir_all(&job.out_dir)
-        .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
+    io::create_dir(&job.out_dir)?;
     let mut out = Vec::new();
     for (photo, sha, faces, seconds) in pending {
         let stem = stem_of(&photo)?;

@@ -461,11 +461,6 @@ impl super::Observer for Warnings<'_> {
         (self.0)(msg)
     }
 }
-impl vae::VaeObserver for Warnings<'_> {
-    fn warning(&mut self, msg: &str) {
-        (self.0)(msg)
-    }
-}
 
 /// Runs one job synchronously; returns its outputs.
 pub fn run_job(bundle: &Bundle, spec: &JobSpec, cache: &LatentCache) -> Result<Vec<PathBuf>> {

@@ -148,12 +148,7 @@ fn prepare_inputs(
             job.photos.len()
         );
     }
-    if job.out_dir.exists() && !job.out_dir.is_dir() {
-        bail!(
-            "output {} exists and is not a folder",
-            job.out_dir.display()
-        );
-    }
+    super::io::check_out_dir(&job.out_dir)?;
     job.params.validate()?;
     if job.paste_back && !job.align.enabled {
         bail!("pasting back needs alignment (it is off: --no-align)");
@@ -341,8 +336,7 @@ pub fn run_invert(
 
         let faces = judge_batch(&judge, chunk, &results, res);
 
-        std::fs::create_dir_all(&job.out_dir)
-            .with_context(|| format!("cannot create output folder {}", job.out_dir.display()))?;
+        super::io::create_dir(&job.out_dir)?;
         let mut batch_reports = Vec::with_capacity(chunk.len());
         for (k, (p, r)) in chunk.iter().zip(&results).enumerate() {
             let out = output_paths(&job.out_dir, &p.stem, job.paste_back);

@@ -17,6 +17,7 @@ pub mod family;
 pub mod generate;
 pub mod info;
 pub mod invert;
+pub mod io;
 pub mod morph;
 pub mod sources;
 pub mod spec;

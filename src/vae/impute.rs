@@ -180,38 +180,28 @@ impl Objective for VaeObjective<'_> {
     }
 }
 
-/// Separable Gaussian blur of an `[r, r]` plane (std `sigma` px, zero outside).
+/// Gaussian blur of an `[r, r]` plane (std `sigma` px, zero outside): the plane is
+/// padded with zeros as far as the kernel reaches and blurred by
+/// [`crate::imageio::gaussian_blur`].
 fn blur(plane: &[f32], r: usize, sigma: f64) -> Vec<f32> {
     if sigma <= 0.0 {
         return plane.to_vec();
     }
-    let rad = (3.0 * sigma).ceil() as isize;
-    let k: Vec<f64> = (-rad..=rad)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let ks: f64 = k.iter().sum();
-    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-        let mut dst = vec![0f32; r * r];
-        for y in 0..r {
-            for x in 0..r {
-                let mut acc = 0.0;
-                for (j, &w) in k.iter().enumerate() {
-                    let o = j as isize - rad;
-                    let (xx, yy) = if horizontal {
-                        (x as isize + o, y as isize)
-                    } else {
-                        (x as isize, y as isize + o)
-                    };
-                    if xx >= 0 && yy >= 0 && (xx as usize) < r && (yy as usize) < r {
-                        acc += w * src[yy as usize * r + xx as usize] as f64;
-                    }
-                }
-                dst[y * r + x] = (acc / ks) as f32;
-            }
-        }
-        dst
-    };
-    pass(&pass(plane, true), false)
+    let pad = (3.0 * sigma).ceil().max(1.0) as u32;
+    let side = r as u32;
+    let padded = image::ImageBuffer::from_fn(side + 2 * pad, side + 2 * pad, |x, y| {
+        let inside = (pad..pad + side).contains(&x) && (pad..pad + side).contains(&y);
+        let v = if inside {
+            plane[((y - pad) * side + (x - pad)) as usize]
+        } else {
+            0.0
+        };
+        image::Luma([v])
+    });
+    let blurred = crate::imageio::gaussian_blur(&padded, sigma);
+    image::imageops::crop_imm(&blurred, pad, pad, side, side)
+        .to_image()
+        .into_raw()
 }
 
 /// Blend weights of the fill: 1 in the hole, a Gaussian fade outside it.
@@ -235,10 +225,16 @@ pub fn blend(photo: &[f32], fill: &[f32], alpha: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// A visibility mask `[r, r]` for a box given in pixels of a `width x height` photo that
-/// is centre-cropped to a square and scaled to `r` (as `imageio::load_image` does): each
-/// model pixel's hole value is the fraction of its area the box covers.
-pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result<Vec<f32>> {
+/// The photo's centre square as the model sees it (`imageio::load_image`'s crop):
+/// offset and side, in pixels of a `width x height` photo.
+pub fn centre_square(width: u32, height: u32) -> (u32, u32, u32) {
+    let side = width.min(height);
+    ((width - side) / 2, (height - side) / 2, side)
+}
+
+/// Checks a box `x, y, w, h` in pixels of a `width x height` photo: not empty, inside
+/// the photo.
+pub fn check_box(bx: [u32; 4], width: u32, height: u32) -> Result<()> {
     let [x, y, w, h] = bx;
     if w == 0 || h == 0 {
         bail!("box {x},{y},{w},{h} is empty");
@@ -246,11 +242,52 @@ pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result
     if x as u64 + w as u64 > width as u64 || y as u64 + h as u64 > height as u64 {
         bail!("box {x},{y},{w},{h} reaches outside the {width}x{height} photo");
     }
-    let side = width.min(height) as f64;
-    let (ox, oy) = (
-        ((width - width.min(height)) / 2) as f64,
-        ((height - width.min(height)) / 2) as f64,
-    );
+    Ok(())
+}
+
+/// Visibility (1 = keep, 0 = fill) of every pixel of a `width x height` photo with the
+/// box `x, y, w, h` as its hole, `[height, width]` row-major.
+pub fn box_plane(bx: [u32; 4], width: u32, height: u32) -> Result<Vec<f32>> {
+    check_box(bx, width, height)?;
+    let [x, y, w, h] = bx;
+    let mut plane = image::ImageBuffer::from_pixel(width, height, image::Luma([1f32]));
+    let rect = imageproc::rect::Rect::at(x as i32, y as i32).of_size(w, h);
+    imageproc::drawing::draw_filled_rect_mut(&mut plane, rect, image::Luma([0f32]));
+    Ok(plane.into_raw())
+}
+
+/// Mean of `plane` (`[side, side]`) over each of `r x r` equal cells (exact area
+/// weights): a photo-size mask as the model sees it.
+pub fn area_downsample(plane: &[f32], side: usize, r: usize) -> Vec<f32> {
+    let s = side as f64 / r as f64;
+    let mut out = vec![0f32; r * r];
+    for py in 0..r {
+        let (y0, y1) = (py as f64 * s, (py + 1) as f64 * s);
+        for px in 0..r {
+            let (x0, x1) = (px as f64 * s, (px + 1) as f64 * s);
+            let mut acc = 0.0f64;
+            for y in y0.floor() as usize..(y1.ceil() as usize).min(side) {
+                let wy = (y1.min(y as f64 + 1.0) - y0.max(y as f64)).max(0.0);
+                for x in x0.floor() as usize..(x1.ceil() as usize).min(side) {
+                    let wx = (x1.min(x as f64 + 1.0) - x0.max(x as f64)).max(0.0);
+                    acc += wx * wy * plane[y * side + x] as f64;
+                }
+            }
+            out[py * r + px] = (acc / (s * s)) as f32;
+        }
+    }
+    out
+}
+
+/// A visibility mask `[r, r]` for a box given in pixels of a `width x height` photo that
+/// is centre-cropped to a square and scaled to `r` (as `imageio::load_image` does): each
+/// model pixel's hole value is the fraction of its area the box covers (exact, also for
+/// a box thinner than a model pixel).
+pub fn box_visibility(bx: [u32; 4], width: u32, height: u32, r: usize) -> Result<Vec<f32>> {
+    check_box(bx, width, height)?;
+    let [x, y, w, h] = bx;
+    let (ox, oy, side) = centre_square(width, height);
+    let (ox, oy, side) = (ox as f64, oy as f64, side as f64);
     let s = r as f64 / side;
     let (x0, x1) = ((x as f64 - ox) * s, (x as f64 + w as f64 - ox) * s);
     let (y0, y1) = ((y as f64 - oy) * s, (y as f64 + h as f64 - oy) * s);
@@ -394,6 +431,62 @@ mod tests {
             ..d
         };
         assert!(prior.validate().unwrap_err().to_string().contains("prior"));
+    }
+
+    #[test]
+    fn blur_is_the_truncated_gaussian_with_zeros_outside() {
+        let (r, sigma) = (9usize, 1.2f64);
+        let g = |d: i64| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp();
+        let rad = (3.0 * sigma).ceil() as i64;
+        let ks: f64 = (-rad..=rad).map(g).sum();
+        // An impulse in the middle spreads as g(dx) g(dy) / ks^2.
+        let mut p = vec![0f32; r * r];
+        p[4 * r + 4] = 1.0;
+        let b = blur(&p, r, sigma);
+        for (dx, dy) in [(0, 0), (1, 0), (2, 3), (4, 4)] {
+            let want = g(dx) * g(dy) / (ks * ks);
+            let got = b[(4 + dy) as usize * r + (4 + dx) as usize] as f64;
+            assert!((got - want).abs() < 1e-6, "{dx},{dy}: {got} vs {want}");
+        }
+        // In a corner, what falls outside the plane is lost (zeros outside, not clamped).
+        let mut c = vec![0f32; r * r];
+        c[0] = 1.0;
+        let total: f32 = blur(&c, r, sigma).iter().sum();
+        assert!(total < 0.5, "{total}");
+    }
+
+    #[test]
+    fn area_downsample_averages_cells() {
+        // 4x4 -> 2x2: one cell all zero, the others one.
+        let mut p = vec![1f32; 16];
+        for y in 0..2 {
+            for x in 0..2 {
+                p[y * 4 + x] = 0.0;
+            }
+        }
+        assert_eq!(area_downsample(&p, 4, 2), vec![0.0, 1.0, 1.0, 1.0]);
+        // 3 -> 2: cells straddle the middle pixel.
+        let q = vec![0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+        let d = area_downsample(&q, 3, 2);
+        assert!((d[0] - 1.0 / 3.0).abs() < 1e-6, "{d:?}");
+        assert!((d[1] - 1.0).abs() < 1e-6, "{d:?}");
+    }
+
+    #[test]
+    fn box_plane_marks_the_box_and_checks_it() {
+        let v = box_plane([1, 2, 3, 1], 5, 4).unwrap();
+        let holes: Vec<usize> = (0..20).filter(|&i| v[i] == 0.0).collect();
+        assert_eq!(holes, vec![11, 12, 13]);
+        assert!(v.iter().all(|&x| x == 0.0 || x == 1.0));
+        assert!(box_plane([0, 0, 0, 2], 5, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(box_plane([4, 0, 2, 2], 5, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("outside the 5x4 photo"));
+        assert_eq!(centre_square(64, 32), (16, 0, 32));
     }
 
     #[test]

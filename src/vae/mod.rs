@@ -13,7 +13,9 @@
 //! layout of every tensor crossing into ONNX Runtime. The engines built on it:
 //! [`score`] (negative ELBO, Monte-Carlo reconstruction probability, calibration and
 //! verdicts), [`impute`] (filling masked pixels through the shared optimisation loop of
-//! `invert::optim`) and [`pca`] (the 2-D projection of a folder's latents).
+//! `invert::optim`) and [`pca`] (the 2-D projection of a folder's latents); draws from
+//! the prior are [`sample_prior`]. Paths between two latents are `crate::interp`'s (the
+//! one lerp/slerp of the program, about the prior's centre, the origin).
 //! Nothing here knows about files or the command line.
 
 pub mod impute;
@@ -23,6 +25,7 @@ pub mod score;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::model::{Bundle, GraphKind};
+use crate::rng::{derive_seed, Rng};
 
 /// The graphs every VAE operation may need (checked by [`Vae::new`]'s callers through
 /// [`Bundle::prepare`] with the subset they use).
@@ -265,4 +268,17 @@ impl<'a> Vae<'a> {
         }
         Ok(out)
     }
+}
+
+/// `n` latents `z ~ N(0, temperature^2 I)` (`[n * z_dim]`), sample i from its own stream
+/// (`derive_seed(seed, i)`), so the first k samples do not depend on `n`.
+pub fn sample_prior(z_dim: usize, n: usize, seed: u64, temperature: f64) -> Vec<f32> {
+    let mut zs = Vec::with_capacity(n * z_dim);
+    for i in 0..n {
+        let mut rng = Rng::new(derive_seed(seed, &(i as u64).to_le_bytes()));
+        for _ in 0..z_dim {
+            zs.push((rng.normal() * temperature) as f32);
+        }
+    }
+    zs
 }

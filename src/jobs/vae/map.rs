@@ -17,12 +17,11 @@ use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
-use super::{
-    check_png_output, expand_inputs, flat, grid, load_photo, to_rgb, VaeObserver, DEFAULT_BATCH,
-};
+use super::{flat, load_photo, to_rgb, VaeObserver, DEFAULT_BATCH};
 use crate::fsutil;
+use crate::jobs::io::{check_png_output, create_parent, expand_inputs};
 use crate::model::{Bundle, GraphKind};
-use crate::sheet::{draw_text, text_width};
+use crate::sheet::{draw_text, grid, text_width};
 use crate::vae::pca::Pca;
 use crate::vae::Vae;
 
@@ -110,11 +109,11 @@ fn viridis(t: f64) -> Rgb<u8> {
     Rgb([c(0), c(1), c(2)])
 }
 
+/// A filled rectangle, clipped to the image (nothing for an empty one).
 fn fill_rect(img: &mut RgbImage, x0: i64, y0: i64, w: u32, h: u32, c: Rgb<u8>) {
-    for y in y0.max(0)..(y0 + h as i64).min(img.height() as i64) {
-        for x in x0.max(0)..(x0 + w as i64).min(img.width() as i64) {
-            img.put_pixel(x as u32, y as u32, c);
-        }
+    if w > 0 && h > 0 {
+        let rect = imageproc::rect::Rect::at(x0 as i32, y0 as i32).of_size(w, h);
+        imageproc::drawing::draw_filled_rect_mut(img, rect, c);
     }
 }
 
@@ -326,8 +325,10 @@ pub fn run_map(bundle: &Bundle, job: &MapJob, obs: &mut dyn VaeObserver) -> Resu
             })
             .collect(),
     };
+    create_parent(&job.output)?;
     crate::imageio::save_png(&job.output, &canvas)?;
     if let Some((p, img)) = &grid_path {
+        create_parent(p)?;
         crate::imageio::save_png(p, img)?;
     }
     fsutil::write_json_atomic(&job.output.with_extension("json"), &report)?;
