@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{defaults, Context, Fields, KindSpec};
+use super::{defaults, Context, FaceOpts, Fields, KindSpec};
 use crate::invert::{EarlyStop, OptimParams, Schedule};
 use crate::jobs::vae::{
     AnomalyJob, DecodeJob, EncodeJob, HoleSpec, ImputeJob, InterpolateJob, MapJob, ReconstructJob,
@@ -25,7 +25,8 @@ fn batch(f: &Fields, n: usize) -> Result<usize> {
 /// `vae encode`: photos -> posterior mean and log-variance files.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct EncodeSpec {
-    /// Photos to encode (PNG or JPEG; centre-cropped and resized to the model's size)
+    /// Photos to encode (PNG or JPEG): the face is found and aligned to the model's
+    /// template (with --no-align, photos are centre-cropped and resized instead)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
     /// Output folder
@@ -35,6 +36,9 @@ pub struct EncodeSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
     /// Stop at the first photo that fails (nothing written). By default the other photos
     /// are still done, each failure is reported, and the exit status is 1
     #[arg(long)]
@@ -48,6 +52,7 @@ impl KindSpec for EncodeSpec {
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
         v.push(&mut self.output);
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -62,6 +67,7 @@ impl KindSpec for EncodeSpec {
             photos: self.photos.clone(),
             out_dir: self.output.clone(),
             batch_size: batch(&f, self.batch_size)?,
+            align: self.faces.settings(&f, false)?,
             fail_fast: self.fail_fast,
         })
     }
@@ -110,7 +116,8 @@ impl KindSpec for DecodeSpec {
 /// `vae reconstruct`: photos -> reconstructions and their figures.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct ReconstructSpec {
-    /// Photos to encode and decode again (PNG or JPEG)
+    /// Photos to encode and decode again (PNG or JPEG): the face is found and aligned
+    /// (with --no-align, centre-cropped and resized)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
     /// Output folder
@@ -120,6 +127,9 @@ pub struct ReconstructSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
     /// Stop at the first photo that fails (nothing written). By default the other photos
     /// are still done, each failure is reported, and the exit status is 1
     #[arg(long)]
@@ -133,6 +143,7 @@ impl KindSpec for ReconstructSpec {
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
         v.push(&mut self.output);
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -147,6 +158,7 @@ impl KindSpec for ReconstructSpec {
             photos: self.photos.clone(),
             out_dir: self.output.clone(),
             batch_size: batch(&f, self.batch_size)?,
+            align: self.faces.settings(&f, false)?,
             fail_fast: self.fail_fast,
         })
     }
@@ -184,13 +196,18 @@ pub struct InterpolateSpec {
     #[arg(long)]
     #[serde(default)]
     pub bounce: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
 }
 
 impl KindSpec for InterpolateSpec {
     const KIND: &'static str = "vae_interpolate";
     type Job = InterpolateJob;
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        vec![&mut self.a, &mut self.b, &mut self.output]
+        let mut v = vec![&mut self.a, &mut self.b, &mut self.output];
+        v.extend(self.faces.paths_mut());
+        v
     }
     fn inputs(&self) -> Vec<PathBuf> {
         vec![self.a.clone(), self.b.clone()]
@@ -210,6 +227,7 @@ impl KindSpec for InterpolateSpec {
             size: self.size,
             fps: self.fps,
             bounce: self.bounce,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }
@@ -288,6 +306,9 @@ pub struct AnomalySpec {
     #[arg(long)]
     #[serde(default)]
     pub skip_unreadable: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
 }
 
 impl KindSpec for AnomalySpec {
@@ -296,6 +317,7 @@ impl KindSpec for AnomalySpec {
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.inputs.iter_mut().collect();
         v.extend(self.csv.iter_mut());
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -315,6 +337,7 @@ impl KindSpec for AnomalySpec {
             seed: self.seed,
             unusual_percentile: self.unusual_percentile,
             skip_unreadable: self.skip_unreadable,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }
@@ -537,6 +560,9 @@ pub struct MapSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
 }
 
 impl KindSpec for MapSpec {
@@ -546,6 +572,7 @@ impl KindSpec for MapSpec {
         let mut v: Vec<&mut PathBuf> = self.inputs.iter_mut().collect();
         v.push(&mut self.output);
         v.extend(self.grid.iter_mut());
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -567,6 +594,7 @@ impl KindSpec for MapSpec {
             grid_n: self.grid_n,
             grid_range: self.grid_range,
             batch_size: batch(&f, self.batch_size)?,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{flat, photos_for_folder, VaeObserver};
+use super::{flat, photos_for_folder, PhotoReader, VaeObserver};
+use crate::align::AlignSettings;
 use crate::fsutil;
 use crate::jobs::{io, Outcome};
 use crate::latent::{write_vae_latent, BundleRef};
@@ -20,6 +21,8 @@ pub struct EncodeJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// How photos are aligned (on by default; off for ready crops).
+    pub align: AlignSettings,
     /// Stop at the first unreadable photo (nothing written) instead of going on.
     pub fail_fast: bool,
 }
@@ -44,7 +47,7 @@ pub fn run_encode(
     obs: &mut dyn VaeObserver,
 ) -> Result<Outcome<EncodedPhoto>> {
     let vae = Vae::new(bundle)?;
-    let (photos, failed) = photos_for_folder(&vae, &job.photos, &job.out_dir, job.fail_fast, obs)?;
+    let (photos, failed) = photos_for_folder(&PhotoReader::new(bundle, &job.align)?, &job.photos, &job.out_dir, job.fail_fast, obs)?;
     if photos.is_empty() {
         return Ok(Outcome {
             done: Vec::new(),
