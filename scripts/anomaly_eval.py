@@ -18,8 +18,8 @@ made here, at photo sizes (160 to 1024 px, square or not), kept apart from any c
 - mosaic: the committed generated faces of samples/ cut into 4x4 or 8x8 tiles and shuffled
 
 Each folder is scored with `latentface vae anomaly --samples 0 --csv`; the ranking score is
-the neg-ELBO percentile + 100 if too plain + 200 if no face was found (the verdict's rules in
-order of strength). Prints AUROC per kind and overall, the share of faces flagged anomalous
+the neg-ELBO percentile + 100 if too plain + 200 if no face was found or the detector is unsure
+(the verdict's rules in order of strength). Prints AUROC per kind and overall, the share of faces flagged anomalous
 and of each kind flagged; writes OUT/report.json.
 """
 import argparse
@@ -268,7 +268,7 @@ def score(binary, folder, csv_path, extra):
 def rank(r):
     s = float(r["neg_elbo_percentile"])
     s += 100.0 * (r["too_plain"] == "true")
-    s += 200.0 * (r.get("face_found") == "false")
+    s += 200.0 * (r.get("face_found") == "false" or "unsure" in r.get("reason", ""))
     return s
 
 

@@ -306,6 +306,12 @@ pub struct AnomalySpec {
     #[arg(long)]
     #[serde(default)]
     pub skip_unreadable: bool,
+    /// A face the detector is less sure of than this (confidence in [0, 1]) is anomalous:
+    /// real face photos score above 0.99, things it mistakes for faces (a cat, a pattern)
+    /// below 0.9. No face at all is anomalous too (with alignment on)
+    #[arg(long, default_value_t = defaults::min_face_score(), value_name = "P")]
+    #[serde(default = "defaults::min_face_score")]
+    pub min_face_score: f64,
     #[command(flatten)]
     #[serde(flatten)]
     pub faces: FaceOpts,
@@ -329,6 +335,14 @@ impl KindSpec for AnomalySpec {
     fn build(&self, ctx: &Context<'_>) -> Result<Self::Job> {
         let f = Self::fields(ctx.origin);
         f.within("unusual_percentile", self.unusual_percentile, 0.0, 100.0)?;
+        f.within("min_face_score", self.min_face_score, 0.0, 1.0)?;
+        if !self.faces.align && self.min_face_score != defaults::min_face_score() {
+            bail!(
+                "{} turns face detection off, so {} does not apply",
+                f.name("align"),
+                f.name("min_face_score")
+            );
+        }
         Ok(AnomalyJob {
             inputs: self.inputs.clone(),
             csv: self.csv.clone(),
@@ -337,6 +351,7 @@ impl KindSpec for AnomalySpec {
             seed: self.seed,
             unusual_percentile: self.unusual_percentile,
             skip_unreadable: self.skip_unreadable,
+            min_face_score: self.min_face_score,
             align: self.faces.settings(&f, false)?,
         })
     }

@@ -39,6 +39,8 @@ pub struct EncodedPhoto {
     pub logvar: PathBuf,
     /// Wall time of the encoder calls divided by the photos.
     pub seconds_per_image: f64,
+    /// How the face was cut from the photo; `null` with alignment off.
+    pub alignment: Option<crate::align::AlignRecord>,
 }
 
 pub fn run_encode(
@@ -47,7 +49,13 @@ pub fn run_encode(
     obs: &mut dyn VaeObserver,
 ) -> Result<Outcome<EncodedPhoto>> {
     let vae = Vae::new(bundle)?;
-    let (photos, failed) = photos_for_folder(&PhotoReader::new(bundle, &job.align)?, &job.photos, &job.out_dir, job.fail_fast, obs)?;
+    let (photos, failed) = photos_for_folder(
+        &PhotoReader::new(bundle, &job.align)?,
+        &job.photos,
+        &job.out_dir,
+        job.fail_fast,
+        obs,
+    )?;
     if photos.is_empty() {
         return Ok(Outcome {
             done: Vec::new(),
@@ -75,6 +83,7 @@ pub fn run_encode(
             mu: mu_path,
             logvar: lv_path,
             seconds_per_image: per,
+            alignment: p.alignment.clone(),
         };
         fsutil::write_json_atomic(&job.out_dir.join(format!("{}_vae.json", p.stem)), &rec)?;
         out.push(rec);

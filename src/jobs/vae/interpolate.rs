@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::{PhotoReader, to_rgb, upscale, VaeObserver, DEFAULT_BATCH};
+use super::{to_rgb, upscale, PhotoReader, VaeObserver, DEFAULT_BATCH};
 use crate::imageio;
 use crate::interp::{self, Easing, FramePlan, Interp, PathSpec};
 use crate::jobs::io;

@@ -17,7 +17,7 @@ use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
-use super::{flat, PhotoReader, to_rgb, VaeObserver, DEFAULT_BATCH};
+use super::{flat, to_rgb, PhotoReader, VaeObserver, DEFAULT_BATCH};
 use crate::fsutil;
 use crate::jobs::io::{check_png_output, create_parent, expand_inputs};
 use crate::model::{Bundle, GraphKind};

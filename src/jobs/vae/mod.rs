@@ -27,7 +27,9 @@ mod map;
 mod reconstruct;
 mod sample;
 
-pub use anomaly::{anomaly_csv, calibrations, run_anomaly, AnomalyJob, AnomalyReport, AnomalyRow};
+pub use anomaly::{
+    anomaly_csv, calibrations, run_anomaly, AnomalyJob, AnomalyReport, AnomalyRow, MIN_FACE_SCORE,
+};
 pub use decode::{run_decode, DecodeJob};
 pub use encode::{run_encode, EncodeJob, EncodedPhoto};
 pub use impute::{run_impute, HoleSpec, ImputeJob, ImputeSummary};

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{flat, photos_for_folder, PhotoReader, to_rgb, FailedPhoto, VaeObserver};
+use super::{flat, photos_for_folder, to_rgb, FailedPhoto, PhotoReader, VaeObserver};
 use crate::align::AlignSettings;
 use crate::fsutil;
 use crate::imageio;
@@ -65,7 +65,13 @@ pub fn run_reconstruct(
     obs: &mut dyn VaeObserver,
 ) -> Result<(Option<ReconstructReport>, Vec<Failure>)> {
     let vae = Vae::new(bundle)?;
-    let (photos, failed) = photos_for_folder(&PhotoReader::new(bundle, &job.align)?, &job.photos, &job.out_dir, job.fail_fast, obs)?;
+    let (photos, failed) = photos_for_folder(
+        &PhotoReader::new(bundle, &job.align)?,
+        &job.photos,
+        &job.out_dir,
+        job.fail_fast,
+        obs,
+    )?;
     if photos.is_empty() {
         return Ok((None, failed));
     }
