@@ -148,7 +148,7 @@ pub fn non_faces(per_kind: usize, seed: u64) -> Vec<(&'static str, String, image
         let gauss = i % 2 == 1;
         let cells: Vec<[f64; 3]> = (0..bw * bh)
             .map(|_| {
-                let mut v = |r: &mut latentface::rng::Rng| {
+                let v = |r: &mut latentface::rng::Rng| {
                     if gauss {
                         0.5 + 0.2 * r.normal()
                     } else {
