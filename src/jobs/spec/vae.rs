@@ -399,7 +399,8 @@ impl<'de> Deserialize<'de> for PixelBox {
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 #[command(group = clap::ArgGroup::new("hole").required(true).args(["mask", "box"]))]
 pub struct ImputeSpec {
-    /// The photo with missing pixels (PNG or JPEG, any size)
+    /// The photo with missing pixels (PNG or JPEG, any size); the model sees its centre
+    /// square (not aligned: give a face crop)
     #[arg(value_name = "PHOTO")]
     pub photo: PathBuf,
     /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white.
