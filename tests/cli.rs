@@ -677,3 +677,68 @@ fn a_killed_commands_temporaries_are_swept_by_the_next_write() {
     assert!(out.is_file());
     assert!(!stale.exists(), "the stale temporary is still there");
 }
+
+#[test]
+fn an_output_under_a_file_is_refused_naming_the_file_before_any_work() {
+    // Issue 13 item 14: generate, family and morph said "cannot create folder ...: File
+    // exists" (after rendering); every command now names the file in the way up front.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, b"x").unwrap();
+    let t = tiny();
+    let (a, b) = (
+        repo().join("samples/alice.png").display().to_string(),
+        repo().join("samples/bob.png").display().to_string(),
+    );
+    let under = |name: &str| file.join(name).display().to_string();
+    for args in [
+        vec!["generate", "--seed", "1", "-o", &under("x.png")],
+        vec![
+            "family",
+            &a,
+            &b,
+            "--no-align",
+            "--no-cache",
+            "--steps",
+            "1",
+            "-o",
+            &under("fam"),
+        ],
+        vec![
+            "morph",
+            &a,
+            &b,
+            "--no-align",
+            "--no-cache",
+            "--steps",
+            "1",
+            "-o",
+            &under("m.gif"),
+        ],
+        vec![
+            "morph",
+            &a,
+            &b,
+            "--no-align",
+            "--no-cache",
+            "--steps",
+            "1",
+            "-o",
+            &under("frames"),
+        ],
+        vec!["vae", "sample", "--n", "1", "-o", &under("s")],
+    ] {
+        let mut all = vec!["--bundle", &t, "--device", "cpu", "--threads", "1"];
+        all.extend(args.iter().copied());
+        let (code, out, err) = run(&all);
+        assert_ne!(code, 0, "{args:?}\n{out}");
+        assert!(
+            err.contains(&format!("{} is a file, not a folder", file.display())),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("File exists") && !err.contains("Not a directory"),
+            "{err}"
+        );
+    }
+}

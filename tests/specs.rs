@@ -57,19 +57,26 @@ fn command_lines() -> Vec<Vec<String>> {
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
                  --cache {out}.cache --face 1 --detector {det}"),
         format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline"),
-        format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast"),
+        format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast --face 2 --detector {det}"),
+        format!("vae encode {a} -o {out} --no-align"),
         format!("vae decode {latent} -o {out}.png --size 100"),
-        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast"),
-        format!("vae interpolate {a} {b} --steps 5 -o {out}.gif --path slerp --size 64 --fps 5 --bounce"),
+        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast --no-align"),
+        format!("vae reconstruct {a} -o {out} --face 1 --detector {det}"),
+        format!("vae interpolate {a} {b} --steps 5 -o {out}.gif --path slerp --size 64 --fps 5 --bounce \
+                 --face 1 --detector {det}"),
+        format!("vae interpolate {a} {b} -o {out}.gif --no-align"),
         format!("vae sample --n 3 --seed 2 --temperature 0.8 -o {out}"),
         format!("vae anomaly {a} {} --csv {out}.csv --batch-size 3 --samples 4 --seed 1 \
-                 --unusual-percentile 90 --skip-unreadable", p("samples")),
+                 --unusual-percentile 90 --skip-unreadable --min-face-score 0.9 --face 1 \
+                 --detector {det}", p("samples")),
+        format!("vae anomaly {a} --no-align"),
         format!("vae impute {a} --mask {b} --holes-white -o {out}.png --compare {out}_c.png --steps 20 \
                  --lr 0.2 --noise-strength 0.1 --pixel-weight 0.5 --lpips-weight 0.2 --prior-weight 0.5 \
                  --feather 2 --patience 5 --seed 3 --restarts 2"),
         format!("vae impute {a} --box 1,2,3,4 -o {out}.png"),
         format!("vae map {} -o {out}.png --size 512 --thumb 20 --grid {out}_g.png --grid-n 5 \
-                 --grid-range 1.5 --batch-size 4", p("samples")),
+                 --grid-range 1.5 --batch-size 4 --no-align", p("samples")),
+        format!("vae map {} -o {out}.png --face 1 --detector {det}", p("samples")),
     ];
     lines
         .iter()

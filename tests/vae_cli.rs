@@ -8,8 +8,22 @@ use std::path::{Path, PathBuf};
 
 use common::{files_under, run, tiny_dir};
 
-/// Runs `latentface --bundle tiny --device cpu --threads 1 vae ARGS`.
+/// Runs `latentface --bundle tiny --device cpu --threads 1 vae ARGS`; the tiny
+/// generator's pictures are not faces a detector finds, so the commands that align
+/// photos get `--no-align` (see [`vae_aligned`]).
 fn vae(args: &[&str]) -> (i32, String, String) {
+    let mut v = args.to_vec();
+    if matches!(
+        args.first(),
+        Some(&("encode" | "reconstruct" | "interpolate" | "anomaly" | "map"))
+    ) {
+        v.insert(1, "--no-align");
+    }
+    vae_aligned(&v)
+}
+
+/// As [`vae`], with the commands' own alignment setting.
+fn vae_aligned(args: &[&str]) -> (i32, String, String) {
     let tiny = tiny_dir().display().to_string();
     let mut all = vec![
         "--bundle",
@@ -662,5 +676,72 @@ fn every_vae_command_creates_missing_output_folders_and_refuses_a_file_in_the_wa
         ],
         &[],
         &["notes.txt is a file, not a folder"],
+    );
+}
+
+#[test]
+fn vae_commands_align_photos_and_say_when_there_is_no_face() {
+    // Issue 13 item 13: the vae commands find the face and align it like invert does
+    // (--no-align for ready crops); `anomaly` rates a picture without a face anomalous.
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = common::repo().join("samples/alice.png");
+    let mut rng = latentface::rng::Rng::new(3);
+    let noise = image::RgbImage::from_fn(240, 200, |_, _| {
+        image::Rgb([0, 1, 2].map(|_| (rng.uniform() * 255.0) as u8))
+    });
+    let noise_path = tmp.path().join("noise.png");
+    noise.save(&noise_path).unwrap();
+    let enc = tmp.path().join("enc");
+    let (code, _, err) = vae_aligned(&["encode", s(&alice), "-o", s(&enc)]);
+    assert_eq!(code, 0, "{err}");
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(enc.join("alice_vae.json")).unwrap())
+            .unwrap();
+    assert_eq!(side["alignment"]["faces_found"], 1, "{side}");
+    // A picture without a face: the error says how to pass a ready crop.
+    let (code, _, err) = vae_aligned(&[
+        "reconstruct",
+        s(&noise_path),
+        "-o",
+        s(&tmp.path().join("r")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no face found") && err.contains("--no-align"),
+        "{err}"
+    );
+    // anomaly: no face is a verdict, not a failure.
+    let csv = tmp.path().join("a.csv");
+    let (code, out, err) = vae_aligned(&[
+        "anomaly",
+        s(&alice),
+        s(&noise_path),
+        "--samples",
+        "0",
+        "--csv",
+        s(&csv),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut r = csv::Reader::from_path(&csv).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(&rows[0][col("face_found")], "true");
+    assert!(rows[0][col("face_score")].parse::<f64>().unwrap() > 0.95);
+    assert_eq!(&rows[1][col("face_found")], "false");
+    assert_eq!(&rows[1][col("verdict")], "anomalous");
+    assert_eq!(&rows[1][col("reason")], "no face found");
+    // --no-align scores the centre square, with no face column; a detector flag with it is refused.
+    let (code, _, err) = vae_aligned(&[
+        "anomaly",
+        s(&noise_path),
+        "--no-align",
+        "--min-face-score",
+        "0.5",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--no-align") && err.contains("--min-face-score"),
+        "{err}"
     );
 }

@@ -7,6 +7,7 @@ use super::args::VaeCommand;
 use super::common::{finish, job_of, Common};
 use super::progress::VaeBar;
 use crate::jobs::vae as job;
+use crate::vae::score::Verdict;
 
 /// Runs `vae ...`.
 pub fn run(common: &Common, command: &VaeCommand) -> Result<()> {
@@ -108,10 +109,11 @@ pub fn run(common: &Common, command: &VaeCommand) -> Result<()> {
                             row.recon_logprob_nats
                                 .map(|v| format!("{v:.1}"))
                                 .unwrap_or_else(|| "-".into()),
-                            if row.too_plain == Some(true) {
-                                format!("{} (too plain for a face photo)", v.as_str())
-                            } else {
-                                v.as_str().to_string()
+                            match &row.reason {
+                                Some(why) if v != Verdict::Normal => {
+                                    format!("{} ({why})", v.as_str())
+                                }
+                                _ => v.as_str().to_string(),
                             }
                         ),
                         _ => println!(

@@ -90,6 +90,9 @@ pub fn generate(
     output: &Path,
     save_latent: Option<&Path>,
 ) -> Result<Generated> {
+    for p in std::iter::once(output).chain(save_latent) {
+        super::io::check_output_file(p, "output")?;
+    }
     if let Some(p) = save_latent {
         if p == output {
             bail!(

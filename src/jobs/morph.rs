@@ -64,7 +64,11 @@ impl MorphJob {
         if matches!(self.size, Some(s) if !(8..=4096).contains(&s)) {
             bail!("--size must be in [8, 4096] pixels");
         }
-        MediaKind::from_path(&self.output)?;
+        // A file where the output's folder must be is found before any work.
+        match MediaKind::from_path(&self.output)? {
+            MediaKind::PngDir => super::io::check_out_dir(&self.output)?,
+            _ => super::io::check_output_file(&self.output, "output")?,
+        }
         if self.paste_back {
             sources::check_paste_back(&self.keys, &self.sources, "key")?;
         }

@@ -222,6 +222,7 @@ pub fn run_family(
 ) -> Result<FamilyReport> {
     let started = Instant::now();
     job.validate(bundle.manifest())?;
+    crate::jobs::io::check_out_dir(&job.out_dir)?;
     bundle.prepare(&[GraphKind::Synthesis])?;
     let parents = resolve_parents(bundle, job, observer)?;
     let children = make_children(bundle, &job.params, &parents)?;

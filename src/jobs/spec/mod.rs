@@ -77,6 +77,7 @@ pub mod defaults {
         samples: usize = 16;
         temperature: f64 = 1.0;
         unusual_percentile: f64 = 95.0;
+        min_face_score: f64 = crate::jobs::vae::MIN_FACE_SCORE;
         impute_lpips_weight: f32 = 0.0;
         prior_weight: f64 = 1.0;
         feather: f64 = 1.5;

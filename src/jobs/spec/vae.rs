@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{defaults, Context, Fields, KindSpec};
+use super::{defaults, Context, FaceOpts, Fields, KindSpec};
 use crate::invert::{EarlyStop, OptimParams, Schedule};
 use crate::jobs::vae::{
     AnomalyJob, DecodeJob, EncodeJob, HoleSpec, ImputeJob, InterpolateJob, MapJob, ReconstructJob,
@@ -25,7 +25,8 @@ fn batch(f: &Fields, n: usize) -> Result<usize> {
 /// `vae encode`: photos -> posterior mean and log-variance files.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct EncodeSpec {
-    /// Photos to encode (PNG or JPEG; centre-cropped and resized to the model's size)
+    /// Photos to encode (PNG or JPEG): the face is found and aligned to the model's
+    /// template (with --no-align, photos are centre-cropped and resized instead)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
     /// Output folder
@@ -35,6 +36,9 @@ pub struct EncodeSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
     /// Stop at the first photo that fails (nothing written). By default the other photos
     /// are still done, each failure is reported, and the exit status is 1
     #[arg(long)]
@@ -48,6 +52,7 @@ impl KindSpec for EncodeSpec {
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
         v.push(&mut self.output);
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -62,6 +67,7 @@ impl KindSpec for EncodeSpec {
             photos: self.photos.clone(),
             out_dir: self.output.clone(),
             batch_size: batch(&f, self.batch_size)?,
+            align: self.faces.settings(&f, false)?,
             fail_fast: self.fail_fast,
         })
     }
@@ -110,7 +116,8 @@ impl KindSpec for DecodeSpec {
 /// `vae reconstruct`: photos -> reconstructions and their figures.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct ReconstructSpec {
-    /// Photos to encode and decode again (PNG or JPEG)
+    /// Photos to encode and decode again (PNG or JPEG): the face is found and aligned
+    /// (with --no-align, centre-cropped and resized)
     #[arg(required = true, value_name = "PHOTO")]
     pub photos: Vec<PathBuf>,
     /// Output folder
@@ -120,6 +127,9 @@ pub struct ReconstructSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
     /// Stop at the first photo that fails (nothing written). By default the other photos
     /// are still done, each failure is reported, and the exit status is 1
     #[arg(long)]
@@ -133,6 +143,7 @@ impl KindSpec for ReconstructSpec {
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
         v.push(&mut self.output);
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -147,6 +158,7 @@ impl KindSpec for ReconstructSpec {
             photos: self.photos.clone(),
             out_dir: self.output.clone(),
             batch_size: batch(&f, self.batch_size)?,
+            align: self.faces.settings(&f, false)?,
             fail_fast: self.fail_fast,
         })
     }
@@ -184,13 +196,18 @@ pub struct InterpolateSpec {
     #[arg(long)]
     #[serde(default)]
     pub bounce: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
 }
 
 impl KindSpec for InterpolateSpec {
     const KIND: &'static str = "vae_interpolate";
     type Job = InterpolateJob;
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        vec![&mut self.a, &mut self.b, &mut self.output]
+        let mut v = vec![&mut self.a, &mut self.b, &mut self.output];
+        v.extend(self.faces.paths_mut());
+        v
     }
     fn inputs(&self) -> Vec<PathBuf> {
         vec![self.a.clone(), self.b.clone()]
@@ -210,6 +227,7 @@ impl KindSpec for InterpolateSpec {
             size: self.size,
             fps: self.fps,
             bounce: self.bounce,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }
@@ -288,6 +306,15 @@ pub struct AnomalySpec {
     #[arg(long)]
     #[serde(default)]
     pub skip_unreadable: bool,
+    /// A face the detector is less sure of than this (confidence in [0, 1]) is anomalous:
+    /// real face photos score above 0.99, things it mistakes for faces (a cat, a pattern)
+    /// below 0.9. No face at all is anomalous too (with alignment on)
+    #[arg(long, default_value_t = defaults::min_face_score(), value_name = "P")]
+    #[serde(default = "defaults::min_face_score")]
+    pub min_face_score: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
 }
 
 impl KindSpec for AnomalySpec {
@@ -296,6 +323,7 @@ impl KindSpec for AnomalySpec {
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.inputs.iter_mut().collect();
         v.extend(self.csv.iter_mut());
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -307,6 +335,14 @@ impl KindSpec for AnomalySpec {
     fn build(&self, ctx: &Context<'_>) -> Result<Self::Job> {
         let f = Self::fields(ctx.origin);
         f.within("unusual_percentile", self.unusual_percentile, 0.0, 100.0)?;
+        f.within("min_face_score", self.min_face_score, 0.0, 1.0)?;
+        if !self.faces.align && self.min_face_score != defaults::min_face_score() {
+            bail!(
+                "{} turns face detection off, so {} does not apply",
+                f.name("align"),
+                f.name("min_face_score")
+            );
+        }
         Ok(AnomalyJob {
             inputs: self.inputs.clone(),
             csv: self.csv.clone(),
@@ -315,6 +351,8 @@ impl KindSpec for AnomalySpec {
             seed: self.seed,
             unusual_percentile: self.unusual_percentile,
             skip_unreadable: self.skip_unreadable,
+            min_face_score: self.min_face_score,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }
@@ -361,7 +399,8 @@ impl<'de> Deserialize<'de> for PixelBox {
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 #[command(group = clap::ArgGroup::new("hole").required(true).args(["mask", "box"]))]
 pub struct ImputeSpec {
-    /// The photo with missing pixels (PNG or JPEG, any size)
+    /// The photo with missing pixels (PNG or JPEG, any size); the model sees its centre
+    /// square (not aligned: give a face crop)
     #[arg(value_name = "PHOTO")]
     pub photo: PathBuf,
     /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white.
@@ -537,6 +576,9 @@ pub struct MapSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub faces: FaceOpts,
 }
 
 impl KindSpec for MapSpec {
@@ -546,6 +588,7 @@ impl KindSpec for MapSpec {
         let mut v: Vec<&mut PathBuf> = self.inputs.iter_mut().collect();
         v.push(&mut self.output);
         v.extend(self.grid.iter_mut());
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -567,6 +610,7 @@ impl KindSpec for MapSpec {
             grid_n: self.grid_n,
             grid_range: self.grid_range,
             batch_size: batch(&f, self.batch_size)?,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{flat, photos_for_folder, VaeObserver};
+use super::{flat, photos_for_folder, PhotoReader, VaeObserver};
+use crate::align::AlignSettings;
 use crate::fsutil;
 use crate::jobs::{io, Outcome};
 use crate::latent::{write_vae_latent, BundleRef};
@@ -20,6 +21,8 @@ pub struct EncodeJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// How photos are aligned (on by default; off for ready crops).
+    pub align: AlignSettings,
     /// Stop at the first unreadable photo (nothing written) instead of going on.
     pub fail_fast: bool,
 }
@@ -36,6 +39,8 @@ pub struct EncodedPhoto {
     pub logvar: PathBuf,
     /// Wall time of the encoder calls divided by the photos.
     pub seconds_per_image: f64,
+    /// How the face was cut from the photo; `null` with alignment off.
+    pub alignment: Option<crate::align::AlignRecord>,
 }
 
 pub fn run_encode(
@@ -44,7 +49,13 @@ pub fn run_encode(
     obs: &mut dyn VaeObserver,
 ) -> Result<Outcome<EncodedPhoto>> {
     let vae = Vae::new(bundle)?;
-    let (photos, failed) = photos_for_folder(&vae, &job.photos, &job.out_dir, job.fail_fast, obs)?;
+    let (photos, failed) = photos_for_folder(
+        &PhotoReader::new(bundle, &job.align)?,
+        &job.photos,
+        &job.out_dir,
+        job.fail_fast,
+        obs,
+    )?;
     if photos.is_empty() {
         return Ok(Outcome {
             done: Vec::new(),
@@ -72,6 +83,7 @@ pub fn run_encode(
             mu: mu_path,
             logvar: lv_path,
             seconds_per_image: per,
+            alignment: p.alignment.clone(),
         };
         fsutil::write_json_atomic(&job.out_dir.join(format!("{}_vae.json", p.stem)), &rec)?;
         out.push(rec);

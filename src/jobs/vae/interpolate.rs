@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::{load_photo, to_rgb, upscale, VaeObserver, DEFAULT_BATCH};
+use super::{to_rgb, upscale, PhotoReader, VaeObserver, DEFAULT_BATCH};
 use crate::imageio;
 use crate::interp::{self, Easing, FramePlan, Interp, PathSpec};
 use crate::jobs::io;
@@ -76,15 +76,22 @@ fn plan<'a>(
     FramePlan::new(keys, origin, &spec)
 }
 
+fn is_npy(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("npy"))
+}
+
 /// An interpolation end: a photo (encoded to its mean) or a latent `.npy`.
-pub fn endpoint_latent(vae: &Vae<'_>, path: &Path, obs: &mut dyn VaeObserver) -> Result<Vec<f32>> {
-    let is_npy = path
-        .extension()
-        .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("npy"));
-    if is_npy {
+pub fn endpoint_latent(
+    vae: &Vae<'_>,
+    reader: &PhotoReader,
+    path: &Path,
+    obs: &mut dyn VaeObserver,
+) -> Result<Vec<f32>> {
+    if is_npy(path) {
         read_vae_latent(path, vae.z_dim())
     } else {
-        let p = load_photo(path, vae.resolution(), obs)?;
+        let p = reader.read(path, obs)?;
         Ok(vae.encode(&p.tensor, 1)?.0)
     }
 }
@@ -103,6 +110,8 @@ pub struct InterpolateJob {
     pub fps: f64,
     /// Play forwards then backwards (GIF/MP4 loops without a jump).
     pub bounce: bool,
+    /// How photo ends are aligned (on by default; off for ready crops).
+    pub align: crate::align::AlignSettings,
 }
 
 /// What `vae interpolate` wrote.
@@ -172,9 +181,17 @@ pub fn run_interpolate(
 ) -> Result<InterpolateSummary> {
     let vae = Vae::new(bundle)?;
     job.validate()?;
+    // The detector is opened only when an end is a photo.
+    let photo_end = [&job.a, &job.b].iter().any(|p| !is_npy(p));
+    let settings = if photo_end {
+        job.align.clone()
+    } else {
+        crate::align::AlignSettings::off()
+    };
+    let reader = PhotoReader::new(bundle, &settings)?;
     let keys = [
-        endpoint_latent(&vae, &job.a, obs)?,
-        endpoint_latent(&vae, &job.b, obs)?,
+        endpoint_latent(&vae, &reader, &job.a, obs)?,
+        endpoint_latent(&vae, &reader, &job.b, obs)?,
     ];
     let origin = vec![0f32; vae.z_dim()];
     let n = job.steps;
@@ -328,6 +345,7 @@ mod tests {
             size: 8,
             fps: 10.0,
             bounce: false,
+            align: crate::align::AlignSettings::off(),
         };
         let err = |j: InterpolateJob| j.validate().unwrap_err().to_string();
         assert!(err(job(1, "x.gif")).contains("--steps must be at least 2"));

@@ -17,7 +17,7 @@ use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
-use super::{flat, load_photo, to_rgb, VaeObserver, DEFAULT_BATCH};
+use super::{flat, to_rgb, PhotoReader, VaeObserver, DEFAULT_BATCH};
 use crate::fsutil;
 use crate::jobs::io::{check_png_output, create_parent, expand_inputs};
 use crate::model::{Bundle, GraphKind};
@@ -68,6 +68,8 @@ pub struct MapJob {
     /// Grid half-width in standard deviations of each component.
     pub grid_range: f64,
     pub batch_size: usize,
+    /// How photos are aligned (on by default; off for ready crops).
+    pub align: crate::align::AlignSettings,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +147,7 @@ pub fn run_map(bundle: &Bundle, job: &MapJob, obs: &mut dyn VaeObserver) -> Resu
     if paths.len() < 3 {
         bail!("a map needs at least 3 images, got {}", paths.len());
     }
+    let reader = PhotoReader::new(bundle, &job.align)?;
     bundle.prepare(&[GraphKind::VaeEncoder])?;
     let res = vae.resolution();
     let zd = vae.z_dim();
@@ -153,7 +156,7 @@ pub fn run_map(bundle: &Bundle, job: &MapJob, obs: &mut dyn VaeObserver) -> Resu
     for chunk in paths.chunks(job.batch_size.max(1)) {
         let photos = chunk
             .iter()
-            .map(|p| load_photo(p, res, obs))
+            .map(|p| reader.read(p, obs))
             .collect::<Result<Vec<_>>>()?;
         mus.extend(vae.encode(&flat(&photos), photos.len())?.0);
         for p in &photos {

@@ -27,7 +27,9 @@ mod map;
 mod reconstruct;
 mod sample;
 
-pub use anomaly::{anomaly_csv, calibrations, run_anomaly, AnomalyJob, AnomalyReport, AnomalyRow};
+pub use anomaly::{
+    anomaly_csv, calibrations, run_anomaly, AnomalyJob, AnomalyReport, AnomalyRow, MIN_FACE_SCORE,
+};
 pub use decode::{run_decode, DecodeJob};
 pub use encode::{run_encode, EncodeJob, EncodedPhoto};
 pub use impute::{run_impute, HoleSpec, ImputeJob, ImputeSummary};
@@ -55,8 +57,10 @@ use serde::Serialize;
 
 use super::io::stem_of;
 use super::{record_failure, Failure};
+use crate::align::{self, AlignRecord, AlignSettings, Aligner, Template};
 use crate::fsutil;
 use crate::imageio;
+use crate::model::Bundle;
 
 /// The jobs' one observer (warnings, progress of images or frames, imputation steps).
 pub use super::{Observer as VaeObserver, Quiet};
@@ -73,10 +77,90 @@ pub struct Photo {
     /// `[3, R, R]` in [-1, 1].
     pub tensor: Vec<f32>,
     pub original_size: (u32, u32),
+    /// How the face was cut from the photo; `None` with alignment off.
+    pub alignment: Option<AlignRecord>,
 }
 
-/// Reads one photo at resolution `res` through `imageio`'s loader (upright, limits
-/// checked, centre square); warnings go to the observer.
+/// The hint added to "no face found" in the VAE commands.
+const NO_FACE_HINT: &str = "if it is already an aligned face crop, pass --no-align";
+
+/// How a VAE job turns photos into model inputs, as `invert`, `family` and `morph` do:
+/// the face is found and aligned to the bundle's template (`crate::align`), or, with
+/// alignment off (`--no-align`, ready crops), the photo is centre-cropped and resized.
+pub struct PhotoReader {
+    res: usize,
+    aligner: Option<Aligner>,
+}
+
+impl PhotoReader {
+    /// Opens the detector when `settings` has alignment on.
+    pub fn new(bundle: &Bundle, settings: &AlignSettings) -> Result<PhotoReader> {
+        let aligner = if settings.enabled {
+            let template = Template::from_manifest(bundle.manifest())
+                .with_context(|| format!("bundle {}", bundle.dir().display()))?;
+            Some(Aligner::new(settings, template, bundle.options())?)
+        } else {
+            None
+        };
+        Ok(PhotoReader {
+            res: bundle.resolution(),
+            aligner,
+        })
+    }
+
+    pub fn aligns(&self) -> bool {
+        self.aligner.is_some()
+    }
+
+    /// Reads one photo at the model's resolution through `imageio`'s loader (upright,
+    /// limits checked): the aligned face crop, or the centre square with alignment off.
+    /// Warnings go to the observer. A photo without a face is an error that says how
+    /// to pass a ready crop.
+    pub fn read(&self, path: &Path, obs: &mut dyn VaeObserver) -> Result<Photo> {
+        self.read_keeping_no_face(path, obs)
+            .map_err(|e| align::hint_no_face(e, NO_FACE_HINT))
+    }
+
+    /// As [`PhotoReader::read`], but "no face found" stays an [`align::NoFaceFound`]
+    /// (for `anomaly`, where it is a verdict, not a failure).
+    pub fn read_keeping_no_face(&self, path: &Path, obs: &mut dyn VaeObserver) -> Result<Photo> {
+        if !path.is_file() {
+            bail!("photo {} does not exist or is not a file", path.display());
+        }
+        let (tensor, original_size, alignment, warnings) = match &self.aligner {
+            Some(a) => {
+                let c = align::prepare_photo_crops(path, self.res as u32, a)?;
+                let face = c.faces.into_iter().next().context("no face crop made")?;
+                (
+                    imageio::rgb_to_tensor(&face.crop),
+                    c.photo.dimensions(),
+                    Some(face.record),
+                    c.warnings,
+                )
+            }
+            None => {
+                let loaded = imageio::load_image(path, self.res as u32)?;
+                (loaded.tensor, loaded.original_size, None, loaded.warnings)
+            }
+        };
+        for w in &warnings {
+            obs.warning(w);
+        }
+        let sha256 = fsutil::sha256_file(path)
+            .with_context(|| format!("cannot read photo {}", path.display()))?;
+        Ok(Photo {
+            path: path.to_path_buf(),
+            stem: stem_of(path)?,
+            sha256,
+            tensor,
+            original_size,
+            alignment,
+        })
+    }
+}
+
+/// Reads one photo at resolution `res`, centre square, no alignment (ready crops; the
+/// jobs go through [`PhotoReader`]).
 pub fn load_photo(path: &Path, res: usize, obs: &mut dyn VaeObserver) -> Result<Photo> {
     if !path.is_file() {
         bail!("photo {} does not exist or is not a file", path.display());
@@ -93,6 +177,7 @@ pub fn load_photo(path: &Path, res: usize, obs: &mut dyn VaeObserver) -> Result<
         sha256,
         tensor: loaded.tensor,
         original_size: loaded.original_size,
+        alignment: None,
     })
 }
 
@@ -100,8 +185,8 @@ pub fn load_photo(path: &Path, res: usize, obs: &mut dyn VaeObserver) -> Result<
 /// outputs would share a name (`unique_stems`). A photo that cannot be read goes to
 /// `failed` (or ends the job with `fail_fast`).
 fn load_photos(
+    reader: &PhotoReader,
     paths: &[PathBuf],
-    res: usize,
     unique_stems: bool,
     fail_fast: bool,
     failed: &mut Vec<Failure>,
@@ -122,7 +207,7 @@ fn load_photos(
     }
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
-        match load_photo(p, res, obs) {
+        match reader.read(p, obs) {
             Ok(photo) => out.push(photo),
             Err(e) => record_failure(failed, fail_fast, p, e)?,
         }
@@ -134,7 +219,7 @@ fn load_photos(
 /// `reconstruct`): the folder checked, every photo read (unique names), the unreadable
 /// ones in the second list (or the job ended, with `fail_fast`).
 fn photos_for_folder(
-    vae: &crate::vae::Vae<'_>,
+    reader: &PhotoReader,
     paths: &[PathBuf],
     out_dir: &Path,
     fail_fast: bool,
@@ -142,7 +227,7 @@ fn photos_for_folder(
 ) -> Result<(Vec<Photo>, Vec<Failure>)> {
     super::io::check_out_dir(out_dir)?;
     let mut failed = Vec::new();
-    let photos = load_photos(paths, vae.resolution(), true, fail_fast, &mut failed, obs)?;
+    let photos = load_photos(reader, paths, true, fail_fast, &mut failed, obs)?;
     Ok((photos, failed))
 }
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{flat, photos_for_folder, to_rgb, FailedPhoto, VaeObserver};
+use super::{flat, photos_for_folder, to_rgb, FailedPhoto, PhotoReader, VaeObserver};
+use crate::align::AlignSettings;
 use crate::fsutil;
 use crate::imageio;
 use crate::jobs::{io, Failure};
@@ -21,6 +22,8 @@ pub struct ReconstructJob {
     pub photos: Vec<PathBuf>,
     pub out_dir: PathBuf,
     pub batch_size: usize,
+    /// How photos are aligned (on by default; off for ready crops).
+    pub align: AlignSettings,
     /// Stop at the first unreadable photo (nothing written) instead of going on.
     pub fail_fast: bool,
 }
@@ -62,7 +65,13 @@ pub fn run_reconstruct(
     obs: &mut dyn VaeObserver,
 ) -> Result<(Option<ReconstructReport>, Vec<Failure>)> {
     let vae = Vae::new(bundle)?;
-    let (photos, failed) = photos_for_folder(&vae, &job.photos, &job.out_dir, job.fail_fast, obs)?;
+    let (photos, failed) = photos_for_folder(
+        &PhotoReader::new(bundle, &job.align)?,
+        &job.photos,
+        &job.out_dir,
+        job.fail_fast,
+        obs,
+    )?;
     if photos.is_empty() {
         return Ok((None, failed));
     }
