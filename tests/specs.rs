@@ -42,34 +42,34 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("invert {a} {b} -o {out} --face 2 --detector {det} --paste-back --steps 120 --space w+ \
                  --w-steps 10 --batch-size 3 --seed 7 --lr 0.05 --noise-strength 0.01 --pixel-weight 0.5 \
                  --lpips-weight 2 --spread-weight 0.3 --init mean --mask {a} --mask {b} --patience 9 \
-                 --min-improvement 0.01 --fail-fast"),
+                 --min-improvement 0.01 --fail-fast --no-metadata"),
         format!("invert {a} -o {out} --no-align --space w"),
         format!("invert {a} -o {out} --all"),
         format!("align {a} {b} -o {out} --size 128 --face 2 --detector {det} --min-score 0.5 --fail-fast"),
         format!("align {a} -o {out} --all"),
-        format!("generate --seed 5 --psi 0.5 -o {out}.png --save-latent {out}.npy"),
+        format!("generate --seed 5 --psi 0.5 -o {out}.png --save-latent {out}.npy --no-metadata"),
         format!("generate --latent {latent} -o {out}.png"),
         format!("family {a} {b} -o {out} --mix 0.3 --coarse 0.1 --middle 0.2 --fine 0.9 --crossover \
                  --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
-                 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det}"),
+                 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
-                 --cache {out}.cache --face 1 --detector {det}"),
+                 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline"),
         format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast"),
-        format!("vae decode {latent} -o {out}.png --size 100"),
-        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast"),
-        format!("vae interpolate {a} {b} --steps 5 -o {out}.gif --path slerp --size 64 --fps 5 --bounce"),
-        format!("vae sample --n 3 --seed 2 --temperature 0.8 -o {out}"),
+        format!("vae decode {latent} -o {out}.png --size 100 --no-metadata"),
+        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast --no-metadata"),
+        format!("vae interpolate {a} {b} --steps 5 -o {out}.gif --path slerp --size 64 --fps 5 --bounce --no-metadata"),
+        format!("vae sample --n 3 --seed 2 --temperature 0.8 -o {out} --no-metadata"),
         format!("vae anomaly {a} {} --csv {out}.csv --batch-size 3 --samples 4 --seed 1 \
                  --unusual-percentile 90 --skip-unreadable", p("samples")),
         format!("vae impute {a} --mask {b} --holes-white -o {out}.png --compare {out}_c.png --steps 20 \
                  --lr 0.2 --noise-strength 0.1 --pixel-weight 0.5 --lpips-weight 0.2 --prior-weight 0.5 \
-                 --feather 2 --patience 5 --seed 3 --restarts 2"),
+                 --feather 2 --patience 5 --seed 3 --restarts 2 --no-metadata"),
         format!("vae impute {a} --box 1,2,3,4 -o {out}.png"),
         format!("vae map {} -o {out}.png --size 512 --thumb 20 --grid {out}_g.png --grid-n 5 \
-                 --grid-range 1.5 --batch-size 4", p("samples")),
+                 --grid-range 1.5 --batch-size 4 --no-metadata", p("samples")),
     ];
     lines
         .iter()

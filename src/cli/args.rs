@@ -60,8 +60,9 @@ pub enum Command {
     Generate(GenerateSpec),
     /// Invert photos into latent codes; writes latent, sidecar, reconstruction, comparison and report per photo
     Invert(InvertSpec),
-    /// Show (and check) what a model bundle holds
-    Info,
+    /// Show (and check) what a model bundle holds, its directions included; with FILE, the
+    /// provenance metadata of a picture or video latentface wrote
+    Info(InfoArgs),
     /// Time inversion steps at several batch sizes
     Bench(BenchArgs),
     /// Children of two parents (photos or latents): blended genes, age/gender, siblings, a family sheet
@@ -154,6 +155,14 @@ pub struct BatchArgs {
     /// Do not read or write the latent cache (unless a job names its own)
     #[arg(long)]
     pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// A PNG, GIF or MP4: print its provenance metadata (synthetic, program, bundle, job
+    /// parameters) instead of describing the bundle
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +269,7 @@ impl Command {
                 VaeCommand::Impute(s) => J::VaeImpute(s.clone()),
                 VaeCommand::Map(s) => J::VaeMap(s.clone()),
             },
-            Command::Info | Command::Bench(_) | Command::Batch(_) | Command::Eval(_) => {
+            Command::Info(_) | Command::Bench(_) | Command::Batch(_) | Command::Eval(_) => {
                 return None
             }
         })

@@ -26,6 +26,15 @@ pub fn info(common: &Common) -> Result<()> {
     Ok(())
 }
 
+/// `info FILE`: the provenance record of a picture or video.
+pub fn info_file(path: &std::path::Path) -> Result<()> {
+    match crate::provenance::read_file(path)? {
+        Some(r) => print!("{}: latentface metadata\n{}", path.display(), crate::provenance::describe(&r)),
+        None => println!("{}: no latentface metadata", path.display()),
+    }
+    Ok(())
+}
+
 pub fn generate(common: &Common, spec: &GenerateSpec) -> Result<()> {
     let job = job_of(spec, None)?;
     let bundle = common.open_bundle()?;

@@ -489,6 +489,17 @@ pub fn run_job_warning(
     cache: &LatentCache,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Vec<PathBuf>> {
+    let record = spec.provenance(Some(bundle.reference()));
+    crate::provenance::scoped(record, || run_job_inner(bundle, spec, cache, warn))
+}
+
+/// [`run_job_warning`] inside its provenance scope.
+fn run_job_inner(
+    bundle: &Bundle,
+    spec: &JobSpec,
+    cache: &LatentCache,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>> {
     let mut observer = Warnings(warn);
     let ctx = SpecContext {
         manifest: Some(bundle.manifest()),

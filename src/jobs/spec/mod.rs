@@ -31,7 +31,7 @@ use serde::Serialize;
 use super::sources::LatentCache;
 use crate::model::Manifest;
 
-pub use common::{FaceOpts, SourceOpts};
+pub use common::{FaceOpts, MetadataOpts, SourceOpts};
 pub use gan::{AlignSpec, GenerateSpec, InvertSpec};
 pub use latent::{FamilySpec, MorphSpec};
 pub use vae::{
@@ -217,6 +217,11 @@ pub trait KindSpec: clap::Args + Serialize + DeserializeOwned + Clone + std::fmt
     fn fields(origin: Origin) -> Fields {
         Fields::of::<Self>(origin)
     }
+    /// Whether the job's pictures carry provenance metadata (`no_metadata` unset; kinds
+    /// that write no pictures keep the default).
+    fn metadata(&self) -> bool {
+        true
+    }
 }
 
 /// Reads a manifest entry or a JSON body (without `kind` and `id`) as a `T`; unknown
@@ -287,6 +292,22 @@ macro_rules! job_kinds {
 
             pub fn outputs(&self) -> Vec<PathBuf> {
                 match self { $(JobSpec::$variant(s) => s.outputs(),)* }
+            }
+
+            /// Whether the job's pictures carry provenance metadata.
+            pub fn metadata(&self) -> bool {
+                match self { $(JobSpec::$variant(s) => s.metadata(),)* }
+            }
+
+            /// The provenance record of this job's pictures (`None` with `no_metadata`).
+            pub fn provenance(&self, bundle: Option<crate::latent::BundleRef>) -> Option<crate::provenance::Provenance> {
+                self.metadata().then(|| {
+                    let mut params = serde_json::to_value(self).unwrap_or_default();
+                    if let Some(o) = params.as_object_mut() {
+                        o.remove("kind");
+                    }
+                    crate::provenance::Provenance::new(self.kind(), params, bundle)
+                })
             }
 
             pub fn into_job(&self, ctx: &Context<'_>) -> Result<Job> {

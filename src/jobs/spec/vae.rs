@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{defaults, Context, Fields, KindSpec};
+use super::{MetadataOpts, defaults, Context, Fields, KindSpec};
 use crate::invert::{EarlyStop, OptimParams, Schedule};
 use crate::jobs::vae::{
     AnomalyJob, DecodeJob, EncodeJob, HoleSpec, ImputeJob, InterpolateJob, MapJob, ReconstructJob,
@@ -80,11 +80,18 @@ pub struct DecodeSpec {
     #[arg(long, value_name = "PX")]
     #[serde(default)]
     pub size: Option<u32>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for DecodeSpec {
     const KIND: &'static str = "vae_decode";
     type Job = DecodeJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.latent, &mut self.output]
     }
@@ -125,11 +132,18 @@ pub struct ReconstructSpec {
     #[arg(long)]
     #[serde(default)]
     pub fail_fast: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for ReconstructSpec {
     const KIND: &'static str = "vae_reconstruct";
     type Job = ReconstructJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
         v.push(&mut self.output);
@@ -184,11 +198,18 @@ pub struct InterpolateSpec {
     #[arg(long)]
     #[serde(default)]
     pub bounce: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for InterpolateSpec {
     const KIND: &'static str = "vae_interpolate";
     type Job = InterpolateJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.a, &mut self.b, &mut self.output]
     }
@@ -232,11 +253,18 @@ pub struct SampleSpec {
     /// Output folder
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for SampleSpec {
     const KIND: &'static str = "vae_sample";
     type Job = SampleJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.output]
     }
@@ -425,11 +453,18 @@ pub struct ImputeSpec {
     #[arg(long, default_value_t = defaults::restarts(), value_name = "N")]
     #[serde(default = "defaults::restarts")]
     pub restarts: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for ImputeSpec {
     const KIND: &'static str = "vae_impute";
     type Job = ImputeJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v = vec![&mut self.photo];
         v.extend(self.mask.iter_mut());
@@ -537,11 +572,18 @@ pub struct MapSpec {
     #[arg(long, default_value_t = defaults::vae_batch())]
     #[serde(default = "defaults::vae_batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for MapSpec {
     const KIND: &'static str = "vae_map";
     type Job = MapJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.inputs.iter_mut().collect();
         v.push(&mut self.output);
