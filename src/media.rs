@@ -266,9 +266,9 @@ impl FrameWriter {
                 let w = m
                     .finish()
                     .with_context(|| format!("finishing MP4 {}", path.display()))?;
-                let mut file = w.into_inner().map_err(|e| e.into_error())?;
+                let file = w.into_inner().map_err(|e| e.into_error())?;
                 if let Some(r) = &self.record {
-                    crate::provenance::append_mp4_record(&mut file, r)
+                    crate::provenance::append_mp4_record(&self.tmp, r)
                         .with_context(|| format!("writing the metadata of {}", path.display()))?;
                 }
                 sync_and_rename(BufWriter::new(file), &self.tmp, &path)?;

@@ -201,7 +201,13 @@ fn gif_comments(b: &[u8]) -> Result<Vec<Vec<u8>>> {
 
 /// Appends `moov/udta/meta/ilst/desc` with the record to a finished MP4 whose last
 /// top-level box is `moov` (as the mp4 crate writes them).
-pub fn append_mp4_record(file: &mut std::fs::File, record: &Provenance) -> Result<()> {
+pub fn append_mp4_record(path: &Path, record: &Provenance) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file = &mut f;
     let len = file.seek(SeekFrom::End(0))?;
     // Find the last top-level box.
     let mut pos = 0u64;
@@ -239,6 +245,7 @@ pub fn append_mp4_record(file: &mut std::fs::File, record: &Provenance) -> Resul
     file.write_all(&bytes)?;
     file.seek(SeekFrom::Start(moov_pos))?;
     file.write_all(&new_size.to_be_bytes())?;
+    file.sync_all()?;
     Ok(())
 }
 
