@@ -272,8 +272,9 @@ fn udta_box(text: &[u8]) -> Vec<u8> {
 
 fn read_mp4(bytes: &[u8]) -> Result<Option<Provenance>> {
     use mp4::Metadata;
-    let reader = mp4::Mp4Reader::read_header(BufReader::new(Cursor::new(bytes)), bytes.len() as u64)
-        .map_err(|e| anyhow::anyhow!("not a readable MP4: {e}"))?;
+    let reader =
+        mp4::Mp4Reader::read_header(BufReader::new(Cursor::new(bytes)), bytes.len() as u64)
+            .map_err(|e| anyhow::anyhow!("not a readable MP4: {e}"))?;
     let meta = reader.metadata();
     match meta.summary() {
         Some(text) => match parse(&text) {
@@ -311,7 +312,10 @@ pub fn read_file(path: &Path) -> Result<Option<Provenance>> {
 /// `info FILE`'s text for a record.
 pub fn describe(r: &Provenance) -> String {
     let mut s = String::new();
-    s.push_str(&format!("synthetic   {}\n", if r.synthetic { "yes" } else { "no" }));
+    s.push_str(&format!(
+        "synthetic   {}\n",
+        if r.synthetic { "yes" } else { "no" }
+    ));
     s.push_str(&format!("note        {}\n", r.note));
     s.push_str(&format!("program     {}\n", r.program));
     match &r.bundle {
@@ -337,7 +341,11 @@ mod tests {
     use super::*;
 
     fn record() -> Provenance {
-        Provenance::new("generate", serde_json::json!({"seed": 3, "output": "ü.png"}), None)
+        Provenance::new(
+            "generate",
+            serde_json::json!({"seed": 3, "output": "ü.png"}),
+            None,
+        )
     }
 
     #[test]

@@ -25,7 +25,15 @@ fn generated_pictures_and_videos_carry_it_and_no_metadata_leaves_it_out() {
     let t = common::tiny_arg();
     let png = d.join("face.png");
     let (code, _, err) = common::run(&[
-        "--bundle", &t, "--device", "cpu", "generate", "--seed", "4", "-o", png.to_str().unwrap(),
+        "--bundle",
+        &t,
+        "--device",
+        "cpu",
+        "generate",
+        "--seed",
+        "4",
+        "-o",
+        png.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let r = record(&png);
@@ -40,16 +48,34 @@ fn generated_pictures_and_videos_carry_it_and_no_metadata_leaves_it_out() {
     let lat_b = d.join("b.npy");
     for (seed, p) in [("1", &lat_a), ("2", &lat_b)] {
         let (code, _, err) = common::run(&[
-            "--bundle", &t, "--device", "cpu", "generate", "--seed", seed, "-o",
-            d.join("x.png").to_str().unwrap(), "--save-latent", p.to_str().unwrap(),
+            "--bundle",
+            &t,
+            "--device",
+            "cpu",
+            "generate",
+            "--seed",
+            seed,
+            "-o",
+            d.join("x.png").to_str().unwrap(),
+            "--save-latent",
+            p.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{err}");
     }
     for ext in ["gif", "mp4"] {
         let out = d.join(format!("m.{ext}"));
         let (code, _, err) = common::run(&[
-            "--bundle", &t, "--device", "cpu", "morph", lat_a.to_str().unwrap(),
-            lat_b.to_str().unwrap(), "-o", out.to_str().unwrap(), "--frames-per-key", "3",
+            "--bundle",
+            &t,
+            "--device",
+            "cpu",
+            "morph",
+            lat_a.to_str().unwrap(),
+            lat_b.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--frames-per-key",
+            "3",
         ]);
         assert_eq!(code, 0, "{err}");
         let r = record(&out);
@@ -58,20 +84,32 @@ fn generated_pictures_and_videos_carry_it_and_no_metadata_leaves_it_out() {
         assert_eq!(r.bundle.as_ref().unwrap().manifest_sha256, tiny_sha());
         let (code, out_text, err) = common::run(&["info", out.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
-        assert!(out_text.contains("latentface metadata") && out_text.contains("synthetic   yes"), "{out_text}");
+        assert!(
+            out_text.contains("latentface metadata") && out_text.contains("synthetic   yes"),
+            "{out_text}"
+        );
         assert!(out_text.contains(&tiny_sha()), "{out_text}");
         // An MP4 is still an MP4 players read (the moov box grew by the metadata).
         if ext == "mp4" {
             let bytes = std::fs::read(&out).unwrap();
-            let r = mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+            let r = mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64)
+                .unwrap();
             assert_eq!(r.tracks().len(), 1);
         }
     }
     // Family (PNGs, the sheet included) with --no-metadata: none carry it.
     let fam = d.join("fam");
     let (code, _, err) = common::run(&[
-        "--bundle", &t, "--device", "cpu", "family", lat_a.to_str().unwrap(),
-        lat_b.to_str().unwrap(), "-o", fam.to_str().unwrap(), "--no-metadata",
+        "--bundle",
+        &t,
+        "--device",
+        "cpu",
+        "family",
+        lat_a.to_str().unwrap(),
+        lat_b.to_str().unwrap(),
+        "-o",
+        fam.to_str().unwrap(),
+        "--no-metadata",
     ]);
     assert_eq!(code, 0, "{err}");
     let pngs: Vec<_> = common::files_under(&fam)
@@ -84,16 +122,32 @@ fn generated_pictures_and_videos_carry_it_and_no_metadata_leaves_it_out() {
     }
     let gif = d.join("plain.gif");
     let (code, _, err) = common::run(&[
-        "--bundle", &t, "--device", "cpu", "morph", lat_a.to_str().unwrap(),
-        lat_b.to_str().unwrap(), "-o", gif.to_str().unwrap(), "--frames-per-key", "2",
+        "--bundle",
+        &t,
+        "--device",
+        "cpu",
+        "morph",
+        lat_a.to_str().unwrap(),
+        lat_b.to_str().unwrap(),
+        "-o",
+        gif.to_str().unwrap(),
+        "--frames-per-key",
+        "2",
         "--no-metadata",
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(read_file(&gif).unwrap(), None);
     // ... and without the flag every family PNG carries it.
     let (code, _, err) = common::run(&[
-        "--bundle", &t, "--device", "cpu", "family", lat_a.to_str().unwrap(),
-        lat_b.to_str().unwrap(), "-o", fam.to_str().unwrap(),
+        "--bundle",
+        &t,
+        "--device",
+        "cpu",
+        "family",
+        lat_a.to_str().unwrap(),
+        lat_b.to_str().unwrap(),
+        "-o",
+        fam.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     for p in &pngs {
@@ -114,7 +168,14 @@ fn batch_jobs_carry_their_own_parameters() {
     .unwrap();
     let t = common::tiny_arg();
     let (code, out, err) = common::run(&[
-        "--bundle", &t, "--device", "cpu", "batch", manifest.to_str().unwrap(), "--jobs", "2",
+        "--bundle",
+        &t,
+        "--device",
+        "cpu",
+        "batch",
+        manifest.to_str().unwrap(),
+        "--jobs",
+        "2",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(record(&d.join("a.png")).parameters["seed"], 11);
@@ -125,12 +186,17 @@ fn batch_jobs_carry_their_own_parameters() {
 fn a_foreign_png_has_no_latentface_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("photo.png");
-    image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3])).save(&p).unwrap();
+    image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]))
+        .save(&p)
+        .unwrap();
     let (code, out, err) = common::run(&["info", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("no latentface metadata"), "{out}");
     // The sample photos are real photos: none.
-    let (code, out, _) = common::run(&["info", common::repo().join("samples/alice.png").to_str().unwrap()]);
+    let (code, out, _) = common::run(&[
+        "info",
+        common::repo().join("samples/alice.png").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("no latentface metadata"), "{out}");
 }

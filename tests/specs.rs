@@ -12,7 +12,7 @@ use latentface::cli::args::Cli;
 use latentface::jobs::batch::parse_manifest;
 use latentface::jobs::sources::LatentCache;
 use latentface::jobs::spec::{
-    AlignSpec, AnomalySpec, DecodeSpec, EncodeSpec, FamilySpec, GenerateSpec, ImputeSpec,
+    AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FamilySpec, GenerateSpec, ImputeSpec,
     InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec, SampleSpec,
 };
 use latentface::jobs::spec::{Context, Fields, JobSpec, KindSpec, Origin, KINDS};
@@ -57,6 +57,11 @@ fn command_lines() -> Vec<Vec<String>> {
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
                  --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline"),
+        format!("edit {a} {b} -o {out} --age -1.5 --sweep gender=-2:2:5 \
+                 --sweep-format mp4 --fps 4 --paste-back --steps 30 --invert-seed 2 --cache {out}.cache \
+                 --face 1 --detector {det} --no-metadata"),
+        format!("edit {latent} -o {out} --no-align --no-cache --dir gender=1 --dir age=child"),
+        format!("edit {latent} -o {out} --gender male"),
         format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast"),
         format!("vae decode {latent} -o {out}.png --size 100 --no-metadata"),
         format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast --no-metadata"),
@@ -94,6 +99,7 @@ fn ids_of(kind: &str) -> BTreeSet<String> {
         "generate" => ids::<GenerateSpec>(),
         "family" => ids::<FamilySpec>(),
         "morph" => ids::<MorphSpec>(),
+        "edit" => ids::<EditSpec>(),
         "vae_encode" => ids::<EncodeSpec>(),
         "vae_decode" => ids::<DecodeSpec>(),
         "vae_reconstruct" => ids::<ReconstructSpec>(),
@@ -179,6 +185,15 @@ fn defaults_are_the_same_in_both() {
         (
             format!("morph {a} {b} -o {o}.gif"),
             serde_json::json!({"kind": "morph", "keys": [a, b], "output": format!("{o}.gif")}),
+        ),
+        (
+            format!("edit {a} -o {o} --age 1"),
+            serde_json::json!({"kind": "edit", "inputs": [a], "output": o, "age": 1.0}),
+        ),
+        (
+            format!("edit {a} -o {o} --dir age=1 --sweep gender=-1:1:3"),
+            serde_json::json!({"kind": "edit", "inputs": [a], "output": o, "dir": {"age": 1},
+                               "sweep": {"direction": "gender", "from": -1, "to": 1, "steps": 3}}),
         ),
         (
             format!("vae encode {a} -o {o}"),
@@ -337,6 +352,31 @@ fn errors_name_fields_as_their_source_spells_them() {
             format!("vae impute {a} --box 1,1,2,2 -o /tmp/x.png --restarts 0"),
             "--restarts",
             "restarts",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --dir smile=1"),
+            "--dir smile",
+            "dir smile",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --sweep age=-2:2:1"),
+            "--sweep",
+            "sweep",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --age 1 --dir age=2"),
+            "--dir age",
+            "dir age",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --fps 0 --age 1"),
+            "--fps",
+            "fps",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --gender toddler"),
+            "--gender",
+            "gender",
         ),
         (
             format!("vae anomaly {a} --unusual-percentile 120"),

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::jobs::spec::{
-    defaults, AlignSpec, AnomalySpec, DecodeSpec, EncodeSpec, FaceOpts, FamilySpec, GenerateSpec,
-    ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec, SampleSpec,
+    defaults, AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FaceOpts, FamilySpec,
+    GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec,
+    SampleSpec,
 };
 use crate::model::Device;
 
@@ -67,6 +68,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Children of two parents (photos or latents): blended genes, age/gender, siblings, a family sheet
     Family(FamilySpec),
+    /// Move faces (photos or latents) along the bundle's directions (age, gender, any named
+    /// one); sweep one into a labelled sheet and a GIF/MP4; age, gender and identity per output
+    Edit(EditSpec),
     /// A GIF, MP4 or PNG-frame morph through two or more faces (photos or latents)
     Morph(MorphSpec),
     /// Run a manifest of jobs of any kind (invert, family, morph, vae_encode, ...): concurrent, resumable, shardable
@@ -258,6 +262,7 @@ impl Command {
             Command::Invert(s) => J::Invert(s.clone()),
             Command::Family(s) => J::Family(s.clone()),
             Command::Morph(s) => J::Morph(s.clone()),
+            Command::Edit(s) => J::Edit(s.clone()),
             Command::Align(s) => J::Align(s.clone()),
             Command::Vae(v) => match &v.command {
                 VaeCommand::Encode(s) => J::VaeEncode(s.clone()),

@@ -48,6 +48,7 @@ fn dispatch(cli: &Cli, common: &common::Common) -> Result<()> {
         Command::Invert(s) => run::invert(common, s),
         Command::Family(s) => run::family(common, s),
         Command::Morph(s) => run::morph(common, s),
+        Command::Edit(s) => run::edit(common, s),
         Command::Batch(a) => run_batch::run_batch(common, a),
         Command::Bench(a) => run::bench(common, a),
         Command::Vae(a) => run_vae::run(common, &a.command),

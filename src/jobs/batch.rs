@@ -526,6 +526,7 @@ fn run_job_inner(
                 .collect());
         }
         Job::Family(j) => return Ok(family::run_family(bundle, &j, &mut observer)?.outputs()),
+        Job::Edit(j) => return Ok(super::edit::run_edit(bundle, &j, &mut observer)?.outputs()),
         Job::Morph(j) => {
             let r = morph::run_morph(bundle, &j, &mut observer)?;
             return Ok(vec![r.output.path, r.report]);

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{MetadataOpts, defaults, Context, FaceOpts, KindSpec};
+use super::{defaults, Context, FaceOpts, KindSpec, MetadataOpts};
 use crate::align::Template;
 use crate::invert::{EarlyStop, InitStrategy, InvertParams, OptimParams, Schedule};
 use crate::jobs::align::AlignJob;

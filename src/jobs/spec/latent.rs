@@ -8,7 +8,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
-use super::{MetadataOpts, defaults, Context, KindSpec, SourceOpts};
+use super::{defaults, Context, KindSpec, MetadataOpts, SourceOpts};
 use crate::family::{EditTarget, FamilyParams};
 use crate::interp::{Easing, Interp, PathSpec};
 use crate::jobs::family::FamilyJob;

@@ -18,6 +18,7 @@
 //! change.
 
 mod common;
+mod edit;
 mod gan;
 mod latent;
 mod vae;
@@ -32,6 +33,7 @@ use super::sources::LatentCache;
 use crate::model::Manifest;
 
 pub use common::{FaceOpts, MetadataOpts, SourceOpts};
+pub use edit::{DirEdit, EditSpec};
 pub use gan::{AlignSpec, GenerateSpec, InvertSpec};
 pub use latent::{FamilySpec, MorphSpec};
 pub use vae::{
@@ -85,6 +87,7 @@ pub mod defaults {
         map_thumb: u32 = 40;
         grid_n: usize = 9;
         grid_range: f64 = 2.0;
+        sweep_fps: f64 = 8.0;
     }
     /// `false` (for `skip_serializing_if` on flags).
     pub fn is_false(v: &bool) -> bool {
@@ -323,6 +326,7 @@ job_kinds! {
     Generate(GenerateSpec => super::generate::GenerateJob),
     Family(FamilySpec => super::family::FamilyJob),
     Morph(MorphSpec => super::morph::MorphJob),
+    Edit(EditSpec => super::edit::EditJob),
     VaeEncode(EncodeSpec => super::vae::EncodeJob),
     VaeDecode(DecodeSpec => super::vae::DecodeJob),
     VaeReconstruct(ReconstructSpec => super::vae::ReconstructJob),
