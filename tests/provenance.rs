@@ -192,7 +192,7 @@ fn a_foreign_png_has_no_latentface_metadata() {
     let (code, out, err) = common::run(&["info", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("no latentface metadata"), "{out}");
-    // The sample photos are real photos: none.
+    // samples/ were written before provenance existed (or by another tool): none.
     let (code, out, _) = common::run(&[
         "info",
         common::repo().join("samples/alice.png").to_str().unwrap(),
