@@ -50,8 +50,8 @@ pub struct Provenance {
     /// The job kind (`family`, `vae_sample`, ...).
     pub job: String,
     /// The job's spec as its manifest entry would be (every parameter, paths included).
+    /// No timestamp: the same job writes the same bytes.
     pub parameters: serde_json::Value,
-    pub created_unix: u64,
 }
 
 impl Provenance {
@@ -64,7 +64,6 @@ impl Provenance {
             bundle,
             job: job.into(),
             parameters,
-            created_unix: crate::latent::unix_now(),
         }
     }
 
@@ -326,7 +325,6 @@ pub fn describe(r: &Provenance) -> String {
         None => s.push_str("bundle      none\n"),
     }
     s.push_str(&format!("job         {}\n", r.job));
-    s.push_str(&format!("created     unix {}\n", r.created_unix));
     s.push_str(&format!(
         "parameters  {}\n",
         serde_json::to_string_pretty(&r.parameters)

@@ -200,3 +200,27 @@ fn a_foreign_png_has_no_latentface_metadata() {
     assert_eq!(code, 0);
     assert!(out.contains("no latentface metadata"), "{out}");
 }
+
+#[test]
+fn the_same_job_writes_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = common::tiny_arg();
+    let png = dir.path().join("f.png");
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (code, _, err) = common::run(&[
+            "--bundle",
+            &t,
+            "--device",
+            "cpu",
+            "generate",
+            "--seed",
+            "9",
+            "-o",
+            common::s(&png),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        runs.push(std::fs::read(&png).unwrap());
+    }
+    assert_eq!(runs[0], runs[1], "the record holds no timestamp");
+}

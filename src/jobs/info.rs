@@ -160,11 +160,9 @@ pub fn describe_direction(
         groups_of(&d.layers)
     );
     if !d.groups.is_empty() {
-        let g: Vec<String> = d
-            .groups
-            .iter()
-            .map(|(k, v)| format!("{k} {v:+.3}"))
-            .collect();
+        let mut sorted: Vec<(&String, &f64)> = d.groups.iter().collect();
+        sorted.sort_by(|a, b| a.1.total_cmp(b.1));
+        let g: Vec<String> = sorted.iter().map(|(k, v)| format!("{k} {v:+.3}")).collect();
         let _ = writeln!(s, "            groups (projection): {}", g.join(", "));
     }
     let mut cal = Vec::new();
