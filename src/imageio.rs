@@ -331,10 +331,12 @@ where
     imageproc::filter::separable_filter_equal(img, &k)
 }
 
-/// Encodes PNG in memory and writes it atomically.
+/// Encodes PNG in memory and writes it atomically. The PNG carries the current job's
+/// provenance record (`crate::provenance`: synthetic, program, bundle, parameters) when
+/// the job runs inside a provenance scope without `--no-metadata`.
 pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+    let record = crate::provenance::current();
+    let bytes = crate::provenance::encode_png(img, record.as_deref())
         .with_context(|| format!("cannot encode {}", path.display()))?;
     fsutil::write_bytes_atomic(path, &bytes)
 }

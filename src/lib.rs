@@ -20,6 +20,7 @@ pub mod latent;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub mod provenance;
 pub mod rng;
 pub mod serve;
 pub mod sheet;

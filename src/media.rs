@@ -115,6 +115,8 @@ pub struct FrameWriter {
     frames: usize,
     /// NeuQuant sampling (1 = every pixel, best palette; 30 = fastest).
     gif_speed: i32,
+    /// The provenance record written into the file (taken at `create`).
+    record: Option<std::sync::Arc<crate::provenance::Provenance>>,
 }
 
 impl FrameWriter {
@@ -139,6 +141,7 @@ impl FrameWriter {
             bail!("output {} is a folder", path.display());
         }
         let tmp = fsutil::temp_sibling(path)?;
+        let record = crate::provenance::current();
         let (sink, fps) = match kind {
             MediaKind::Gif => {
                 if width > u16::MAX as u32 || height > u16::MAX as u32 {
@@ -156,6 +159,9 @@ impl FrameWriter {
                         gif::Repeat::Finite(0)
                     })
                     .map_err(|e| anyhow!("GIF encoder for {}: {e}", path.display()))?;
+                if let Some(r) = &record {
+                    crate::provenance::write_gif_comment(&mut encoder, r)?;
+                }
                 let delay_cs = (100.0 / opts.fps).round().clamp(1.0, u16::MAX as f64) as u16;
                 (Sink::Gif { encoder, delay_cs }, 100.0 / delay_cs as f64)
             }
@@ -188,6 +194,7 @@ impl FrameWriter {
             // Full-quality palettes for the small frames these models make; sample
             // pixels on big frames, where quantisation time would dominate.
             gif_speed: ((width as u64 * height as u64) / (128 * 128)).clamp(1, 10) as i32,
+            record,
         })
     }
 
@@ -232,7 +239,8 @@ impl FrameWriter {
                 .push(frame)
                 .with_context(|| format!("encoding MP4 frame {i} of {}", path.display()))?,
             Sink::PngDir => {
-                crate::imageio::save_png(&self.tmp.join(png_frame_name(i)), frame)?;
+                let png = crate::provenance::encode_png(frame, self.record.as_deref())?;
+                fsutil::write_bytes_atomic(&self.tmp.join(png_frame_name(i)), &png)?;
             }
         }
         self.frames += 1;
@@ -258,7 +266,12 @@ impl FrameWriter {
                 let w = m
                     .finish()
                     .with_context(|| format!("finishing MP4 {}", path.display()))?;
-                sync_and_rename(w, &self.tmp, &path)?;
+                let file = w.into_inner().map_err(|e| e.into_error())?;
+                if let Some(r) = &self.record {
+                    crate::provenance::append_mp4_record(&self.tmp, r)
+                        .with_context(|| format!("writing the metadata of {}", path.display()))?;
+                }
+                sync_and_rename(BufWriter::new(file), &self.tmp, &path)?;
             }
             Sink::PngDir => replace_frame_dir(&self.tmp, &path)?,
         }

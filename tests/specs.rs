@@ -12,7 +12,7 @@ use latentface::cli::args::Cli;
 use latentface::jobs::batch::parse_manifest;
 use latentface::jobs::sources::LatentCache;
 use latentface::jobs::spec::{
-    AlignSpec, AnomalySpec, DecodeSpec, EncodeSpec, FamilySpec, GenerateSpec, ImputeSpec,
+    AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FamilySpec, GenerateSpec, ImputeSpec,
     InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec, SampleSpec,
 };
 use latentface::jobs::spec::{Context, Fields, JobSpec, KindSpec, Origin, KINDS};
@@ -42,40 +42,45 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("invert {a} {b} -o {out} --face 2 --detector {det} --paste-back --steps 120 --space w+ \
                  --w-steps 10 --batch-size 3 --seed 7 --lr 0.05 --noise-strength 0.01 --pixel-weight 0.5 \
                  --lpips-weight 2 --spread-weight 0.3 --init mean --mask {a} --mask {b} --patience 9 \
-                 --min-improvement 0.01 --fail-fast"),
+                 --min-improvement 0.01 --fail-fast --no-metadata"),
         format!("invert {a} -o {out} --no-align --space w"),
         format!("invert {a} -o {out} --all"),
         format!("align {a} {b} -o {out} --size 128 --face 2 --detector {det} --min-score 0.5 --fail-fast"),
         format!("align {a} -o {out} --all"),
-        format!("generate --seed 5 --psi 0.5 -o {out}.png --save-latent {out}.npy"),
+        format!("generate --seed 5 --psi 0.5 -o {out}.png --save-latent {out}.npy --no-metadata"),
         format!("generate --latent {latent} -o {out}.png"),
         format!("family {a} {b} -o {out} --mix 0.3 --coarse 0.1 --middle 0.2 --fine 0.9 --crossover \
                  --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
-                 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det}"),
+                 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
-                 --cache {out}.cache --face 1 --detector {det}"),
+                 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline"),
+        format!("edit {a} {b} -o {out} --age -1.5 --sweep gender=-2:2:5 \
+                 --sweep-format mp4 --fps 4 --paste-back --steps 30 --invert-seed 2 --cache {out}.cache \
+                 --face 1 --detector {det} --no-metadata"),
+        format!("edit {latent} -o {out} --no-align --no-cache --dir gender=1 --dir age=child"),
+        format!("edit {latent} -o {out} --gender male"),
         format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast --face 2 --detector {det}"),
         format!("vae encode {a} -o {out} --no-align"),
-        format!("vae decode {latent} -o {out}.png --size 100"),
-        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast --no-align"),
+        format!("vae decode {latent} -o {out}.png --size 100 --no-metadata"),
+        format!("vae reconstruct {a} {b} -o {out} --batch-size 2 --fail-fast --no-align --no-metadata"),
         format!("vae reconstruct {a} -o {out} --face 1 --detector {det}"),
         format!("vae interpolate {a} {b} --steps 5 -o {out}.gif --path slerp --size 64 --fps 5 --bounce \
-                 --face 1 --detector {det}"),
+                 --face 1 --detector {det} --no-metadata"),
         format!("vae interpolate {a} {b} -o {out}.gif --no-align"),
-        format!("vae sample --n 3 --seed 2 --temperature 0.8 -o {out}"),
+        format!("vae sample --n 3 --seed 2 --temperature 0.8 -o {out} --no-metadata"),
         format!("vae anomaly {a} {} --csv {out}.csv --batch-size 3 --samples 4 --seed 1 \
                  --unusual-percentile 90 --skip-unreadable --min-face-score 0.9 --face 1 \
                  --detector {det}", p("samples")),
         format!("vae anomaly {a} --no-align"),
         format!("vae impute {a} --mask {b} --holes-white -o {out}.png --compare {out}_c.png --steps 20 \
                  --lr 0.2 --noise-strength 0.1 --pixel-weight 0.5 --lpips-weight 0.2 --prior-weight 0.5 \
-                 --feather 2 --patience 5 --seed 3 --restarts 2"),
+                 --feather 2 --patience 5 --seed 3 --restarts 2 --no-metadata"),
         format!("vae impute {a} --box 1,2,3,4 -o {out}.png"),
         format!("vae map {} -o {out}.png --size 512 --thumb 20 --grid {out}_g.png --grid-n 5 \
-                 --grid-range 1.5 --batch-size 4 --no-align", p("samples")),
+                 --grid-range 1.5 --batch-size 4 --no-align --no-metadata", p("samples")),
         format!("vae map {} -o {out}.png --face 1 --detector {det}", p("samples")),
     ];
     lines
@@ -101,6 +106,7 @@ fn ids_of(kind: &str) -> BTreeSet<String> {
         "generate" => ids::<GenerateSpec>(),
         "family" => ids::<FamilySpec>(),
         "morph" => ids::<MorphSpec>(),
+        "edit" => ids::<EditSpec>(),
         "vae_encode" => ids::<EncodeSpec>(),
         "vae_decode" => ids::<DecodeSpec>(),
         "vae_reconstruct" => ids::<ReconstructSpec>(),
@@ -186,6 +192,15 @@ fn defaults_are_the_same_in_both() {
         (
             format!("morph {a} {b} -o {o}.gif"),
             serde_json::json!({"kind": "morph", "keys": [a, b], "output": format!("{o}.gif")}),
+        ),
+        (
+            format!("edit {a} -o {o} --age 1"),
+            serde_json::json!({"kind": "edit", "inputs": [a], "output": o, "age": 1.0}),
+        ),
+        (
+            format!("edit {a} -o {o} --dir age=1 --sweep gender=-1:1:3"),
+            serde_json::json!({"kind": "edit", "inputs": [a], "output": o, "dir": {"age": 1},
+                               "sweep": {"direction": "gender", "from": -1, "to": 1, "steps": 3}}),
         ),
         (
             format!("vae encode {a} -o {o}"),
@@ -344,6 +359,31 @@ fn errors_name_fields_as_their_source_spells_them() {
             format!("vae impute {a} --box 1,1,2,2 -o /tmp/x.png --restarts 0"),
             "--restarts",
             "restarts",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --dir smile=1"),
+            "--dir smile",
+            "dir smile",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --sweep age=-2:2:1"),
+            "--sweep",
+            "sweep",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --age 1 --dir age=2"),
+            "--dir age",
+            "dir age",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --fps 0 --age 1"),
+            "--fps",
+            "fps",
+        ),
+        (
+            format!("edit {a} -o /tmp/x --gender toddler"),
+            "--gender",
+            "gender",
         ),
         (
             format!("vae anomaly {a} --unusual-percentile 120"),

@@ -157,12 +157,14 @@ fn every_subcommand_writes_its_outputs() {
     let smp = tmp.path().join("samples");
     ok(&["sample", "--n", "5", "--seed", "3", "-o", s(&smp)]);
     assert!(smp.join("grid.png").is_file() && smp.join("sample_0004.png").is_file());
-    // Same seed, same pictures; the first samples do not depend on --n.
+    // Same seed, same pictures; the first samples do not depend on --n. (Pixels, not
+    // bytes: each file's provenance metadata records its own job's parameters.)
     let smp2 = tmp.path().join("samples2");
     ok(&["sample", "--n", "2", "--seed", "3", "-o", s(&smp2)]);
+    let pixels = |p: std::path::PathBuf| image::open(p).unwrap().to_rgb8();
     assert_eq!(
-        std::fs::read(smp.join("sample_0001.png")).unwrap(),
-        std::fs::read(smp2.join("sample_0001.png")).unwrap()
+        pixels(smp.join("sample_0001.png")),
+        pixels(smp2.join("sample_0001.png"))
     );
 
     let csv = tmp.path().join("scores.csv");
@@ -256,9 +258,10 @@ fn every_subcommand_writes_its_outputs() {
         "--steps",
         "40",
     ]);
+    // The same pixels (the files' metadata name their own jobs' parameters).
     assert_eq!(
-        std::fs::read(&filled).unwrap(),
-        std::fs::read(&filled2).unwrap()
+        image::open(&filled).unwrap().to_rgb8(),
+        image::open(&filled2).unwrap().to_rgb8()
     );
 
     // A photo larger than the model and not square: the fill is blended in at the

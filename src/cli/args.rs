@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::jobs::spec::{
-    defaults, AlignSpec, AnomalySpec, DecodeSpec, EncodeSpec, FaceOpts, FamilySpec, GenerateSpec,
-    ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec, SampleSpec,
+    defaults, AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FaceOpts, FamilySpec,
+    GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec,
+    SampleSpec,
 };
 use crate::model::Device;
 
@@ -60,12 +61,16 @@ pub enum Command {
     Generate(GenerateSpec),
     /// Invert photos into latent codes; writes latent, sidecar, reconstruction, comparison and report per photo
     Invert(InvertSpec),
-    /// Show (and check) what a model bundle holds
-    Info,
+    /// Show (and check) what a model bundle holds, its directions included; with FILE, the
+    /// provenance metadata of a picture or video latentface wrote
+    Info(InfoArgs),
     /// Time inversion steps at several batch sizes
     Bench(BenchArgs),
     /// Children of two parents (photos or latents): blended genes, age/gender, siblings, a family sheet
     Family(FamilySpec),
+    /// Move faces (photos or latents) along the bundle's directions (age, gender, any named
+    /// one); sweep one into a labelled sheet and a GIF/MP4; age, gender and identity per output
+    Edit(EditSpec),
     /// A GIF, MP4 or PNG-frame morph through two or more faces (photos or latents)
     Morph(MorphSpec),
     /// Run a manifest of jobs of any kind (invert, family, morph, vae_encode, ...): concurrent, resumable, shardable
@@ -182,6 +187,14 @@ pub struct BatchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// A PNG, GIF or MP4: print its provenance metadata (synthetic, program, bundle, job
+    /// parameters) instead of describing the bundle
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Folder of real face photos the model never trained on (e.g. the toolchain's
     /// `export_heldout --resolution 200 --n 500` output)
@@ -274,6 +287,7 @@ impl Command {
             Command::Invert(s) => J::Invert(s.clone()),
             Command::Family(s) => J::Family(s.clone()),
             Command::Morph(s) => J::Morph(s.clone()),
+            Command::Edit(s) => J::Edit(s.clone()),
             Command::Align(s) => J::Align(s.clone()),
             Command::Vae(v) => match &v.command {
                 VaeCommand::Encode(s) => J::VaeEncode(s.clone()),
@@ -285,13 +299,11 @@ impl Command {
                 VaeCommand::Impute(s) => J::VaeImpute(s.clone()),
                 VaeCommand::Map(s) => J::VaeMap(s.clone()),
             },
-            Command::Info
+            Command::Info(_)
             | Command::Bench(_)
             | Command::Batch(_)
             | Command::Eval(_)
-            | Command::Serve(_) => {
-                return None
-            }
+            | Command::Serve(_) => return None,
         })
     }
 }

@@ -35,6 +35,18 @@ impl Common {
         })
     }
 
+    /// The bundle's name and manifest sha256, read from its `manifest.json` (for
+    /// provenance records; `None` when it cannot be read: opening the bundle then fails
+    /// with the real error).
+    pub fn bundle_ref(&self) -> Option<crate::latent::BundleRef> {
+        let bytes = std::fs::read(self.bundle.join("manifest.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        Some(crate::latent::BundleRef {
+            name: v.get("name")?.as_str()?.to_string(),
+            manifest_sha256: crate::fsutil::sha256_hex(&bytes),
+        })
+    }
+
     pub fn open_bundle(&self) -> Result<Bundle> {
         Bundle::open(&self.bundle, self.runtime.clone())
     }

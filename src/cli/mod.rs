@@ -28,17 +28,31 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Command::Align(a) = &cli.command {
         return run::align(&cli.global, a);
     }
+    // `info FILE` reads a picture's metadata; no bundle needed.
+    if let Command::Info(args::InfoArgs { file: Some(f) }) = &cli.command {
+        return run::info_file(f);
+    }
     let common = common::Common::from_args(&cli.global)?;
+    // Every picture and video a job writes carries its provenance (unless --no-metadata).
+    let record = cli
+        .command
+        .job_spec()
+        .and_then(|s| s.provenance(common.bundle_ref()));
+    crate::provenance::scoped(record, || dispatch(&cli, &common))
+}
+
+fn dispatch(cli: &Cli, common: &common::Common) -> Result<()> {
     match &cli.command {
-        Command::Info => run::info(&common),
-        Command::Generate(s) => run::generate(&common, s),
-        Command::Invert(s) => run::invert(&common, s),
-        Command::Family(s) => run::family(&common, s),
-        Command::Morph(s) => run::morph(&common, s),
-        Command::Batch(a) => run_batch::run_batch(&common, a),
-        Command::Bench(a) => run::bench(&common, a),
-        Command::Vae(a) => run_vae::run(&common, &a.command),
-        Command::Eval(a) => run::eval(&common, a),
+        Command::Info(_) => run::info(common),
+        Command::Generate(s) => run::generate(common, s),
+        Command::Invert(s) => run::invert(common, s),
+        Command::Family(s) => run::family(common, s),
+        Command::Morph(s) => run::morph(common, s),
+        Command::Edit(s) => run::edit(common, s),
+        Command::Batch(a) => run_batch::run_batch(common, a),
+        Command::Bench(a) => run::bench(common, a),
+        Command::Vae(a) => run_vae::run(common, &a.command),
+        Command::Eval(a) => run::eval(common, a),
         Command::Serve(a) => crate::serve::run(common.open_bundle()?, &a.options()),
         Command::Align(_) => unreachable!("handled above"),
     }

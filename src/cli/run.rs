@@ -26,6 +26,19 @@ pub fn info(common: &Common) -> Result<()> {
     Ok(())
 }
 
+/// `info FILE`: the provenance record of a picture or video.
+pub fn info_file(path: &std::path::Path) -> Result<()> {
+    match crate::provenance::read_file(path)? {
+        Some(r) => print!(
+            "{}: latentface metadata\n{}",
+            path.display(),
+            crate::provenance::describe(&r)
+        ),
+        None => println!("{}: no latentface metadata", path.display()),
+    }
+    Ok(())
+}
+
 pub fn generate(common: &Common, spec: &GenerateSpec) -> Result<()> {
     let job = job_of(spec, None)?;
     let bundle = common.open_bundle()?;
@@ -150,6 +163,93 @@ fn resolving(what: &str, n: usize) -> Option<ProgressBar> {
             "resolving {what} ({n} photo(s) to invert unless cached)"
         ))
     })
+}
+
+pub fn edit(common: &Common, spec: &crate::jobs::spec::EditSpec) -> Result<()> {
+    let bundle = common.open_bundle()?;
+    let job = job_of(spec, Some(&bundle))?;
+    let photos = job.inputs.iter().filter(|p| !is_latent_path(p)).count();
+    let sp = resolving("inputs", photos);
+    let report = crate::jobs::edit::run_edit(&bundle, &job, &mut PrintWarnings);
+    if let Some(sp) = sp {
+        sp.finish_and_clear();
+    }
+    let report = report?;
+    report_provider(&bundle, GraphKind::Synthesis);
+    let sex = |f: f32| if f > 0.5 { "F" } else { "M" };
+    for i in &report.inputs {
+        let input = match (i.input_age, i.input_female) {
+            (Some(a), Some(f)) => format!(" (judged {a:.0}y {})", sex(f)),
+            _ => String::new(),
+        };
+        println!(
+            "{} ({:?}{}){input} -> {}",
+            i.path.display(),
+            i.kind,
+            if i.cached { ", cached" } else { "" },
+            i.original.display()
+        );
+        if let Some(e) = &i.edited {
+            let face = e
+                .face
+                .as_ref()
+                .map(|f| {
+                    format!(
+                        "  {:.0}y {}  identity {:.2} to the input, {:.2} to the unedited",
+                        f.age,
+                        sex(f.female),
+                        f.identity_distance,
+                        f.distance_unedited
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "  edit {} -> {}{face}",
+                report
+                    .edits
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.image
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            if let Some(p) = &e.pasted {
+                println!("  pasted -> {}", p.display());
+            }
+        }
+        if let Some(s) = &i.sweep {
+            println!(
+                "  sweep {} -> {}, {}",
+                s.direction,
+                s.sheet.display(),
+                s.video.display()
+            );
+            for f in &s.frames {
+                let face = f
+                    .face
+                    .as_ref()
+                    .map(|x| {
+                        format!(
+                            "  {:.1}y {}  identity {:.2}",
+                            x.age,
+                            sex(x.female),
+                            x.identity_distance
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "    {} {:+.2}{face}",
+                    s.direction,
+                    f.strength.unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    println!("wrote {}", report.report.display());
+    Ok(())
 }
 
 pub fn family(common: &Common, spec: &FamilySpec) -> Result<()> {

@@ -60,15 +60,7 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
         let _ = writeln!(s, "layers      {}", l.join(", "));
     }
     for (name, d) in &m.directions {
-        let _ = writeln!(
-            s,
-            "direction   {name}: layers {:?}{}",
-            d.layers,
-            d.unit
-                .as_ref()
-                .map(|u| format!(", unit: {u}"))
-                .unwrap_or_default()
-        );
+        s.push_str(&describe_direction(m, name, d));
     }
     let _ = writeln!(s, "graphs");
     for g in &present {
@@ -127,4 +119,96 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
         bundle.provider_summary()
     );
     Ok(s)
+}
+
+/// One direction: what it does, how it was calibrated, which layers it moves.
+pub fn describe_direction(
+    m: &crate::model::Manifest,
+    name: &str,
+    d: &crate::model::manifest::Direction,
+) -> String {
+    let mut s = String::new();
+    let groups_of = |rows: &[usize]| -> String {
+        let named: Vec<String> = m
+            .layers
+            .iter()
+            .filter(|(_, [a, b])| rows.iter().any(|r| (*a..*b).contains(r)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if named.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", named.join(", "))
+        }
+    };
+    let what = d.description.clone().unwrap_or_else(|| {
+        // The ends of the direction, from its groups (sorted by their projection).
+        let mut g: Vec<(&String, &f64)> = d.groups.iter().collect();
+        g.sort_by(|a, b| a.1.total_cmp(b.1));
+        match (g.first(), g.last()) {
+            (Some(lo), Some(hi)) if lo.0 != hi.0 => {
+                format!("- toward {}, + toward {}", lo.0, hi.0)
+            }
+            _ => "an unnamed direction (no groups)".into(),
+        }
+    });
+    let _ = writeln!(s, "direction   {name}: {what}");
+    let _ = writeln!(
+        s,
+        "            layers {:?}{}",
+        d.layers,
+        groups_of(&d.layers)
+    );
+    if !d.groups.is_empty() {
+        let mut sorted: Vec<(&String, &f64)> = d.groups.iter().collect();
+        sorted.sort_by(|a, b| a.1.total_cmp(b.1));
+        let g: Vec<String> = sorted.iter().map(|(k, v)| format!("{k} {v:+.3}")).collect();
+        let _ = writeln!(s, "            groups (projection): {}", g.join(", "));
+    }
+    let mut cal = Vec::new();
+    match &d.fitted {
+        Some(serde_json::Value::String(f)) => cal.push(format!("fitted {f}")),
+        Some(serde_json::Value::Bool(false)) => cal.push("not fitted".into()),
+        _ => {}
+    }
+    if let Some(p) = d.projection_std {
+        cal.push(format!(
+            "1 unit = {p} of projection (its spread on the training faces)"
+        ));
+    } else {
+        cal.push("1 unit = 1 of projection (no spread recorded)".into());
+    }
+    if let Some(y) = d.years_per_unit {
+        cal.push(format!("{y:.2} judged years per unit"));
+    }
+    let _ = writeln!(s, "            calibration: {}", cal.join("; "));
+    if let Some(r) = &d.response {
+        let get = |k: &str| {
+            r.get(k)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect::<Vec<f64>>())
+        };
+        if let (Some(u), Some(age)) = (get("strength_units"), get("age_mean")) {
+            let at = |want: f64| u.iter().position(|&x| (x - want).abs() < 1e-6);
+            let women = get("women_share");
+            let mut parts = Vec::new();
+            for want in [-2.0, 0.0, 2.0] {
+                if let Some(i) = at(want) {
+                    let w = women
+                        .as_ref()
+                        .and_then(|w| w.get(i))
+                        .map(|w| format!(", {:.0}% women", w * 100.0))
+                        .unwrap_or_default();
+                    parts.push(format!("{want:+} -> {:.1}y{w}", age[i]));
+                }
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(s, "            judged response: {}", parts.join("; "));
+            }
+        }
+    }
+    if let Some(n) = &d.note {
+        let _ = writeln!(s, "            note: {n}");
+    }
+    s
 }

@@ -69,6 +69,21 @@ pub struct Direction {
     /// Spread of that projection over the training data: the unit of a signed strength.
     #[serde(default)]
     pub projection_std: Option<f64>,
+    /// What the direction does, in words (unsupervised directions name what they found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How it was made: `"judged"` (fitted to the face judge), a method name, or `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitted: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Calibration: predicted years per strength unit (the `age` direction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub years_per_unit: Option<f64>,
+    /// Calibration: the judge's mean readings at each strength (`strength_units`,
+    /// `age_mean`, `women_share`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

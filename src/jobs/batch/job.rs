@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::jobs::sources::LatentCache;
 use crate::jobs::spec::{Context as SpecContext, Job, JobSpec, Origin};
-use crate::jobs::{align, family, generate, invert, morph, vae, Observer, Outcome};
+use crate::jobs::{align, edit, family, generate, invert, morph, vae, Observer, Outcome};
 use crate::model::Bundle;
 
 /// Passes a job's warnings on as they happen.
@@ -45,6 +45,17 @@ pub fn run_job_warning(
     cache: &LatentCache,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Vec<PathBuf>> {
+    let record = spec.provenance(Some(bundle.reference()));
+    crate::provenance::scoped(record, || run_job_inner(bundle, spec, cache, warn))
+}
+
+/// [`run_job_warning`] inside its provenance scope.
+fn run_job_inner(
+    bundle: &Bundle,
+    spec: &JobSpec,
+    cache: &LatentCache,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>> {
     let mut observer = Warnings(warn);
     let ctx = SpecContext {
         manifest: Some(bundle.manifest()),
@@ -71,6 +82,7 @@ pub fn run_job_warning(
                 .collect());
         }
         Job::Family(j) => return Ok(family::run_family(bundle, &j, &mut observer)?.outputs()),
+        Job::Edit(j) => return Ok(edit::run_edit(bundle, &j, &mut observer)?.outputs()),
         Job::Morph(j) => {
             let r = morph::run_morph(bundle, &j, &mut observer)?;
             return Ok(vec![r.output.path, r.report]);

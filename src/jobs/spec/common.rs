@@ -141,6 +141,17 @@ impl SourceOpts {
     }
 }
 
+/// Whether the pictures and videos a job writes carry provenance metadata (kinds that
+/// write pictures flatten this group; see `crate::provenance`).
+#[derive(Clone, Debug, Default, PartialEq, Args, Serialize, Deserialize)]
+pub struct MetadataOpts {
+    /// Write pictures and videos without the provenance metadata (by default each says it
+    /// is synthetic, with the program, the bundle's manifest sha256 and the job's parameters)
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub no_metadata: bool,
+}
+
 /// A group name that is really a number (e.g. `"-1.5"` from a TOML string) is a strength;
 /// a strength beyond ±[`MAX_EDIT_STRENGTH`] is refused, naming the field.
 pub fn normalise_edit(f: &Fields, id: &str, t: &EditTarget) -> Result<EditTarget> {

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{defaults, Context, FaceOpts, KindSpec};
+use super::{defaults, Context, FaceOpts, KindSpec, MetadataOpts};
 use crate::align::Template;
 use crate::invert::{EarlyStop, InitStrategy, InvertParams, OptimParams, Schedule};
 use crate::jobs::align::AlignJob;
@@ -113,6 +113,9 @@ pub struct InvertSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "defaults::is_false")]
     pub fail_fast: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -126,6 +129,10 @@ fn is_zero_f32(v: &f32) -> bool {
 impl KindSpec for InvertSpec {
     const KIND: &'static str = "invert";
     type Job = InvertJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
@@ -250,11 +257,18 @@ pub struct GenerateSpec {
     #[arg(long, value_name = "FILE")]
     #[serde(default)]
     pub save_latent: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for GenerateSpec {
     const KIND: &'static str = "generate";
     type Job = GenerateJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.latent.iter_mut().collect();
@@ -343,6 +357,11 @@ pub struct AlignSpec {
 impl KindSpec for AlignSpec {
     const KIND: &'static str = "align";
     type Job = AlignJob;
+
+    /// Crops of real photos: not synthetic, so no provenance record.
+    fn metadata(&self) -> bool {
+        false
+    }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();

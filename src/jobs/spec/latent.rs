@@ -8,7 +8,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
-use super::{defaults, Context, KindSpec, SourceOpts};
+use super::{defaults, Context, KindSpec, MetadataOpts, SourceOpts};
 use crate::family::{EditTarget, FamilyParams};
 use crate::interp::{Easing, Interp, PathSpec};
 use crate::jobs::family::FamilyJob;
@@ -91,11 +91,18 @@ pub struct FamilySpec {
     #[command(flatten)]
     #[serde(flatten)]
     pub sources: SourceOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for FamilySpec {
     const KIND: &'static str = "family";
     type Job = FamilyJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v = vec![&mut self.parent_a, &mut self.parent_b, &mut self.output];
@@ -191,11 +198,18 @@ pub struct MorphSpec {
     #[command(flatten)]
     #[serde(flatten)]
     pub sources: SourceOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for MorphSpec {
     const KIND: &'static str = "morph";
     type Job = MorphJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.keys.iter_mut().collect();

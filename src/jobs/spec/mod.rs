@@ -18,6 +18,7 @@
 //! change.
 
 mod common;
+mod edit;
 mod gan;
 mod latent;
 mod vae;
@@ -31,7 +32,8 @@ use serde::Serialize;
 use super::sources::LatentCache;
 use crate::model::Manifest;
 
-pub use common::{FaceOpts, SourceOpts};
+pub use common::{FaceOpts, MetadataOpts, SourceOpts};
+pub use edit::{DirEdit, EditSpec};
 pub use gan::{AlignSpec, GenerateSpec, InvertSpec};
 pub use latent::{FamilySpec, MorphSpec};
 pub use vae::{
@@ -86,6 +88,7 @@ pub mod defaults {
         map_thumb: u32 = 40;
         grid_n: usize = 9;
         grid_range: f64 = 2.0;
+        sweep_fps: f64 = 8.0;
     }
     /// `false` (for `skip_serializing_if` on flags).
     pub fn is_false(v: &bool) -> bool {
@@ -218,6 +221,11 @@ pub trait KindSpec: clap::Args + Serialize + DeserializeOwned + Clone + std::fmt
     fn fields(origin: Origin) -> Fields {
         Fields::of::<Self>(origin)
     }
+    /// Whether the job's pictures carry provenance metadata (`no_metadata` unset; kinds
+    /// that write no pictures keep the default).
+    fn metadata(&self) -> bool {
+        true
+    }
 }
 
 /// Reads a manifest entry or a JSON body (without `kind` and `id`) as a `T`; unknown
@@ -290,6 +298,22 @@ macro_rules! job_kinds {
                 match self { $(JobSpec::$variant(s) => s.outputs(),)* }
             }
 
+            /// Whether the job's pictures carry provenance metadata.
+            pub fn metadata(&self) -> bool {
+                match self { $(JobSpec::$variant(s) => s.metadata(),)* }
+            }
+
+            /// The provenance record of this job's pictures (`None` with `no_metadata`).
+            pub fn provenance(&self, bundle: Option<crate::latent::BundleRef>) -> Option<crate::provenance::Provenance> {
+                self.metadata().then(|| {
+                    let mut params = serde_json::to_value(self).unwrap_or_default();
+                    if let Some(o) = params.as_object_mut() {
+                        o.remove("kind");
+                    }
+                    crate::provenance::Provenance::new(self.kind(), params, bundle)
+                })
+            }
+
             pub fn into_job(&self, ctx: &Context<'_>) -> Result<Job> {
                 match self { $(JobSpec::$variant(s) => s.build(ctx).map(Job::$variant),)* }
             }
@@ -303,6 +327,7 @@ job_kinds! {
     Generate(GenerateSpec => super::generate::GenerateJob),
     Family(FamilySpec => super::family::FamilyJob),
     Morph(MorphSpec => super::morph::MorphJob),
+    Edit(EditSpec => super::edit::EditJob),
     VaeEncode(EncodeSpec => super::vae::EncodeJob),
     VaeDecode(DecodeSpec => super::vae::DecodeJob),
     VaeReconstruct(ReconstructSpec => super::vae::ReconstructJob),

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{defaults, Context, FaceOpts, Fields, KindSpec};
+use super::{defaults, Context, FaceOpts, Fields, KindSpec, MetadataOpts};
 use crate::invert::{EarlyStop, OptimParams, Schedule};
 use crate::jobs::vae::{
     AnomalyJob, DecodeJob, EncodeJob, HoleSpec, ImputeJob, InterpolateJob, MapJob, ReconstructJob,
@@ -86,11 +86,18 @@ pub struct DecodeSpec {
     #[arg(long, value_name = "PX")]
     #[serde(default)]
     pub size: Option<u32>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for DecodeSpec {
     const KIND: &'static str = "vae_decode";
     type Job = DecodeJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.latent, &mut self.output]
     }
@@ -135,11 +142,18 @@ pub struct ReconstructSpec {
     #[arg(long)]
     #[serde(default)]
     pub fail_fast: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for ReconstructSpec {
     const KIND: &'static str = "vae_reconstruct";
     type Job = ReconstructJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.photos.iter_mut().collect();
         v.push(&mut self.output);
@@ -199,11 +213,18 @@ pub struct InterpolateSpec {
     #[command(flatten)]
     #[serde(flatten)]
     pub faces: FaceOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for InterpolateSpec {
     const KIND: &'static str = "vae_interpolate";
     type Job = InterpolateJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v = vec![&mut self.a, &mut self.b, &mut self.output];
         v.extend(self.faces.paths_mut());
@@ -250,11 +271,18 @@ pub struct SampleSpec {
     /// Output folder
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for SampleSpec {
     const KIND: &'static str = "vae_sample";
     type Job = SampleJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.output]
     }
@@ -464,11 +492,18 @@ pub struct ImputeSpec {
     #[arg(long, default_value_t = defaults::restarts(), value_name = "N")]
     #[serde(default = "defaults::restarts")]
     pub restarts: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for ImputeSpec {
     const KIND: &'static str = "vae_impute";
     type Job = ImputeJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v = vec![&mut self.photo];
         v.extend(self.mask.iter_mut());
@@ -579,11 +614,18 @@ pub struct MapSpec {
     #[command(flatten)]
     #[serde(flatten)]
     pub faces: FaceOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub meta: MetadataOpts,
 }
 
 impl KindSpec for MapSpec {
     const KIND: &'static str = "vae_map";
     type Job = MapJob;
+
+    fn metadata(&self) -> bool {
+        !self.meta.no_metadata
+    }
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut v: Vec<&mut PathBuf> = self.inputs.iter_mut().collect();
         v.push(&mut self.output);
