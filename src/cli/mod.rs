@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => run::info(&common),
         Command::Generate(s) => run::generate(&common, s),
         Command::Invert(s) => run::invert(&common, s),
-        Command::Family(s) => run::family(&common, s),
+        Command::Family(a) => run::family(&common, &a.spec()),
         Command::Morph(s) => run::morph(&common, s),
         Command::Batch(a) => run_batch::run_batch(&common, a),
         Command::Bench(a) => run::bench(&common, a),
