@@ -16,20 +16,8 @@ use latentface::jobs::batch::read_manifest;
 use latentface::rng::Rng;
 
 const TOKENS: [&str; 14] = [
-    "1e309",
-    "-1",
-    "0",
-    "18446744073709551616",
-    "\"\"",
-    "nan",
-    "[]",
-    "{}",
-    "true",
-    "\"../../etc\"",
-    "\"child\"",
-    "= ",
-    "[[jobs]]\n",
-    "\"\\u0000\"",
+    "1e309", "-1", "0", "18446744073709551616", "\"\"", "nan", "[]", "{}", "true",
+    "\"../../etc\"", "\"child\"", "= ", "[[jobs]]\n", "\"\\u0000\"",
 ];
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -85,9 +73,7 @@ fn main() -> anyhow::Result<()> {
         let file = dir.join(format!("m.{ext}"));
         std::fs::write(&file, &input)?;
         iters += 1;
-        match catch_unwind(AssertUnwindSafe(|| {
-            read_manifest(&file).map(|m| m.entries.len())
-        })) {
+        match catch_unwind(AssertUnwindSafe(|| read_manifest(&file).map(|m| m.entries.len()))) {
             Ok(Ok(n)) => {
                 parsed += 1;
                 entries += n as u64;
