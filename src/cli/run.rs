@@ -164,7 +164,9 @@ pub fn family(common: &Common, spec: &FamilySpec) -> Result<()> {
     let report = report?;
     report_provider(&bundle, GraphKind::Synthesis);
     for (tag, p) in ["A", "B"].iter().zip(&report.parents) {
-        if p.sources.is_empty() {
+        if p.kind == crate::jobs::sources::SourceKind::Predicted {
+            println!("parent {tag}: predicted -> {}", p.latent.display());
+        } else if p.sources.is_empty() {
             println!(
                 "parent {tag} {} ({:?}{}) -> {}",
                 p.path.display(),
