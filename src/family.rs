@@ -470,6 +470,141 @@ pub fn make_children(a: &[f32], b: &[f32], m: &Manifest, p: &FamilyParams) -> Re
     Ok(out)
 }
 
+/// The prior's spread of the predicted partner's W+ rows around their common W code, in
+/// w_std: small, so that B stays near the generator's W space (an inverted photo's rows
+/// wander much further, in directions the picture hardly shows; measured, a looser tie
+/// lets that wandering into B: `examples/parents_eval.rs`).
+pub const PARTNER_ROW_SPREAD: f64 = 0.25;
+
+/// The effective share of parent B of every (row, channel) of child `index` (1-based)
+/// under `p`: crossover and per-child inheritance drawn exactly as [`make_children`] draws
+/// them (a child of an all-0 and an all-1 parent, without mutations or edits).
+pub fn child_shares(m: &Manifest, p: &FamilyParams, index: usize) -> Result<Vec<f32>> {
+    let n = m.num_ws * m.w_dim;
+    let q = FamilyParams {
+        edits: BTreeMap::new(),
+        mutation: 0.0,
+        children: index.max(1),
+        ..p.clone()
+    };
+    let kids = make_children(&vec![0.0; n], &vec![1.0; n], m, &q)?;
+    Ok(kids[index.max(1) - 1].ws.clone())
+}
+
+/// The missing parent: the W+ code `b` that, blended with `a` under `p` (child 1's shares,
+/// then `p`'s edits), best explains `child`, kept on the model's manifold.
+///
+/// A linear-Gaussian model, solved in closed form (the MAP estimate, which is also the
+/// posterior mean). In units of the bundle's W statistics (`x~ = (x - w_avg) / w_std` per
+/// dimension), for every dimension `d` and row `r`:
+/// `child~[r] = (1 - s[r]) a~[r] + s[r] b~[r] + e[r] + n`, with `n ~ N(0, noise^2)` (how far
+/// the child may be from the exact blend: inversion error, mutations, a real family) and
+/// `e` the edits' offset. The prior on `b~` is the generator's: one W code for every row,
+/// `N(0, 1)` around `w_avg` with the bundle's spread, plus a per-row departure `N(0, tau^2)`
+/// ([`PARTNER_ROW_SPREAD`]). So
+/// rows with a large share of B pin `b` down, rows with share 0 say nothing and take the
+/// value the other rows imply, and a dimension nothing constrains stays at `w_avg`: the
+/// estimate cannot leave the region the generator was trained on by fitting noise.
+/// Edits: a strength adds a known offset, which is subtracted; a group edit sets the
+/// projection whatever B was, so that component stays at the prior's guess (the offset is
+/// computed from the current estimate, twice).
+pub fn predict_partner(
+    a: &[f32],
+    child: &[f32],
+    m: &Manifest,
+    p: &FamilyParams,
+    noise: f32,
+) -> Result<Vec<f32>> {
+    p.validate(m)?;
+    let (l, wd) = (m.num_ws, m.w_dim);
+    if a.len() != l * wd || child.len() != l * wd {
+        bail!(
+            "latents have {} and {} values, the model needs [{l}, {wd}]",
+            a.len(),
+            child.len()
+        );
+    }
+    if !(noise.is_finite() && noise > 0.0) {
+        bail!("the partner noise must be a number above 0, got {noise}");
+    }
+    let shares = child_shares(m, p, 1)?;
+    let sd: Vec<f64> = m.w_std.iter().map(|&v| (v as f64).max(1e-6)).collect();
+    let mu: Vec<f64> = m.w_avg.iter().map(|&v| v as f64).collect();
+    let std = |x: &[f32]| -> Vec<f64> {
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| (v as f64 - mu[i % wd]) / sd[i % wd])
+            .collect()
+    };
+    let (at, ct) = (std(a), std(child));
+    let tau2 = PARTNER_ROW_SPREAD * PARTNER_ROW_SPREAD;
+    let nu2 = (noise as f64).powi(2);
+    let mut b = m.w_avg.repeat(l);
+    for _ in 0..3 {
+        // The edits' offset at the current estimate.
+        let blend: Vec<f32> = (0..l * wd)
+            .map(|i| (1.0 - shares[i]) * a[i] + shares[i] * b[i])
+            .collect();
+        let mut edited = blend.clone();
+        apply_edits(&mut edited, m, &p.edits)?;
+        let mut bt = vec![0.0f64; l * wd];
+        for d in 0..wd {
+            // y = S b~ + n, prior b~ ~ N(0, Sigma), Sigma = 1 1^T + tau^2 I:
+            // b~ = Sigma S (S Sigma S + nu^2 I)^-1 y.
+            let s: Vec<f64> = (0..l).map(|r| shares[r * wd + d] as f64).collect();
+            let y: Vec<f64> = (0..l)
+                .map(|r| {
+                    let i = r * wd + d;
+                    ct[i] - (1.0 - s[r]) * at[i] - (edited[i] - blend[i]) as f64 / sd[d]
+                })
+                .collect();
+            let sigma = |i: usize, j: usize| 1.0 + if i == j { tau2 } else { 0.0 };
+            let mat: Vec<Vec<f64>> = (0..l)
+                .map(|i| {
+                    (0..l)
+                        .map(|j| s[i] * sigma(i, j) * s[j] + if i == j { nu2 } else { 0.0 })
+                        .collect()
+                })
+                .collect();
+            let alpha = solve(mat, y).ok_or_else(|| anyhow::anyhow!("singular partner system"))?;
+            for r in 0..l {
+                bt[r * wd + d] = (0..l).map(|j| sigma(r, j) * s[j] * alpha[j]).sum();
+            }
+        }
+        b = bt
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (mu[i % wd] + v * sd[i % wd]) as f32)
+            .collect();
+    }
+    Ok(b)
+}
+
+/// How well parents `a` and `b` explain `child` under `p` (child 1's shares and the
+/// edits): the root mean square of `child - model(a, b)` in units of the bundle's w_std.
+pub fn blend_residual(
+    a: &[f32],
+    b: &[f32],
+    child: &[f32],
+    m: &Manifest,
+    p: &FamilyParams,
+) -> Result<f32> {
+    let q = FamilyParams {
+        children: 1,
+        mutation: 0.0,
+        ..p.clone()
+    };
+    let made = make_children(a, b, m, &q)?.remove(0).ws;
+    let wd = m.w_dim;
+    let ss: f64 = made
+        .iter()
+        .zip(child)
+        .enumerate()
+        .map(|(i, (x, y))| ((x - y) as f64 / (m.w_std[i % wd] as f64).max(1e-6)).powi(2))
+        .sum();
+    Ok((ss / made.len() as f64).sqrt() as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +766,70 @@ mod tests {
         let d = projection(&moved.ws, &m, &m.directions["age"])
             - projection(&plain.ws, &m, &m.directions["age"]);
         assert!((d - 1.5).abs() < 1e-3, "{d}");
+    }
+
+    #[test]
+    fn the_predicted_partner_is_the_true_one_where_the_child_shows_it() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let wd = m.w_dim;
+        let mut edits = BTreeMap::new();
+        edits.insert("age".to_string(), EditTarget::Strength(1.0));
+        let p = FamilyParams {
+            mix: 0.4,
+            fine: Some(0.0),
+            diversity: 0.0,
+            edits,
+            ..Default::default()
+        };
+        let child = make_children(&a, &b, &m, &p).unwrap().remove(0).ws;
+        let guess = predict_partner(&a, &child, &m, &p, 0.01).unwrap();
+        let [f0, f1] = m.layers["fine"];
+        let rms = |x: &[f32], y: &[f32]| {
+            (x.iter()
+                .zip(y)
+                .map(|(u, v)| ((u - v) as f64).powi(2))
+                .sum::<f64>()
+                / x.len() as f64)
+                .sqrt()
+        };
+        // Rows the child got B's genes in: found again (up to the prior's pull).
+        let seen = |x: &[f32]| [&x[..f0 * wd], &x[f1 * wd..]].concat();
+        assert!(
+            rms(&seen(&guess), &seen(&b)) < 0.05,
+            "{}",
+            rms(&seen(&guess), &seen(&b))
+        );
+        // The fine rows (share 0) say nothing of B: they follow B's other rows, not A's.
+        let fine = |x: &[f32]| x[f0 * wd..f1 * wd].to_vec();
+        assert!(rms(&fine(&guess), &fine(&b)) < rms(&fine(&guess), &fine(&a)));
+        // Re-breeding with the prediction gives the child back.
+        assert!(blend_residual(&a, &guess, &child, &m, &p).unwrap() < 0.05);
+        // A very noisy child pulls the prediction to the average face.
+        let vague = predict_partner(&a, &child, &m, &p, 100.0).unwrap();
+        let avg = m.w_avg.repeat(m.num_ws);
+        assert!(
+            rms(&vague, &avg) < 0.1 * rms(&b, &avg),
+            "{}",
+            rms(&vague, &avg)
+        );
+    }
+
+    #[test]
+    fn child_shares_are_the_genes_make_children_draws() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let p = FamilyParams {
+            children: 2,
+            mutation: 0.0,
+            ..Default::default()
+        };
+        let kid = &make_children(&a, &b, &m, &p).unwrap()[1];
+        let s = child_shares(&m, &p, 2).unwrap();
+        for i in 0..a.len() {
+            let want = (1.0 - s[i]) * a[i] + s[i] * b[i];
+            assert!((kid.ws[i] - want).abs() < 1e-4);
+        }
     }
 
     #[test]

@@ -1069,7 +1069,7 @@ fn the_studio_renders_the_family_jobs_children() {
     let parents = family::resolve_parents(bundle, &job, &mut latentface::jobs::Quiet).unwrap();
     let fast = latentface::serve::studio::render_children(
         bundle,
-        &parents,
+        &parents.faces,
         [None, None],
         &job.params,
         false,

@@ -53,6 +53,11 @@ fn command_lines() -> Vec<Vec<String>> {
                  --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
                  --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
+        format!("family --a {a} --a {c} --b {b} --b {a} -o {out} --outlier-distance 0.5 \
+                 --fusion mean"),
+        format!("family {a} --a {c} {b} -o {out}"),
+        format!("family --predict-partner --child {c} --child {b} --parent {a} -o {out} \
+                 --partner-noise 0.3 --mix 0.4 --age child"),
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
                  --cache {out}.cache --face 1 --detector {det} --no-metadata"),
@@ -264,6 +269,68 @@ fn defaults_are_the_same_in_both() {
         kinds.insert(from_cli.kind());
     }
     assert_eq!(kinds, KINDS.iter().copied().collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn family_sources_are_a_string_or_a_list_and_one_path_is_written_as_a_string() {
+    // The positional parents add to --a / --b, first.
+    let spec = |line: &str| {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        match cli_spec(&args) {
+            JobSpec::Family(f) => f,
+            other => panic!("{other:?}"),
+        }
+    };
+    let f = spec("family x.png --a y.png q.npy -o out");
+    assert_eq!(
+        f.parent_a,
+        vec![PathBuf::from("x.png"), PathBuf::from("y.png")]
+    );
+    assert_eq!(f.parent_b, vec![PathBuf::from("q.npy")]);
+    // A manifest gives one path or a list; one path is written back as a string, so an
+    // older manifest's entry serialises (and hashes) exactly as before.
+    let one = JobSpec::parse(
+        "family",
+        serde_json::json!({"parent_a": "a.png", "parent_b": "b.npy", "output": "o"}),
+    )
+    .unwrap();
+    let v = serde_json::to_value(&one).unwrap();
+    assert_eq!(v["parent_a"], "a.png");
+    assert_eq!(v["parent_b"], "b.npy");
+    for absent in [
+        "child",
+        "predict_partner",
+        "partner_noise",
+        "outlier_distance",
+    ] {
+        assert!(v.get(absent).is_none(), "{absent} in {v}");
+    }
+    let many = JobSpec::parse(
+        "family",
+        serde_json::json!({"parent_a": ["a1.png", "a2.png"], "parent_b": ["b.npy"], "output": "o"}),
+    )
+    .unwrap();
+    let v = serde_json::to_value(&many).unwrap();
+    assert_eq!(v["parent_a"], serde_json::json!(["a1.png", "a2.png"]));
+    assert_eq!(v["parent_b"], "b.npy");
+    // Predicting a partner takes no parent B; breeding needs one.
+    let m = manifest();
+    let ctx = Context {
+        manifest: Some(&m),
+        cache: &LatentCache::Off,
+        origin: Origin::CommandLine,
+    };
+    let a = p("samples/alice.png");
+    let err = |line: String| {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        format!("{:#}", cli_spec(&args).into_job(&ctx).unwrap_err())
+    };
+    assert!(err(format!("family --a {a} -o o")).contains("--b"));
+    assert!(err(format!(
+        "family --predict-partner --child {a} --a {a} --b {a} -o o"
+    ))
+    .contains("--b"));
+    assert!(err(format!("family {a} {a} --child {a} -o o")).contains("--predict-partner"));
 }
 
 #[test]

@@ -66,8 +66,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Time inversion steps at several batch sizes
     Bench(BenchArgs),
-    /// Children of two parents (photos or latents): blended genes, age/gender, siblings, a family sheet
-    Family(FamilySpec),
+    /// Children of two parents (photos or latents, one or several each): blended genes, age/gender, siblings, a family sheet; or --predict-partner
+    Family(FamilyArgs),
     /// Move faces (photos or latents) along the bundle's directions (age, gender, any named
     /// one); sweep one into a labelled sheet and a GIF/MP4; age, gender and identity per output
     Edit(EditSpec),
@@ -138,6 +138,33 @@ pub enum VaeCommand {
     Impute(ImputeSpec),
     /// A 2-D PCA map of a folder's latents with thumbnails (coloured by age for UTKFace names), and a decoded grid
     Map(MapSpec),
+}
+
+/// `family`: the job, and the two positional parents of the classic form
+/// `family A B -o DIR` (they add to `--a` and `--b`).
+#[derive(Debug, Args)]
+pub struct FamilyArgs {
+    /// Parent A then parent B: photos (inverted first) or latents (.npy/.npz); more
+    /// sources per parent with --a / --b
+    #[arg(value_name = "PARENT", num_args = 0..=2)]
+    pub parents: Vec<PathBuf>,
+    #[command(flatten)]
+    pub spec: FamilySpec,
+}
+
+impl FamilyArgs {
+    /// The spec, with the positional parents first in parent A's and B's sources.
+    pub fn spec(&self) -> FamilySpec {
+        let mut s = self.spec.clone();
+        let mut pos = self.parents.iter();
+        if let Some(a) = pos.next() {
+            s.parent_a.insert(0, a.clone());
+        }
+        if let Some(b) = pos.next() {
+            s.parent_b.insert(0, b.clone());
+        }
+        s
+    }
 }
 
 /// `vae anomaly`: the job, and how much to print.
@@ -285,7 +312,7 @@ impl Command {
         Some(match self {
             Command::Generate(s) => J::Generate(s.clone()),
             Command::Invert(s) => J::Invert(s.clone()),
-            Command::Family(s) => J::Family(s.clone()),
+            Command::Family(a) => J::Family(a.spec()),
             Command::Morph(s) => J::Morph(s.clone()),
             Command::Edit(s) => J::Edit(s.clone()),
             Command::Align(s) => J::Align(s.clone()),

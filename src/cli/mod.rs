@@ -46,7 +46,7 @@ fn dispatch(cli: &Cli, common: &common::Common) -> Result<()> {
         Command::Info(_) => run::info(common),
         Command::Generate(s) => run::generate(common, s),
         Command::Invert(s) => run::invert(common, s),
-        Command::Family(s) => run::family(common, s),
+        Command::Family(a) => run::family(common, &a.spec()),
         Command::Morph(s) => run::morph(common, s),
         Command::Edit(s) => run::edit(common, s),
         Command::Batch(a) => run_batch::run_batch(common, a),

@@ -255,10 +255,7 @@ pub fn edit(common: &Common, spec: &crate::jobs::spec::EditSpec) -> Result<()> {
 pub fn family(common: &Common, spec: &FamilySpec) -> Result<()> {
     let bundle = common.open_bundle()?;
     let job = job_of(spec, Some(&bundle))?;
-    let photos = [&job.parent_a, &job.parent_b]
-        .iter()
-        .filter(|p| !is_latent_path(p))
-        .count();
+    let photos = job.inputs().iter().filter(|p| !is_latent_path(p)).count();
     let sp = resolving("parents", photos);
     let report = family::run_family(&bundle, &job, &mut PrintWarnings);
     if let Some(sp) = sp {
@@ -266,13 +263,50 @@ pub fn family(common: &Common, spec: &FamilySpec) -> Result<()> {
     }
     let report = report?;
     report_provider(&bundle, GraphKind::Synthesis);
-    for p in &report.parents {
+    for (tag, p) in ["A", "B"].iter().zip(&report.parents) {
+        if p.kind == crate::jobs::sources::SourceKind::Predicted {
+            println!("parent {tag}: predicted -> {}", p.latent.display());
+        } else if p.sources.is_empty() {
+            println!(
+                "parent {tag} {} ({:?}{}) -> {}",
+                p.path.display(),
+                p.kind,
+                if p.cached { ", cached" } else { "" },
+                p.latent.display()
+            );
+        } else {
+            let used = p.sources.iter().filter(|s| s.used).count();
+            println!(
+                "parent {tag}: {used} of {} sources fused -> {}",
+                p.sources.len(),
+                p.latent.display()
+            );
+            print_sources(&p.sources);
+        }
+    }
+    if let Some(pt) = &report.partner {
+        if !pt.child_sources.is_empty() {
+            println!("given child: {} sources", pt.child_sources.len());
+            print_sources(&pt.child_sources);
+        }
+        let face = match &pt.face {
+            Some(f) => {
+                let d: Vec<String> = f.rebred.values().map(|v| format!("{v:.2}")).collect();
+                format!(
+                    "; identity distance of the given child to the re-bred child {}, to the \
+                     predicted B {:.2}, to A {:.2}",
+                    d.join(", "),
+                    f.partner,
+                    f.parent_a
+                )
+            }
+            None => String::new(),
+        };
         println!(
-            "parent {} ({:?}{}) -> {}",
-            p.path.display(),
-            p.kind,
-            if p.cached { ", cached" } else { "" },
-            p.latent.display()
+            "predicted parent B from child {} -> {}  (residual {:.2} w_std{face})",
+            pt.child.display(),
+            report.parents[1].latent.display(),
+            pt.residual
         );
     }
     for c in &report.children {
@@ -303,6 +337,26 @@ pub fn family(common: &Common, spec: &FamilySpec) -> Result<()> {
         report.seconds
     );
     Ok(())
+}
+
+/// One line per source of a fused person: used (weight, fit) or why it was dropped.
+fn print_sources(sources: &[family::fuse::SourceUse]) {
+    for s in sources {
+        let fit = s
+            .fit
+            .map(|f| format!(", identity distance to its reconstruction {f:.2}"))
+            .unwrap_or_default();
+        if s.used {
+            println!(
+                "  {}: weight {:.2}{fit} ({})",
+                s.path.display(),
+                s.weight,
+                s.note
+            );
+        } else {
+            println!("  {}: {}", s.path.display(), s.note);
+        }
+    }
 }
 
 pub fn morph(common: &Common, spec: &MorphSpec) -> Result<()> {

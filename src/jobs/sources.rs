@@ -76,6 +76,8 @@ pub struct SourceOptions {
 pub enum SourceKind {
     Photo,
     Latent,
+    /// Not read from a file: a code the job computed (`family --predict-partner`'s B).
+    Predicted,
 }
 
 /// A face resolved to a W+ code, with its provenance.

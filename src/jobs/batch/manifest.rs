@@ -160,6 +160,8 @@ pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::sources::LatentCache;
+    use crate::jobs::spec::{Context as SpecContext, Origin};
 
     #[test]
     fn shards_partition_ids() {
@@ -222,8 +224,8 @@ kind = "paint"
             Ok(JobSpec::Family(f)) => {
                 assert_eq!(f.children, 3);
                 assert_eq!(f.sources.steps, 10);
-                assert_eq!(f.parent_a, Path::new("/base/a.png"));
-                assert_eq!(f.parent_b, Path::new("/abs/b.npy"));
+                assert_eq!(f.parent_a, vec![PathBuf::from("/base/a.png")]);
+                assert_eq!(f.parent_b, vec![PathBuf::from("/abs/b.npy")]);
             }
             other => panic!("{other:?}"),
         }
@@ -234,7 +236,16 @@ kind = "paint"
             }
             other => panic!("{other:?}"),
         }
-        assert!(e[2].spec.as_ref().unwrap_err().contains("parent_b"));
+        // A family without parent B parses (it may predict the partner from a child) and
+        // fails when it becomes a job, naming the field.
+        let bad = e[2].spec.as_ref().unwrap();
+        let ctx = SpecContext {
+            manifest: None,
+            cache: &LatentCache::Off,
+            origin: Origin::Manifest,
+        };
+        let err = format!("{:#}", bad.into_job(&ctx).unwrap_err());
+        assert!(err.contains("parent_b"), "{err}");
         assert!(e[3].spec.as_ref().unwrap_err().contains("paint"));
 
         let dup = serde_json::json!({"jobs": [

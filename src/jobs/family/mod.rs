@@ -1,4 +1,14 @@
-//! `family`: children of two parents (photos or latents), their latents and a family sheet.
+//! `family`: children of two parents (photos or latents), their latents and a family sheet;
+//! or, with [`FamilyMode::PredictPartner`], the missing parent of a child.
+//!
+//! Each parent may be several sources of one person (photos or latents): they are inverted
+//! together and fused into one code ([`fuse`]: outliers dropped by identity distance,
+//! weighted by fit); the report lists which were used and why others were not. Predicting
+//! a partner resolves parent A and the child the same way, then solves for the parent B
+//! that, blended with A under the job's family settings, best explains the child
+//! ([`crate::family::predict_partner`]); the rest of the job is a family of A and that B
+//! (the re-bred children), with the given child beside them on the sheet and how closely
+//! the re-bred child resembles it in the report's `partner` block.
 //!
 //! The job is four stages, each a function a caller may use alone (the web studio
 //! re-renders children without writing anything): [`resolve_parents`] turns the parents
@@ -18,6 +28,8 @@
 //! children this run does not make (`child_NN*` files of the names above, nothing else)
 //! are removed first, so the folder never shows children its report does not list.
 
+pub mod fuse;
+pub mod measure;
 mod write;
 
 use std::collections::BTreeMap;
@@ -39,14 +51,35 @@ use crate::model::{Bundle, GraphKind, Manifest};
 /// Everything a family needs besides the bundle.
 #[derive(Clone, Debug)]
 pub struct FamilyJob {
-    pub parent_a: PathBuf,
-    pub parent_b: PathBuf,
+    /// Parent A's sources (one or several photos or latents of one person).
+    pub parent_a: Vec<PathBuf>,
+    /// Parent B's sources (empty when predicting the partner).
+    pub parent_b: Vec<PathBuf>,
+    pub mode: FamilyMode,
+    /// Outlier rule of several sources: the identity distance to the most central source
+    /// above which a source is dropped (`None`: the bundle's same-person threshold).
+    pub outlier_distance: Option<f32>,
+    /// How several sources of a person make one code.
+    pub fusion: fuse::Fusion,
     pub out_dir: PathBuf,
     pub params: FamilyParams,
     pub sources: SourceOptions,
     /// Also paste each child's face into parent A's photo (`child_NN_pasted.png`; parent B's
     /// when A is a latent). Needs a parent that is an aligned photo.
     pub paste_back: bool,
+}
+
+/// What the job makes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FamilyMode {
+    /// Children of parent A and parent B.
+    Breed,
+    /// Parent B predicted from parent A and this child (its sources), then re-bred.
+    PredictPartner {
+        child: Vec<PathBuf>,
+        /// How far the child may be from the exact blend, in w_std.
+        noise: f32,
+    },
 }
 
 /// A family reports warnings only.
@@ -64,6 +97,36 @@ pub struct ParentReport {
     /// A photo parent's crop vs its reconstruction (`null` for latents or without the
     /// face graphs).
     pub face: Option<Resemblance>,
+    /// A parent of several sources: each source, whether it was used, its weight, and
+    /// why it was dropped (absent for a parent of one source).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<fuse::SourceUse>,
+}
+
+/// `--predict-partner`: the child given, and how well A and the predicted B explain it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartnerReport {
+    /// The child's first source (the fused code's provenance).
+    pub child: PathBuf,
+    /// The child's sources when several were given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_sources: Vec<fuse::SourceUse>,
+    /// The child's code as used (`given_child.npy`).
+    pub child_latent: PathBuf,
+    pub noise: f32,
+    /// Root mean square of child - blend(A, predicted B), in w_std, over every value.
+    pub residual: f32,
+    /// Identity distances from the given child (its photo, else its render).
+    pub face: Option<PartnerFace>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PartnerFace {
+    /// ... to each re-bred child, by child index.
+    pub rebred: BTreeMap<usize, f32>,
+    /// ... to the predicted parent B and to parent A.
+    pub partner: f32,
+    pub parent_a: f32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,6 +201,9 @@ pub struct FamilyReport {
     pub faces: Option<FamilyFaces>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face_note: Option<String>,
+    /// `--predict-partner` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<PartnerReport>,
     pub sheet: PathBuf,
     pub report: PathBuf,
     pub seconds: f64,
@@ -154,6 +220,9 @@ impl FamilyReport {
         for c in &self.children {
             v.extend([c.image.clone(), c.latent.clone(), c.sidecar.clone()]);
             v.extend(c.pasted.clone());
+        }
+        if let Some(p) = &self.partner {
+            v.push(p.child_latent.clone());
         }
         v.push(self.sheet.clone());
         v.push(self.report.clone());
@@ -190,16 +259,57 @@ impl FamilyJob {
                 self.out_dir.display()
             );
         }
+        if self.parent_a.is_empty() {
+            bail!("parent A has no source");
+        }
+        match &self.mode {
+            FamilyMode::Breed if self.parent_b.is_empty() => bail!("parent B has no source"),
+            FamilyMode::PredictPartner { child, .. } if child.is_empty() => {
+                bail!("predicting a partner needs the child")
+            }
+            _ => {}
+        }
         if self.paste_back {
             sources::check_paste_back(&self.parents(), &self.sources, "parent")?;
         }
         Ok(())
     }
 
-    /// Parent A and parent B.
-    pub fn parents(&self) -> [PathBuf; 2] {
-        [self.parent_a.clone(), self.parent_b.clone()]
+    /// Every source of parent A, then of parent B.
+    pub fn parents(&self) -> Vec<PathBuf> {
+        self.parent_a
+            .iter()
+            .chain(&self.parent_b)
+            .cloned()
+            .collect()
     }
+
+    /// Every input: the parents' sources, then the child's.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let mut v = self.parents();
+        if let FamilyMode::PredictPartner { child, .. } = &self.mode {
+            v.extend(child.iter().cloned());
+        }
+        v
+    }
+}
+
+/// Stage 1's result: the two parents' codes (B predicted with `--predict-partner`), what
+/// became of each source, and the given child.
+pub struct Parents {
+    pub faces: [Resolved; 2],
+    /// Parent A's and B's sources (empty for a parent of one source, and for B predicted).
+    pub sources: [Vec<fuse::SourceUse>; 2],
+    pub partner: Option<GivenChild>,
+}
+
+/// The child a partner was predicted from.
+pub struct GivenChild {
+    pub face: fuse::Fused,
+    /// Its photo as the model saw it, else its render, `[3, R, R]` in [-1, 1].
+    pub picture: Vec<f32>,
+    pub noise: f32,
+    pub residual: f32,
 }
 
 /// A family in memory: what [`render_family`] made of the parents and children, before
@@ -224,29 +334,106 @@ pub fn run_family(
     job.validate(bundle.manifest())?;
     crate::jobs::io::check_out_dir(&job.out_dir)?;
     bundle.prepare(&[GraphKind::Synthesis])?;
-    let parents = resolve_parents(bundle, job, observer)?;
-    let children = make_children(bundle, &job.params, &parents)?;
-    let pictures = render_family(bundle, &parents, &children)?;
-    let judged = judge_family(bundle, &pictures.tensors, &parents);
+    let resolved = resolve_parents(bundle, job, observer)?;
+    let parents = &resolved.faces;
+    let children = make_children(bundle, &job.params, parents)?;
+    let pictures = render_family(bundle, parents, &children)?;
+    let judged = judge_family(
+        bundle,
+        &pictures.tensors,
+        parents,
+        resolved.partner.as_ref(),
+    );
     if let Err(note) = &judged {
         observer.warning(note);
     }
-    let mut report = write::write_family(bundle, job, &parents, &children, &pictures, judged)?;
+    let mut report = write::write_family(bundle, job, &resolved, &children, &pictures, judged)?;
     report.seconds = started.elapsed().as_secs_f64();
     fsutil::write_json_atomic(&report.report, &report)?;
     Ok(report)
 }
 
-/// Stage 1: parent A and B as W+ codes (photos aligned, inverted once and cached).
+/// Stage 1: parent A and B as W+ codes (photos aligned, inverted once and cached; several
+/// sources of a parent fused), or A and the child, and B predicted from them.
 pub fn resolve_parents(
     bundle: &Bundle,
     job: &FamilyJob,
     observer: &mut dyn FamilyObserver,
-) -> Result<[Resolved; 2]> {
-    let parents = sources::resolve(bundle, &job.parents(), &job.sources, &mut |w| {
-        observer.warning(w)
-    })?;
-    Ok(parents.try_into().expect("two paths resolve to two faces"))
+) -> Result<Parents> {
+    let inputs = job.inputs();
+    let mut all =
+        sources::resolve(bundle, &inputs, &job.sources, &mut |w| observer.warning(w))?.into_iter();
+    let mut take = |n: usize| -> Vec<Resolved> { all.by_ref().take(n).collect() };
+    let a_faces = take(job.parent_a.len());
+    let b_faces = take(job.parent_b.len());
+    let mut warn = |w: &str| observer.warning(w);
+    let a = fuse::fuse(
+        bundle,
+        "parent A",
+        a_faces,
+        job.outlier_distance,
+        job.fusion,
+        &mut warn,
+    )?;
+    match &job.mode {
+        FamilyMode::Breed => {
+            let b = fuse::fuse(
+                bundle,
+                "parent B",
+                b_faces,
+                job.outlier_distance,
+                job.fusion,
+                &mut warn,
+            )?;
+            Ok(Parents {
+                faces: [a.face, b.face],
+                sources: [a.sources, b.sources],
+                partner: None,
+            })
+        }
+        FamilyMode::PredictPartner { child, noise } => {
+            let c = fuse::fuse(
+                bundle,
+                "the child",
+                take(child.len()),
+                job.outlier_distance,
+                job.fusion,
+                &mut warn,
+            )?;
+            let m = bundle.manifest();
+            let b_ws =
+                crate::family::predict_partner(&a.face.ws, &c.face.ws, m, &job.params, *noise)?;
+            let residual =
+                crate::family::blend_residual(&a.face.ws, &b_ws, &c.face.ws, m, &job.params)?;
+            let picture = match &c.face.photo {
+                Some(p) => p.clone(),
+                None => bundle
+                    .synthesis(&c.face.ws, 1)
+                    .context("rendering the given child")?,
+            };
+            let bytes: Vec<u8> = b_ws.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let b = Resolved {
+                path: PathBuf::from("(predicted)"),
+                kind: SourceKind::Predicted,
+                sha256: crate::fsutil::sha256_hex(&bytes),
+                ws: b_ws,
+                photo: None,
+                cached: false,
+                invert_seconds: 0.0,
+                alignment: None,
+            };
+            Ok(Parents {
+                faces: [a.face, b],
+                sources: [a.sources, Vec::new()],
+                partner: Some(GivenChild {
+                    face: c,
+                    picture,
+                    noise: *noise,
+                    residual,
+                }),
+            })
+        }
+    }
 }
 
 /// Stage 2: the children's codes, in memory (nothing rendered, nothing written).
@@ -288,6 +475,8 @@ struct FamilyReadings {
     people: Vec<FaceReading>,
     /// A photo parent's crop vs its reconstruction.
     parent_fit: [Option<Resemblance>; 2],
+    /// The given child (`--predict-partner`).
+    given_child: Option<FaceReading>,
 }
 
 impl FamilyReadings {
@@ -306,6 +495,21 @@ impl FamilyReadings {
             age: me.age,
             female: me.female,
         }
+    }
+
+    /// The given child against the re-bred children, the predicted B and A.
+    fn partner(&self, children: &[Child]) -> Option<PartnerFace> {
+        let g = self.given_child.as_ref()?;
+        let d = |o: &FaceReading| faces::distance(&g.descriptor, &o.descriptor);
+        Some(PartnerFace {
+            rebred: children
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (c.index, d(&self.people[2 + k])))
+                .collect(),
+            partner: d(&self.people[1]),
+            parent_a: d(&self.people[0]),
+        })
     }
 
     fn family(&self) -> FamilyFaces {
@@ -332,6 +536,7 @@ fn judge_family(
     bundle: &Bundle,
     images: &[f32],
     parents: &[Resolved; 2],
+    given: Option<&GivenChild>,
 ) -> std::result::Result<FamilyReadings, String> {
     let judge = FaceJudge::new(bundle)?;
     let res = bundle.resolution();
@@ -345,8 +550,13 @@ fn judge_family(
             renders[i] = read;
         }
     }
+    let given_child = match given {
+        Some(g) => Some(judge.read(&g.picture, res).map_err(fail)?.remove(0)),
+        None => None,
+    };
     Ok(FamilyReadings {
         people: renders,
         parent_fit,
+        given_child,
     })
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     settings_of, ChildFace, ChildReport, FamilyJob, FamilyPictures, FamilyReadings, FamilyReport,
-    FamilySettings, ParentReport,
+    FamilySettings, ParentReport, Parents, PartnerReport,
 };
 use crate::align::AlignRecord;
 use crate::family::{Child, FamilyParams};
@@ -43,11 +43,12 @@ struct ChildInfo<'a> {
 pub(super) fn write_family(
     bundle: &Bundle,
     job: &FamilyJob,
-    parents: &[Resolved; 2],
+    resolved: &Parents,
     children: &[Child],
     pictures: &FamilyPictures,
     judged: std::result::Result<FamilyReadings, String>,
 ) -> Result<FamilyReport> {
+    let parents = &resolved.faces;
     let (judged, face_note) = match judged {
         Ok(j) => (Some(j), None),
         Err(note) => (None, Some(note)),
@@ -63,7 +64,25 @@ pub(super) fn write_family(
         bundle_ref: bundle.reference(),
     };
     let settings = settings_of(bundle, &job.params);
-    let parent_reports = out.write_parents(parents, pictures, judged.as_ref())?;
+    let mut parent_reports = out.write_parents(parents, pictures, judged.as_ref())?;
+    for (r, s) in parent_reports.iter_mut().zip(&resolved.sources) {
+        r.sources = s.clone();
+    }
+    let partner = match &resolved.partner {
+        Some(g) => {
+            let child_latent = dir.join("given_child.npy");
+            out.write_latent(&child_latent, &g.face.face.ws)?;
+            Some(PartnerReport {
+                child: g.face.face.path.clone(),
+                child_sources: g.face.sources.clone(),
+                child_latent,
+                noise: g.noise,
+                residual: g.residual,
+                face: judged.as_ref().and_then(|j| j.partner(children)),
+            })
+        }
+        None => None,
+    };
     // The photo the children are pasted into (read once, at its full size).
     let host = if job.paste_back {
         Some(sources::paste_host(parents, "parent")?)
@@ -82,7 +101,22 @@ pub(super) fn write_family(
         };
         child_reports.push(out.write_child(c, pic, info, job.params.seed, host.as_ref(), face)?);
     }
-    let sheet = out.write_sheet(job, parents, pictures, &parent_reports, &child_reports)?;
+    let given = match &resolved.partner {
+        Some(g) => Some(imageio::tensor_to_rgb(
+            &g.picture,
+            bundle.resolution() as u32,
+            bundle.resolution() as u32,
+        )?),
+        None => None,
+    };
+    let sheet = out.write_sheet(
+        job,
+        parents,
+        pictures,
+        &parent_reports,
+        &child_reports,
+        given.as_ref(),
+    )?;
     Ok(FamilyReport {
         format: "latentface-family-report/1",
         bundle: out.bundle_ref,
@@ -92,6 +126,7 @@ pub(super) fn write_family(
         children: child_reports,
         faces: judged.as_ref().map(|j| j.family()),
         face_note,
+        partner,
         sheet,
         report: dir.join("family.json"),
         seconds: 0.0,
@@ -137,6 +172,7 @@ impl Outputs<'_> {
                 latent,
                 reconstruction: recon,
                 face: judged.and_then(|j| j.parent_fit[i].clone()),
+                sources: Vec::new(),
             });
         }
         Ok(reports)
@@ -200,7 +236,7 @@ impl Outputs<'_> {
     }
 
     /// `family.png`: the parents' photos (when photos) and reconstructions, then the
-    /// children, labelled.
+    /// children, labelled. With a predicted partner, the given child takes B's photo tile.
     fn write_sheet(
         &self,
         job: &FamilyJob,
@@ -208,6 +244,7 @@ impl Outputs<'_> {
         pictures: &FamilyPictures,
         parent_reports: &[ParentReport],
         child_reports: &[ChildReport],
+        given_child: Option<&RgbImage>,
     ) -> Result<PathBuf> {
         let res = self.bundle.resolution();
         let photos = [parents[0].photo_rgb(res)?, parents[1].photo_rgb(res)?];
@@ -216,6 +253,12 @@ impl Outputs<'_> {
         let fit = |i: usize| parent_reports[i].face.as_ref();
         let sex = |female: f32| if female > 0.5 { "F" } else { "M" };
         let photo_caption = |i: usize, tag: &str| {
+            let extra = parent_reports[i].sources.iter().filter(|s| s.used).count();
+            let tag = if extra > 1 {
+                format!("{tag} ({extra} fused)")
+            } else {
+                tag.to_string()
+            };
             let name = parents[i]
                 .path
                 .file_name()
@@ -238,8 +281,18 @@ impl Outputs<'_> {
         let top: Vec<Tile<'_>> = vec![
             photos[0].as_ref().map(|i| (i, photo_caption(0, "A"))),
             Some((&pictures.parents[0], recon_caption(0, "A"))),
-            Some((&pictures.parents[1], recon_caption(1, "B"))),
-            photos[1].as_ref().map(|i| (i, photo_caption(1, "B"))),
+            Some((
+                &pictures.parents[1],
+                if given_child.is_some() {
+                    "B predicted".to_string()
+                } else {
+                    recon_caption(1, "B")
+                },
+            )),
+            match given_child {
+                Some(c) => Some((c, "given child".to_string())),
+                None => photos[1].as_ref().map(|i| (i, photo_caption(1, "B"))),
+            },
         ];
         let mut rows = vec![top];
         let kids: Vec<Tile<'_>> = pictures

@@ -11,20 +11,64 @@ use super::common::normalise_edit;
 use super::{defaults, Context, KindSpec, MetadataOpts, SourceOpts};
 use crate::family::{EditTarget, FamilyParams};
 use crate::interp::{Easing, Interp, PathSpec};
-use crate::jobs::family::FamilyJob;
+use crate::jobs::family::fuse::Fusion;
+use crate::jobs::family::{FamilyJob, FamilyMode};
+
+fn is_default_fusion(f: &Fusion) -> bool {
+    *f == Fusion::default()
+}
 use crate::jobs::morph::MorphJob;
 use crate::jobs::sources::is_latent_path;
 use crate::media::MediaKind;
 
-/// `family`: children of two parents.
+/// `family`: children of two parents, or (`predict_partner`) the missing parent of a child.
+///
+/// Each parent is one or several sources (`--a p1.jpg --a p2.jpg`; in a manifest a string
+/// or a list): several photos of one person are inverted, outliers dropped and the codes
+/// fused (`jobs::family::fuse`). On the command line the positional `PARENT_A PARENT_B`
+/// add to `--a` and `--b` (the command's own arguments, `cli::args::FamilyArgs`).
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct FamilySpec {
-    /// First parent: a photo (PNG/JPEG, inverted first) or a latent (.npy/.npz)
-    #[arg(value_name = "PARENT_A")]
-    pub parent_a: PathBuf,
-    /// Second parent: a photo or a latent
-    #[arg(value_name = "PARENT_B")]
-    pub parent_b: PathBuf,
+    /// Parent A: a photo (PNG/JPEG, inverted first) or a latent (.npy/.npz); repeat for
+    /// several photos of the same person (fused into one code)
+    #[arg(long = "a", visible_alias = "parent", value_name = "PHOTO|LATENT")]
+    #[serde(default, with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub parent_a: Vec<PathBuf>,
+    /// Parent B: a photo or a latent; repeatable like --a
+    #[arg(long = "b", value_name = "PHOTO|LATENT")]
+    #[serde(default, with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub parent_b: Vec<PathBuf>,
+    /// Predict the missing parent: the code B that, blended with parent A under these
+    /// family settings (mix, coarse/middle/fine, age, gender), best explains --child
+    #[arg(long, requires = "child")]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub predict_partner: bool,
+    /// The child whose missing parent --predict-partner looks for: a photo or a latent;
+    /// repeatable (several photos are fused like a parent's)
+    #[arg(long, value_name = "PHOTO|LATENT")]
+    #[serde(default, with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub child: Vec<PathBuf>,
+    /// --predict-partner: how far the child's code may be from the exact blend, in the
+    /// bundle's per-dimension w_std (larger trusts the child less and the prior more; the
+    /// default is what inverting a photo of a child costs, measured on the default bundle:
+    /// 3.2; give about 0.05 for a child that is a latent the program made)
+    #[arg(long, default_value_t = defaults::partner_noise(), value_name = "S")]
+    #[serde(
+        default = "defaults::partner_noise",
+        skip_serializing_if = "defaults::is::partner_noise"
+    )]
+    pub partner_noise: f32,
+    /// Several sources of one person: drop a photo whose identity distance to the
+    /// group's most central photo is above D [default: the bundle's same-person
+    /// threshold, 0.6]
+    #[arg(long, value_name = "D")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_distance: Option<f32>,
+    /// Several sources of one person: consensus (the kept source's code that best
+    /// explains the other photos) or mean (the kept codes' mean, weighted by fit)
+    #[arg(long, default_value_t = Fusion::default(), value_name = "consensus|mean")]
+    #[serde(default, skip_serializing_if = "is_default_fusion")]
+    pub fusion: Fusion,
     /// Output folder (children's PNG + .npy + .json, parents' latents and
     /// reconstructions, family.png sheet, family.json report)
     #[arg(short, long, value_name = "DIR")]
@@ -105,13 +149,24 @@ impl KindSpec for FamilySpec {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let mut v = vec![&mut self.parent_a, &mut self.parent_b, &mut self.output];
+        let mut v: Vec<&mut PathBuf> = self
+            .parent_a
+            .iter_mut()
+            .chain(self.parent_b.iter_mut())
+            .chain(self.child.iter_mut())
+            .collect();
+        v.push(&mut self.output);
         v.extend(self.sources.paths_mut());
         v
     }
 
     fn inputs(&self) -> Vec<PathBuf> {
-        vec![self.parent_a.clone(), self.parent_b.clone()]
+        self.parent_a
+            .iter()
+            .chain(&self.parent_b)
+            .chain(&self.child)
+            .cloned()
+            .collect()
     }
 
     fn outputs(&self) -> Vec<PathBuf> {
@@ -139,10 +194,62 @@ impl KindSpec for FamilySpec {
             diversity: self.diversity,
             seed: self.seed,
         };
+        if self.parent_a.is_empty() {
+            bail!(
+                "parent A is missing: give {} (one or more photos or latents)",
+                f.name("parent_a")
+            );
+        }
+        let mode = if self.predict_partner {
+            if !self.parent_b.is_empty() {
+                bail!(
+                    "{} looks for parent B, so {} must not be given",
+                    f.name("predict_partner"),
+                    f.name("parent_b")
+                );
+            }
+            if self.child.is_empty() {
+                bail!(
+                    "{} needs the child: {}",
+                    f.name("predict_partner"),
+                    f.name("child")
+                );
+            }
+            f.within("partner_noise", self.partner_noise as f64, 1e-3, 10.0)?;
+            FamilyMode::PredictPartner {
+                child: self.child.clone(),
+                noise: self.partner_noise,
+            }
+        } else {
+            if self.parent_b.is_empty() {
+                bail!(
+                    "parent B is missing: give {} (one or more photos or latents), or {} to \
+                     predict it from a child",
+                    f.name("parent_b"),
+                    f.name("predict_partner")
+                );
+            }
+            for id in ["child", "partner_noise"] {
+                let set = match id {
+                    "child" => !self.child.is_empty(),
+                    _ => !defaults::is::partner_noise(&self.partner_noise),
+                };
+                if set {
+                    bail!("{} is for {} only", f.name(id), f.name("predict_partner"));
+                }
+            }
+            FamilyMode::Breed
+        };
+        if let Some(d) = self.outlier_distance {
+            f.positive("outlier_distance", d as f64)?;
+        }
         params.validate_named(ctx.manifest()?, &|id| f.name(id))?;
         Ok(FamilyJob {
             parent_a: self.parent_a.clone(),
             parent_b: self.parent_b.clone(),
+            mode,
+            outlier_distance: self.outlier_distance,
+            fusion: self.fusion,
             out_dir: self.output.clone(),
             params,
             sources: self.sources.options(&f, ctx)?,
@@ -277,5 +384,34 @@ impl KindSpec for MorphSpec {
         }
         job.validate()?;
         Ok(job)
+    }
+}
+
+/// A list of paths that reads from a single string too, and is written as a single string
+/// when it holds one path (so that older manifests' job hashes do not change).
+mod one_or_many {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(v) => v,
+        })
     }
 }

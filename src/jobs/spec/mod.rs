@@ -60,6 +60,7 @@ pub mod defaults {
         mix: f32 = 0.5;
         children: usize = 1;
         mutation: f32 = 0.25;
+        partner_noise: f32 = 3.0;
         diversity: f32 = 1.0;
         frames_per_key: usize = 30;
         fps: f64 = 25.0;

@@ -85,8 +85,8 @@ pub(super) async fn family(
     let (a, b, params) = (req.a.clone(), req.b.clone(), req.job.params.clone());
     let figures = req.figures;
     let parents = [
-        resolved(&a, &req.job.parent_a),
-        resolved(&b, &req.job.parent_b),
+        resolved(&a, &req.job.parent_a[0]),
+        resolved(&b, &req.job.parent_b[0]),
     ];
     let rendered = s
         .light

@@ -65,6 +65,7 @@ const PATH_FIELDS: &[&str] = &[
     "cache",
     "latent",
     "save_latent",
+    "child",
 ];
 /// Fields that would write into or read from the parents' photos (family, morph): those
 /// jobs take latent ids the server already made, so inversion settings belong to
@@ -76,6 +77,10 @@ const SOURCE_FIELDS: &[&str] = &[
     "align",
     "face",
     "paste_back",
+    "predict_partner",
+    "fusion",
+    "outlier_distance",
+    "partner_noise",
 ];
 
 /// Everything the handlers share.

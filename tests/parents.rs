@@ -1,0 +1,145 @@
+//! `family` with several sources per parent and `family --predict-partner`, end to end on
+//! the tiny bundle: the report lists every source, an outlier is dropped and the fused code
+//! is the weighted mean of the kept ones; a partner predicted from a child the program made
+//! is the true parent (closer to it than to a stranger) and re-breeds the child.
+//! (What they are worth on real models: `tests/parents_default.rs`.)
+
+mod common;
+
+use std::path::Path;
+
+use common::{face, run, s, tiny_arg};
+use latentface::latent::Latent;
+
+fn ws(p: &Path) -> Vec<f32> {
+    Latent::read(p).unwrap().to_ws(8, 32).unwrap()
+}
+
+fn rms(a: &[f32], b: &[f32]) -> f64 {
+    (a.iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64)
+        .sqrt()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("family.json")).unwrap()).unwrap()
+}
+
+fn family(args: &[&str]) -> String {
+    let tiny = tiny_arg();
+    let mut all = vec!["family", "--bundle", &tiny, "--device", "cpu", "--no-cache"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(&all);
+    assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn several_sources_per_parent_are_fused_and_an_outlier_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 11);
+    let a_copy = tmp.path().join("a_again.npy");
+    std::fs::copy(&a, &a_copy).unwrap();
+    let (_, near) = face(tmp.path(), "near", 11); // the same person, another file
+    let (_, far) = face(tmp.path(), "far", 99);
+    let (_, b) = face(tmp.path(), "b", 12);
+    let sources = [&a, &a_copy, &near, &far];
+    let mut args: Vec<&str> = Vec::new();
+    for p in sources {
+        args.extend(["--a", s(p)]);
+    }
+    let out1 = tmp.path().join("all");
+    let mut first = args.clone();
+    first.extend([
+        "--b",
+        s(&b),
+        "-o",
+        s(&out1),
+        "--outlier-distance",
+        "1000",
+        "--fusion",
+        "mean",
+    ]);
+    let printed = family(&first);
+    assert!(printed.contains("4 of 4 sources fused"), "{printed}");
+    let r = report(&out1);
+    let used = &r["parents"][0]["sources"];
+    assert_eq!(used.as_array().unwrap().len(), 4, "{r}");
+    assert!(
+        r["parents"][1].get("sources").is_none(),
+        "one source: no list"
+    );
+    let centre: Vec<f64> = (0..4)
+        .map(|i| used[i]["distance_to_centre"].as_f64().unwrap())
+        .collect();
+    // The stranger is the farthest from the centre; drop it with a threshold between.
+    let others = centre[..3].iter().copied().fold(0.0, f64::max);
+    assert!(centre[3] > others, "{centre:?}");
+    let cut = format!("{}", 0.5 * (others + centre[3]));
+    let out2 = tmp.path().join("kept");
+    let mut second = args.clone();
+    second.extend(["--b", s(&b), "-o", s(&out2), "--outlier-distance", &cut]);
+    let printed = family(&second);
+    assert!(printed.contains("3 of 4 sources fused"), "{printed}");
+    assert!(printed.contains("dropped: identity distance"), "{printed}");
+    let r = report(&out2);
+    let used = &r["parents"][0]["sources"];
+    assert_eq!(used[3]["used"], false);
+    assert_eq!(used[3]["weight"], 0.0);
+    // Consensus (the default): the code of one of the three that agree.
+    let fused = ws(&out2.join("parent_a.npy"));
+    assert!(rms(&fused, &ws(&a)) < 1e-6, "{}", rms(&fused, &ws(&a)));
+    assert!(
+        rms(&ws(&out1.join("parent_a.npy")), &ws(&a)) > 1e-3,
+        "the stranger counted"
+    );
+}
+
+#[test]
+fn a_predicted_partner_is_the_true_parent_and_rebreeds_the_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 21);
+    let (_, b) = face(tmp.path(), "b", 22);
+    let (_, stranger) = face(tmp.path(), "c", 23);
+    let fam = tmp.path().join("fam");
+    let model = [
+        "--mix",
+        "0.6",
+        "--fine",
+        "0.2",
+        "--age",
+        "1.0",
+        "--diversity",
+        "0",
+    ];
+    let mut args = vec![s(&a), s(&b), "-o", s(&fam)];
+    args.extend(model);
+    family(&args);
+    let child = fam.join("child_01.npy");
+    let pred = tmp.path().join("pred");
+    let mut args = vec!["--predict-partner", "--child", s(&child), "--parent", s(&a)];
+    args.extend(["-o", s(&pred), "--partner-noise", "0.05"]);
+    args.extend(model);
+    let printed = family(&args);
+    assert!(printed.contains("predicted parent B"), "{printed}");
+    let guess = ws(&pred.join("parent_b.npy"));
+    let (wb, wc) = (ws(&b), ws(&stranger));
+    assert!(
+        rms(&guess, &wb) < 0.5 * rms(&wc, &wb),
+        "{} vs {}",
+        rms(&guess, &wb),
+        rms(&wc, &wb)
+    );
+    // Re-bred with the same settings, A and the predicted B give the child back.
+    let rebred = ws(&pred.join("child_01.npy"));
+    assert!(rms(&rebred, &ws(&child)) < 0.05 * rms(&wc, &wb));
+    let r = report(&pred);
+    let p = &r["partner"];
+    assert!(p["residual"].as_f64().unwrap() < 0.1, "{p}");
+    assert!(p["face"]["rebred"]["1"].as_f64().is_some(), "{p}");
+    assert_eq!(r["parents"][1]["kind"], "predicted");
+    assert!(pred.join("given_child.npy").is_file() && pred.join("family.png").is_file());
+}

@@ -1,0 +1,63 @@
+//! The parent features on the trained default bundle, with margins measured when they
+//! were built (`examples/parents_eval.rs` prints the same figures on more people; how the
+//! test sets are made: `latentface::jobs::family::measure`).
+
+use latentface::jobs::family::measure::{partner_trials, several_photos};
+use latentface::model::{Bundle, Device, RuntimeOptions};
+
+fn default_bundle() -> Bundle {
+    Bundle::open(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default"),
+        RuntimeOptions {
+            ort_lib: None,
+            device: Device::Cpu,
+            threads: Some(2),
+            spin: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("cannot open the default bundle: {e:#}"))
+}
+
+#[test]
+fn a_predicted_partner_is_closer_to_the_true_one_than_a_stranger_most_times() {
+    // 20 families; the child made by make_children (diversity 0, random mix and age),
+    // rendered and inverted again (100 steps), as a child's photo would be.
+    let b = default_bundle();
+    let f = partner_trials(
+        &b,
+        20,
+        100,
+        latentface::jobs::spec::defaults::partner_noise(),
+        1,
+    )
+    .unwrap();
+    eprintln!("{f:?}");
+    assert!(f.wplus_wins >= 16, "W+: {}/20 ({f:?})", f.wplus_wins);
+    assert!(
+        f.identity_wins >= 16,
+        "identity: {}/20 ({f:?})",
+        f.identity_wins
+    );
+    assert!(f.identity_predicted < f.identity_stranger, "{f:?}");
+}
+
+#[test]
+fn three_photos_give_a_code_closer_to_a_fourth_than_a_single_photo_does() {
+    // 8 generated people, 4 photos each (the 4th held out), 100 steps. Measured on 24
+    // people: consensus 0.297, a single photo 0.333 on average (closer for 23/24 people),
+    // the best single photo (an oracle) 0.294.
+    let b = default_bundle();
+    let f = several_photos(&b, 8, 100, 3).unwrap();
+    eprintln!(
+        "consensus {} mean fusion {} best single {} mean single {}",
+        f.consensus, f.fused, f.best_single, f.mean_single
+    );
+    assert!(f.consensus < f.mean_single - 0.01, "{f:?}");
+    assert!(
+        f.consensus_beats_mean >= 6,
+        "{}/8 ({f:?})",
+        f.consensus_beats_mean
+    );
+    // It is one of the three codes: never further than the worst, at best the best.
+    assert!(f.consensus >= f.best_single - 1e-6, "{f:?}");
+}
