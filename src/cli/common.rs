@@ -99,3 +99,15 @@ pub fn finish<T>(outcome: &crate::jobs::Outcome<T>) -> Result<()> {
     }
     .into())
 }
+
+/// The server's options from `serve`'s flags.
+pub fn serve_options(a: &super::args::ServeArgs) -> crate::serve::ServeOptions {
+    crate::serve::ServeOptions {
+        addr: a.addr,
+        allow_remote: a.allow_remote,
+        workers: a.workers,
+        queue: a.queue,
+        job_timeout: std::time::Duration::from_secs(a.job_timeout),
+        default_steps: a.steps,
+    }
+}

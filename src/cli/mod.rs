@@ -53,7 +53,7 @@ fn dispatch(cli: &Cli, common: &common::Common) -> Result<()> {
         Command::Bench(a) => run::bench(common, a),
         Command::Vae(a) => run_vae::run(common, &a.command),
         Command::Eval(a) => run::eval(common, a),
-        Command::Serve(a) => crate::serve::run(common.open_bundle()?, &a.options()),
+        Command::Serve(a) => crate::serve::run(common.open_bundle()?, &common::serve_options(a)),
         Command::Align(_) => unreachable!("handled above"),
     }
 }

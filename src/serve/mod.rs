@@ -159,17 +159,3 @@ pub fn new_id() -> String {
     getrandom::fill(&mut b).expect("the operating system's random generator failed");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
-
-impl crate::cli::args::ServeArgs {
-    /// The server's options from its flags.
-    pub fn options(&self) -> ServeOptions {
-        ServeOptions {
-            addr: self.addr,
-            allow_remote: self.allow_remote,
-            workers: self.workers,
-            queue: self.queue,
-            job_timeout: Duration::from_secs(self.job_timeout),
-            default_steps: self.steps,
-        }
-    }
-}
