@@ -550,6 +550,13 @@ fn photos_to_children_to_morph() {
     );
     let img = image::load_from_memory(&sheet.body).unwrap();
     assert!(img.width() > 4 * 32 && img.height() > 2 * 32);
+    // It says what made it, as the command line's pictures do.
+    let sheet_file = tmp.path().join("sheet.png");
+    std::fs::write(&sheet_file, &sheet.body).unwrap();
+    let record = latentface::provenance::read_file(&sheet_file)
+        .unwrap()
+        .expect("the studio's family sheet carries its provenance record");
+    assert!(record.synthetic && record.job == "family", "{record:?}");
 
     // A generated face as a third key.
     let g = post_json(&s, "/api/generate", &json!({"seed": 7}));

@@ -21,7 +21,7 @@ fn resolved(f: &Face, path: &std::path::Path) -> Resolved {
 struct FamilyRequest {
     a: Arc<Face>,
     b: Arc<Face>,
-    job: family_job::FamilyJob,
+    job: super::Built<family_job::FamilyJob>,
     /// Studio renders only: compute the resemblance figures (default true).
     figures: bool,
 }
@@ -165,7 +165,9 @@ pub(super) async fn family_sheet(
             // The latent files the spec names, written now (the same bytes `--save-latent` writes).
             s2.store.latent_file(&req.a, nw, wd)?;
             s2.store.latent_file(&req.b, nw, wd)?;
-            let report = family_job::run_family(&s2.bundle, &req.job, &mut family_job::Quiet)?;
+            let report = req
+                .job
+                .scoped(|j| family_job::run_family(&s2.bundle, j, &mut family_job::Quiet))?;
             let png = std::fs::read(&report.sheet)?;
             let _ = std::fs::remove_dir_all(&req.job.out_dir);
             Ok(png)

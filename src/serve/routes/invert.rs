@@ -276,7 +276,7 @@ fn invert_uploads(
         ],
     )?;
     let bundle = &s.bundle;
-    let outcome = invert_job::run_invert(bundle, &job, observer)?;
+    let outcome = job.scoped(|j| invert_job::run_invert(bundle, j, observer))?;
     // Messages name the upload, not the server's file, and the API's option, not the flag.
     let tidy = |msg: String| {
         let mut m = msg;

@@ -497,18 +497,48 @@ fn build_job<T: KindSpec>(
     s: &Shared,
     mut obj: Map<String, Value>,
     server: Vec<(&str, Value)>,
-) -> ApiResult<T::Job> {
+) -> ApiResult<Built<T::Job>> {
     for (k, v) in server {
         obj.insert(k.to_string(), v);
     }
     let spec: T = parse_spec(Value::Object(obj))
         .map_err(|e| ApiError::bad_request(format!("{}: {e}", T::KIND)))?;
-    spec.build(&SpecContext {
-        manifest: Some(s.bundle.manifest()),
-        cache: &LatentCache::Off,
-        origin: SpecOrigin::Manifest,
-    })
-    .map_err(|e| ApiError::invalid(format!("{e:#}")))
+    let job = spec
+        .build(&SpecContext {
+            manifest: Some(s.bundle.manifest()),
+            cache: &LatentCache::Off,
+            origin: SpecOrigin::Manifest,
+        })
+        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    // The pictures the job writes say what made them, as the command line's do.
+    let provenance = spec.metadata().then(|| {
+        crate::provenance::Provenance::new(
+            T::KIND,
+            serde_json::to_value(&spec).unwrap_or_default(),
+            Some(s.bundle.reference()),
+        )
+    });
+    Ok(Built { job, provenance })
+}
+
+/// A job built from a request, with the provenance record its pictures carry.
+pub(super) struct Built<J> {
+    pub job: J,
+    pub provenance: Option<crate::provenance::Provenance>,
+}
+
+impl<J> Built<J> {
+    /// Runs `f` with this job's provenance record in force.
+    pub fn scoped<T>(&self, f: impl FnOnce(&J) -> T) -> T {
+        crate::provenance::scoped(self.provenance.clone(), || f(&self.job))
+    }
+}
+
+impl<J> std::ops::Deref for Built<J> {
+    type Target = J;
+    fn deref(&self) -> &J {
+        &self.job
+    }
 }
 
 fn path_value(p: &std::path::Path) -> Value {

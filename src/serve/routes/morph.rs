@@ -125,7 +125,7 @@ pub(super) async fn morph(
                     s: s3.clone(),
                     id: id3.clone(),
                 };
-                morph_job::run_morph(&s3.bundle, &job, &mut obs)
+                job.scoped(|j| morph_job::run_morph(&s3.bundle, j, &mut obs))
             })
             .await;
         let outcome = r.map(|report| {
