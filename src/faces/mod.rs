@@ -18,12 +18,10 @@ use serde::Serialize;
 use crate::imageio;
 use crate::model::{Bundle, GraphKind};
 
-/// Input side of `face_id`.
-pub const ID_SIDE: u32 = 150;
-/// Input side of `face_attributes`.
-pub const ATTR_SIDE: u32 = 112;
-/// Length of an identity descriptor.
-pub const DESCRIPTOR_DIM: usize = 128;
+/// The face graphs' shapes, part of the bundle contract (`model::manifest`).
+pub use crate::model::manifest::{
+    FACE_ATTR_SIDE as ATTR_SIDE, FACE_DESCRIPTOR_DIM as DESCRIPTOR_DIM, FACE_ID_SIDE as ID_SIDE,
+};
 /// Below this many pixels the tight face holds too little for the networks to mean much.
 pub const MIN_FACE_PX: u32 = 16;
 /// Crops per graph call (bounds memory; the networks are small).

@@ -468,7 +468,7 @@ impl Bundle {
     /// Identity descriptors `[B, 128]` of face crops `[B, 3, 150, 150]`, RGB in 0..255
     /// (needs `face_id`).
     pub fn face_id(&self, crops: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let s = crate::faces::ID_SIDE as i64;
+        let s = super::manifest::FACE_ID_SIDE as i64;
         let out = self.run(
             GraphKind::FaceId,
             batch,
@@ -480,7 +480,7 @@ impl Bundle {
     /// Predicted age `[B]` (years) and gender probabilities `[B, 2]` (male, female) of face
     /// crops `[B, 3, 112, 112]`, RGB in 0..255 (needs `face_attributes`).
     pub fn face_attributes(&self, crops: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let s = crate::faces::ATTR_SIDE as i64;
+        let s = super::manifest::FACE_ATTR_SIDE as i64;
         let mut out = self.run(
             GraphKind::FaceAttributes,
             batch,

@@ -11,6 +11,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// Input side of the `face_id` graph.
+pub const FACE_ID_SIDE: u32 = 150;
+/// Input side of the `face_attributes` graph.
+pub const FACE_ATTR_SIDE: u32 = 112;
+/// Length of a `face_id` descriptor.
+pub const FACE_DESCRIPTOR_DIM: usize = 128;
+
 /// Expected tensors of a graph side: name and shape (`-1` = the batch axis).
 pub type ExpectedTensors = Vec<(String, Vec<i64>)>;
 
@@ -293,17 +300,14 @@ impl Manifest {
                 vec![n("distance", vec![-1])],
             ),
             "face_id" => {
-                let s = crate::faces::ID_SIDE as i64;
+                let s = FACE_ID_SIDE as i64;
                 (
                     vec![n("image", vec![-1, 3, s, s])],
-                    vec![n(
-                        "descriptor",
-                        vec![-1, crate::faces::DESCRIPTOR_DIM as i64],
-                    )],
+                    vec![n("descriptor", vec![-1, FACE_DESCRIPTOR_DIM as i64])],
                 )
             }
             "face_attributes" => {
-                let s = crate::faces::ATTR_SIDE as i64;
+                let s = FACE_ATTR_SIDE as i64;
                 (
                     vec![n("image", vec![-1, 3, s, s])],
                     vec![n("age", vec![-1]), n("gender", vec![-1, 2])],
