@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{defaults, Context, Fields, MAX_EDIT_STRENGTH};
 use crate::align::{AlignSettings, FaceChoice};
 use crate::family::EditTarget;
-use crate::invert::InvertParams;
+use crate::invert::{EarlyStop, InvertParams, OptimParams, Schedule};
 use crate::jobs::sources::{LatentCache, SourceOptions};
 
 /// How photos are aligned before the model sees them.
@@ -169,4 +169,50 @@ pub fn normalise_edit(f: &Fields, id: &str, t: &EditTarget) -> Result<EditTarget
         }
     }
     Ok(t)
+}
+
+/// The optimiser options `invert` and `vae_impute` share.
+pub struct OptimFields {
+    pub steps: usize,
+    pub lr: f64,
+    pub noise_strength: f64,
+    pub pixel_weight: f32,
+    pub lpips_weight: f32,
+    /// 0 = never stop early.
+    pub patience: usize,
+    /// Relative loss improvement that counts as progress for `patience`.
+    pub min_rel_improvement: f64,
+}
+
+impl OptimFields {
+    /// Checks the options (naming them as `f` spells them) and builds the engine's settings.
+    pub fn params(&self, f: &Fields) -> Result<OptimParams> {
+        f.at_least("steps", self.steps, 1)?;
+        f.positive("lr", self.lr)?;
+        f.non_negative("noise_strength", self.noise_strength)?;
+        f.non_negative("pixel_weight", self.pixel_weight as f64)?;
+        f.non_negative("lpips_weight", self.lpips_weight as f64)?;
+        if self.pixel_weight + self.lpips_weight <= 0.0 {
+            bail!(
+                "{} and {} cannot both be 0",
+                f.name("pixel_weight"),
+                f.name("lpips_weight")
+            );
+        }
+        Ok(OptimParams {
+            steps: self.steps,
+            schedule: Schedule {
+                lr: self.lr,
+                noise_strength: self.noise_strength,
+                ..Schedule::default()
+            },
+            pixel_weight: self.pixel_weight,
+            lpips_weight: self.lpips_weight,
+            early_stop: (self.patience > 0).then_some(EarlyStop {
+                patience: self.patience,
+                min_rel_improvement: self.min_rel_improvement,
+            }),
+            ..OptimParams::default()
+        })
+    }
 }

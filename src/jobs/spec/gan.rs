@@ -6,9 +6,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::common::OptimFields;
 use super::{defaults, Context, FaceOpts, KindSpec, MetadataOpts};
 use crate::align::Template;
-use crate::invert::{EarlyStop, InitStrategy, InvertParams, OptimParams, Schedule};
+use crate::invert::{InitStrategy, InvertParams};
 use crate::jobs::align::AlignJob;
 use crate::jobs::generate::{GenerateJob, GenerateSource};
 use crate::jobs::invert::InvertJob;
@@ -158,20 +159,18 @@ impl KindSpec for InvertSpec {
                 f.name("photos")
             );
         }
-        f.at_least("steps", self.steps, 1)?;
-        f.at_least("batch_size", self.batch_size, 1)?;
-        f.positive("lr", self.lr)?;
-        f.non_negative("noise_strength", self.noise_strength)?;
-        f.non_negative("pixel_weight", self.pixel_weight as f64)?;
-        f.non_negative("lpips_weight", self.lpips_weight as f64)?;
-        f.non_negative("spread_weight", self.spread_weight as f64)?;
-        if self.pixel_weight + self.lpips_weight <= 0.0 {
-            bail!(
-                "{} and {} cannot both be 0",
-                f.name("pixel_weight"),
-                f.name("lpips_weight")
-            );
+        let optim = OptimFields {
+            steps: self.steps,
+            lr: self.lr,
+            noise_strength: self.noise_strength,
+            pixel_weight: self.pixel_weight,
+            lpips_weight: self.lpips_weight,
+            patience: self.patience,
+            min_rel_improvement: self.min_improvement,
         }
+        .params(&f)?;
+        f.at_least("batch_size", self.batch_size, 1)?;
+        f.non_negative("spread_weight", self.spread_weight as f64)?;
         if !(self.min_improvement >= 0.0 && self.min_improvement < 1.0) {
             bail!("{} must be in [0, 1)", f.name("min_improvement"));
         }
@@ -199,21 +198,7 @@ impl KindSpec for InvertSpec {
             f.existing_file("mask", m)?;
         }
         let params = InvertParams {
-            optim: OptimParams {
-                steps: self.steps,
-                schedule: Schedule {
-                    lr: self.lr,
-                    noise_strength: self.noise_strength,
-                    ..Schedule::default()
-                },
-                pixel_weight: self.pixel_weight,
-                lpips_weight: self.lpips_weight,
-                early_stop: (self.patience > 0).then_some(EarlyStop {
-                    patience: self.patience,
-                    min_rel_improvement: self.min_improvement,
-                }),
-                ..OptimParams::default()
-            },
+            optim,
             space: self.space,
             w_stage_steps: self.w_steps,
             spread_weight: self.spread_weight,

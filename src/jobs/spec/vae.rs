@@ -8,8 +8,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::common::OptimFields;
 use super::{defaults, Context, FaceOpts, Fields, KindSpec, MetadataOpts};
-use crate::invert::{EarlyStop, OptimParams, Schedule};
 use crate::jobs::vae::{
     AnomalyJob, DecodeJob, EncodeJob, HoleSpec, ImputeJob, InterpolateJob, MapJob, ReconstructJob,
     SampleJob, ZPath,
@@ -538,30 +538,21 @@ impl KindSpec for ImputeSpec {
         if self.holes_white && self.mask.is_none() {
             bail!("{} needs {}", f.name("holes_white"), f.name("mask"));
         }
-        f.at_least("steps", self.steps, 1)?;
-        f.positive("lr", self.lr)?;
-        f.non_negative("noise_strength", self.noise_strength)?;
-        f.non_negative("pixel_weight", self.pixel_weight as f64)?;
-        f.non_negative("lpips_weight", self.lpips_weight as f64)?;
+        let optim = OptimFields {
+            steps: self.steps,
+            lr: self.lr,
+            noise_strength: self.noise_strength,
+            pixel_weight: self.pixel_weight,
+            lpips_weight: self.lpips_weight,
+            patience: self.patience,
+            min_rel_improvement: 1e-4,
+        }
+        .params(&f)?;
         f.non_negative("prior_weight", self.prior_weight)?;
         f.non_negative("feather", self.feather)?;
         f.at_least("restarts", self.restarts, 1)?;
         let params = ImputeParams {
-            optim: OptimParams {
-                steps: self.steps,
-                schedule: Schedule {
-                    lr: self.lr,
-                    noise_strength: self.noise_strength,
-                    ..Schedule::default()
-                },
-                pixel_weight: self.pixel_weight,
-                lpips_weight: self.lpips_weight,
-                early_stop: (self.patience > 0).then_some(EarlyStop {
-                    patience: self.patience,
-                    min_rel_improvement: 1e-4,
-                }),
-                ..OptimParams::default()
-            },
+            optim,
             prior_weight: self.prior_weight,
             feather: self.feather,
             seed: self.seed,
