@@ -5,7 +5,8 @@ weights for the Rust tests). The contract is onnx/BUNDLE.md.
 
 Verification runs every graph in ONNX Runtime at batch 1 and 8 with 1 and 2 threads:
 forward outputs against the float32 torch module (relative error <= 1e-5), gradients
-against torch autograd in float64 (max|d| / max|g| <= 1e-4). The figures go into the
+against torch autograd in float64 (max|d| / max|g| <= 1e-4, per sample; a sample that
+lies on a kink of the loss is checked a hair away, see KINK_STEP). The figures go into the
 manifest, so a bundle carries the proof of its own correctness.
 """
 import copy
@@ -131,6 +132,28 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
+# A gradient graph's loss has kinks (ReLU and max-pool in LPIPS, leaky ReLU in the
+# generator). When a test point lies within rounding of one, ONNX Runtime's float32 and
+# the float64 reference can take different sides and the gradients differ by a whole
+# branch (seen: 2 of 64 random inputs, error 2e-3, gone after moving the latent by 1e-5).
+# Such a sample is checked again at a point moved by KINK_STEP (relative to the input's
+# spread): an export bug fails there too, a kink does not.
+KINK_STEP = 1e-5
+
+
+def _grad_errors(sess, spec, ref64, inputs):
+    """Per-sample relative errors of every output, ORT vs the float64 reference."""
+    got = sess.run(None, {n: x.numpy() for n, x in zip(spec.input_names, inputs)})
+    want = ref64(*[x.double() for x in inputs])
+    want = want if isinstance(want, (tuple, list)) else (want,)
+    per = {}
+    for name, g, w in zip(spec.output_names, got, want):
+        g, w = g.astype(np.float64), w.detach().double().numpy()
+        per[name] = [_rel(g[i], w[i]) if g.ndim and g.shape[0] == inputs[0].shape[0] else _rel(g, w)
+                     for i in range(inputs[0].shape[0])]
+    return got, per
+
+
 def verify_graphs(out_dir, specs, batches=(1, 8), threads=(1, 2), log=print):
     """ONNX Runtime vs torch for every graph; returns {key: {"b1_t1": err, ...}, "ok": bool}."""
     out_dir = Path(out_dir)
@@ -146,29 +169,46 @@ def verify_graphs(out_dir, specs, batches=(1, 8), threads=(1, 2), log=print):
             sess = ort.InferenceSession(str(out_dir / f"{spec.key}.onnx"), so, providers=["CPUExecutionProvider"])
             for b in batches:
                 inputs = spec.make_inputs(b, 1000 + b)
-                got = sess.run(None, {n: x.numpy() for n, x in zip(spec.input_names, inputs)})
+                kinks = 0
                 if spec.grad_outputs:
-                    # torch.func.grad inside forward: run in float64 as the ground truth
-                    want = ref64(*[x.double() for x in inputs])
+                    # torch.func.grad inside forward: float64 is the ground truth, for the
+                    # forward outputs of a gradient graph too (same bound)
+                    got, per = _grad_errors(sess, spec, ref64, inputs)
+                    bad = [i for i in range(b) if max(per[n][i] for n in spec.output_names) > GRAD_TOL]
+                    if bad:
+                        moved = [x.clone() for x in inputs]
+                        x0 = moved[0]
+                        step = KINK_STEP * float(x0.std()) * torch.randn(x0.shape, generator=torch.Generator().manual_seed(b))
+                        moved[0] = x0 + step
+                        _, per2 = _grad_errors(sess, spec, ref64, moved)
+                        for i in bad:
+                            for n in spec.output_names:
+                                per[n][i] = per2[n][i]
+                        kinks = len(bad)
+                    errs = {n: max(v) for n, v in per.items()}
+                    fwd_tol = GRAD_TOL
                 else:
+                    got = sess.run(None, {n: x.numpy() for n, x in zip(spec.input_names, inputs)})
                     with torch.no_grad():
                         want = ref32(*inputs)
-                want = want if isinstance(want, (tuple, list)) else (want,)
-                errs = {}
-                for name, g, w in zip(spec.output_names, got, want):
-                    errs[name] = _rel(g.astype(np.float64), w.detach().double().numpy())
+                    want = want if isinstance(want, (tuple, list)) else (want,)
+                    errs = {name: _rel(g.astype(np.float64), w.detach().double().numpy())
+                            for name, g, w in zip(spec.output_names, got, want)}
+                    fwd_tol = FORWARD_TOL
                 worst_grad = max([errs[n] for n in spec.grad_outputs], default=0.0)
                 worst_fwd = max([e for n, e in errs.items() if n not in spec.grad_outputs], default=0.0)
-                # forward outputs of a gradient graph are compared with float64 too: same bound
-                fwd_tol = FORWARD_TOL if not spec.grad_outputs else GRAD_TOL
                 passed = worst_grad <= GRAD_TOL and worst_fwd <= fwd_tol and all(np.isfinite(g).all() for g in got)
                 ok &= passed
                 figures[f"b{b}_t{t}"] = {k: float(f"{v:.3g}") for k, v in errs.items()}
+                if kinks:
+                    figures[f"b{b}_t{t}"]["kink_rechecks"] = kinks
                 log(f"verify {spec.key} B={b} threads={t}: " +
-                    ", ".join(f"{k} {v:.2e}" for k, v in errs.items()) + ("" if passed else "  FAILED"))
+                    ", ".join(f"{k} {v:.2e}" for k, v in errs.items()) +
+                    (f" ({kinks} sample(s) at a kink, checked {KINK_STEP:g} away)" if kinks else "") +
+                    ("" if passed else "  FAILED"))
         report[spec.key] = figures
     report["ok"] = bool(ok)
-    report["tolerances"] = {"forward_rel": FORWARD_TOL, "grad_rel": GRAD_TOL}
+    report["tolerances"] = {"forward_rel": FORWARD_TOL, "grad_rel": GRAD_TOL, "kink_step": KINK_STEP}
     return report
 
 
