@@ -63,7 +63,7 @@ pub struct MorphJob {
     /// Frames rendered per synthesis call.
     pub batch_size: usize,
     /// Output frame size in pixels (square); `None` = the model's resolution. With
-    /// `paste_back`, the longer side of the frames [default: the photo's, at most 1024].
+    /// photo frames (`paste`), the longer side [default: the photo's, at most 1024].
     pub size: Option<u32>,
     pub sources: SourceOptions,
     pub paste: PasteBack,

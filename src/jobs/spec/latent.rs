@@ -329,8 +329,8 @@ pub struct MorphSpec {
     #[arg(long, default_value_t = defaults::batch_size(), value_name = "N")]
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
-    /// Output frame size in pixels [default: the model's resolution; with --paste-back the
-    /// longer side, default the photo's, at most 1024]
+    /// Output frame size in pixels [default: the model's resolution; with --paste-back or
+    /// --paste-each the longer side, default the photo's, at most 1024]
     #[arg(long, value_name = "PX")]
     #[serde(default)]
     pub size: Option<u32>,
