@@ -8,29 +8,13 @@ mod common;
 use std::path::Path;
 
 use clap::Parser;
-use common::{face, files_under, run, s, tiny_arg};
+use common::{face, files_under, max_abs_diff, rgb, run, s, tiny_arg};
 use latentface::cli::args::Cli;
 use latentface::interp::{Easing, FramePlan};
 use latentface::jobs::sources::LatentCache;
 use latentface::jobs::spec::{Context, Job, Origin};
 use latentface::latent::Latent;
 use latentface::model::Manifest;
-
-fn rgb(p: &Path) -> image::RgbImage {
-    image::open(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .to_rgb8()
-}
-
-fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    a.as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0)
-}
 
 fn json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
