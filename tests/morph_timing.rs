@@ -75,6 +75,8 @@ fn held_keys_repeat_their_frame_and_durations_set_the_count() {
     assert_eq!(report["holds"], serde_json::json!([2, 0, 4]));
     assert_eq!(report["durations"], serde_json::json!([3, 5]));
     assert_eq!(report["frames_per_key"], serde_json::Value::Null);
+    // Held frames are written, not rendered again: 15 - 2 - 4.
+    assert_eq!(report["frames_rendered"], 9);
     // The frames' provenance records the timing as given.
     let rec = latentface::provenance::read_file(&files_under(&out)[0])
         .unwrap()

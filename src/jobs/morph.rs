@@ -194,6 +194,9 @@ pub struct MorphReport {
     /// Synthesis only (graph calls and tensor -> picture).
     pub seconds_rendering: f64,
     pub seconds_total: f64,
+    /// Distinct frames synthesised (a held key's frames are rendered once).
+    pub frames_rendered: usize,
+    /// `frames_rendered / seconds_rendering`.
     pub frames_per_second_rendered: f64,
 }
 
@@ -302,7 +305,7 @@ pub fn run_morph(
     let plan = FramePlan::new(&key_ws, &bundle.manifest().w_avg, &job.path)?;
     let timeline = plan.timeline().clone();
     observer.stage("rendering", plan.len());
-    let (output, rendering) = render_morph(bundle, job, &keys, &plan, observer)?;
+    let (output, rendering, rendered) = render_morph(bundle, job, &keys, &plan, observer)?;
     let report = MorphReport {
         format: "latentface-morph-report/1",
         bundle: bundle.reference(),
@@ -342,21 +345,22 @@ pub fn run_morph(
         seconds_resolving_keys: resolving,
         seconds_rendering: rendering,
         seconds_total: started.elapsed().as_secs_f64(),
-        frames_per_second_rendered: plan.len() as f64 / rendering.max(1e-9),
+        frames_rendered: rendered,
+        frames_per_second_rendered: rendered as f64 / rendering.max(1e-9),
     };
     fsutil::write_json_atomic(&report.report, &report)?;
     Ok(report)
 }
 
 /// Stage 3: every frame of `plan` rendered, framed ([`Framer`]) and streamed into the
-/// output. Returns the output and the seconds spent in synthesis.
+/// output. Returns the output, the seconds spent in synthesis and the frames synthesised.
 fn render_morph(
     bundle: &Bundle,
     job: &MorphJob,
     keys: &[Resolved],
     plan: &FramePlan<'_>,
     observer: &mut dyn MorphObserver,
-) -> Result<(MediaSummary, f64)> {
+) -> Result<(MediaSummary, f64, usize)> {
     let mut framer = Framer::new(bundle, job, keys)?;
     let (fw, fh) = framer.dimensions();
     let mut writer = FrameWriter::create(
@@ -368,8 +372,9 @@ fn render_morph(
             repeat: true,
         },
     )?;
-    let (mut done, total) = (0usize, plan.len());
+    let (mut done, mut rendered, total) = (0usize, 0usize, plan.len());
     let rendering = render_batches(bundle, plan, job.batch_size, &mut |first, pic, copies| {
+        rendered += 1;
         let frame = framer.frame(pic, &plan.position(first))?;
         for _ in 0..copies {
             writer.push(&frame)?;
@@ -378,7 +383,7 @@ fn render_morph(
         }
         Ok(())
     })?;
-    Ok((writer.finish()?, rendering))
+    Ok((writer.finish()?, rendering, rendered))
 }
 
 /// Turns the model's pictures into output frames.
