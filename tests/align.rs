@@ -452,6 +452,140 @@ fn invert_pastes_the_reconstruction_back_into_the_photo() {
     assert_ne!(code, 0);
 }
 
+#[test]
+fn morph_pastes_each_frame_into_the_cross_fading_key_photos() {
+    let face = sample_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let side = face.width().max(face.height()) as f64;
+    let (cw, ch) = ((side * 2.0) as u32, (side * 1.5) as u32);
+    let (at_a, at_b) = (
+        [cw as f64 * 0.35, ch as f64 * 0.5],
+        [cw as f64 * 0.65, ch as f64 * 0.45],
+    );
+    let mut pa = background(cw, ch);
+    place(&mut pa, &face, &moved(&face, 0.8, 15.0, at_a));
+    let mut pb = RgbImage::from_fn(cw, ch, |x, y| {
+        image::Rgb([200 - (y % 50) as u8, 60 + (x % 70) as u8, 160])
+    });
+    place(&mut pb, &face, &moved(&face, 0.6, -10.0, at_b));
+    let (a, b) = (tmp.path().join("a.png"), tmp.path().join("b.png"));
+    pa.save(&a).unwrap();
+    pb.save(&b).unwrap();
+    let out = tmp.path().join("frames");
+    let (code, stdout, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny(),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--paste-each",
+        "--frames-per-key",
+        "4",
+        "--hold",
+        "1",
+        "--colour-easing",
+        "ease-in",
+        "--steps",
+        "2",
+        "--no-cache",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let frames: Vec<RgbImage> = files_under(&out)
+        .iter()
+        .map(|p| image::open(p).unwrap().to_rgb8())
+        .collect();
+    // Key A held (1 + 1), the transition's 3 more frames, key B and its hold.
+    assert_eq!(frames.len(), 7);
+    // Far from both faces a frame is the photos' cross-fade at the colour easing
+    // (ease-in: u^2), exactly photo A or B at the keys.
+    let far = [(2, 2), (cw - 3, ch - 3), (cw - 3, 2), (2, ch - 3)];
+    let u = [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0];
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f.dimensions(), (cw, ch), "frame {i} is not at photo size");
+        let c = u[i] * u[i];
+        for &(x, y) in &far {
+            let (p, q) = (pa.get_pixel(x, y).0, pb.get_pixel(x, y).0);
+            for k in 0..3 {
+                let want = (1.0 - c) * p[k] as f64 + c * q[k] as f64;
+                let got = f.get_pixel(x, y).0[k] as f64;
+                assert!(
+                    (got - want).abs() <= 1.0,
+                    "frame {i} at ({x}, {y}) channel {k}: {got} vs cross-fade {want}"
+                );
+            }
+        }
+    }
+    assert_eq!(frames[0].get_pixel(2, 2), pa.get_pixel(2, 2));
+    assert_eq!(frames[6].get_pixel(2, 2), pb.get_pixel(2, 2));
+    assert_eq!(frames[1], frames[0], "a held frame is the key frame");
+    // The face sits in each photo's own place: replaced at A's face in frame 0, at B's in
+    // the last frame, and there A's place is photo B untouched.
+    let differs = |f: &RgbImage, photo: &RgbImage, at: [f64; 2]| {
+        let (x, y) = (at[0] as u32, at[1] as u32);
+        (0..3)
+            .any(|k| (f.get_pixel(x, y).0[k] as i32 - photo.get_pixel(x, y).0[k] as i32).abs() > 3)
+    };
+    assert!(
+        differs(&frames[0], &pa, at_a),
+        "no face pasted at A's place"
+    );
+    assert!(
+        differs(&frames[6], &pb, at_b),
+        "no face pasted at B's place"
+    );
+    assert!(
+        !differs(&frames[6], &pb, at_a),
+        "the last frame's face is still at A's place"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("frames.json")).unwrap()).unwrap();
+    assert_eq!(report["paste_back"], "each-photo", "{report}");
+    assert_eq!(report["group_easings"]["fine"], "ease-in");
+
+    // Photos of two sizes, or a latent key, are refused, naming the problem.
+    let small = tmp.path().join("small.png");
+    image::imageops::crop_imm(&pb, 0, 0, cw - 10, ch)
+        .to_image()
+        .save(&small)
+        .unwrap();
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny(),
+        s(&a),
+        s(&small),
+        "-o",
+        s(&out),
+        "--paste-each",
+        "--steps",
+        "2",
+        "--no-cache",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("one size")
+            && err.contains(&format!("{cw}x{ch}"))
+            && err.contains(&format!("{}x{ch}", cw - 10)),
+        "{err}"
+    );
+    let latent = tmp.path().join("k.npy");
+    std::fs::write(&latent, b"not read").unwrap();
+    let (code, _, err) = run(&[
+        "morph",
+        "--bundle",
+        &tiny(),
+        s(&a),
+        s(&latent),
+        "-o",
+        s(&out),
+        "--paste-each",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("key 2") && err.contains("latent"), "{err}");
+}
+
 /// A PNG whose header claims `w x h` RGB pixels, with a small, highly compressed body.
 fn fake_png(w: u32, h: u32, rows: usize) -> Vec<u8> {
     use std::io::Write;

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{face, files_under, run, s, tiny_arg};
+use common::{face, files_under, max_abs_diff, rgb, run, s, tiny_arg};
 use latentface::latent::Latent;
 
 fn ws(p: &Path) -> Vec<f32> {
@@ -16,22 +16,6 @@ fn ws(p: &Path) -> Vec<f32> {
         Latent::WPlus { data, .. } => data,
         Latent::W(_) => panic!("expected W+ in {}", p.display()),
     }
-}
-
-fn rgb(p: &Path) -> image::RgbImage {
-    image::open(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .to_rgb8()
-}
-
-fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    a.as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0)
 }
 
 fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {

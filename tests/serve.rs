@@ -575,13 +575,14 @@ fn photos_to_children_to_morph() {
         "zeta",
     );
 
-    // Morphs: a GIF through three keys and an MP4, with progress and a download.
-    for (format, magic) in [("gif", &b"GIF89a"[..]), ("mp4", &b"ftyp"[..])] {
-        let start = post_json(
-            &s,
-            "/api/morph",
-            &json!({"keys": [ia, child, gid], "frames_per_key": 5, "fps": 10, "format": format, "easing": "ease-in-out"}),
-        );
+    // Morphs: a GIF through three keys (its own timing: 3 keys held 2 frames, transitions
+    // of 3 and 4, the last key's frame: 14) and an MP4, with progress and a download.
+    for (format, magic, frames) in [("gif", &b"GIF89a"[..], 14), ("mp4", &b"ftyp"[..], 11)] {
+        let mut body = json!({"keys": [ia, child, gid], "frames_per_key": 5, "fps": 10, "format": format, "easing": "ease-in-out"});
+        if format == "gif" {
+            body = json!({"keys": [ia, child, gid], "durations": [3, 4], "hold": 2, "fine_easing": "sine", "format": format});
+        }
+        let start = post_json(&s, "/api/morph", &body);
         assert_eq!(
             start.status,
             202,
@@ -593,6 +594,7 @@ fn photos_to_children_to_morph() {
         assert_eq!(done["state"], "done", "{done}");
         assert_eq!(done["done"], done["total"]);
         assert_eq!(done["report"]["frames"], done["total"]);
+        assert_eq!(done["total"], frames, "{done}");
         let file = get(&s, &format!("/api/jobs/{job}/result"));
         assert_eq!(file.status, 200);
         let head = &file.body[..12];
@@ -626,6 +628,16 @@ fn photos_to_children_to_morph() {
         422,
         "invalid",
         "frames",
+    );
+    assert_error(
+        &post_json(
+            &s,
+            "/api/morph",
+            &json!({"keys": [ia, ib], "durations": [3, 4]}),
+        ),
+        422,
+        "invalid",
+        "durations has 2 values",
     );
     assert_error(
         &post_json(&s, "/api/morph", &json!({"keys": [ia, ib], "steps": 10})),

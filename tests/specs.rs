@@ -61,7 +61,9 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
                  --cache {out}.cache --face 1 --detector {det} --no-metadata"),
-        format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline"),
+        format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline --hold 3"),
+        format!("morph {a} {b} {c} -o {out}.mp4 --paste-each --durations 3,4 --hold 2,0,5 \
+                 --coarse-easing sine --middle-easing ease-in --fine-easing bounce"),
         format!("edit {a} {b} -o {out} --age -1.5 --sweep gender=-2:2:5 \
                  --sweep-format mp4 --fps 4 --paste-back --steps 30 --invert-seed 2 --cache {out}.cache \
                  --face 1 --detector {det} --no-metadata"),
@@ -416,6 +418,36 @@ fn errors_name_fields_as_their_source_spells_them() {
             format!("morph {a} {a} -o /tmp/x.gif --frames-per-key 0"),
             "--frames-per-key",
             "frames_per_key",
+        ),
+        (
+            format!("morph {a} {a} -o /tmp/x.gif --durations 3,3"),
+            "--durations",
+            "durations",
+        ),
+        (
+            format!("morph {a} {a} {a} -o /tmp/x.gif --durations 3,0"),
+            "--durations",
+            "durations",
+        ),
+        (
+            format!("morph {a} {a} -o /tmp/x.gif --hold 1,2,3"),
+            "--hold",
+            "hold",
+        ),
+        (
+            format!("morph {a} {a} -o /tmp/x.gif --hold 100000"),
+            "--hold",
+            "hold",
+        ),
+        (
+            format!("morph {a} /tmp/nope.npy -o /tmp/x.gif --paste-each"),
+            "--paste-each",
+            "paste_each",
+        ),
+        (
+            format!("morph {a} {a} -o /tmp/x.gif --durations 3 --loop"),
+            "--durations",
+            "durations",
         ),
         (
             format!("generate --seed 1 --psi 9 -o /tmp/x.png"),

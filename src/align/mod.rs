@@ -655,13 +655,19 @@ pub fn prepare_photo(path: &Path, res: u32, aligner: Option<&Aligner>) -> Result
 /// Pastes `face` (an RGB square of any size, e.g. a reconstruction or a child) back into
 /// `photo` where `record` cut it out.
 pub fn paste_into(photo: &RgbImage, face: &RgbImage, record: &AlignRecord) -> Result<RgbImage> {
-    warp::paste_back(
-        photo,
-        face,
-        &record.transform,
-        &record.template.paste_mask(),
-    )
-    .ok_or_else(|| anyhow::anyhow!("cannot paste the face back: degenerate transform"))
+    paste_at(photo, face, &record.transform, &record.template)
+}
+
+/// [`paste_into`] at any placement: `crop_from_photo` maps `photo` pixels to crop
+/// fractions of a face cut with `template` (a morph moving the face between photos).
+pub fn paste_at(
+    photo: &RgbImage,
+    face: &RgbImage,
+    crop_from_photo: &Similarity,
+    template: &Template,
+) -> Result<RgbImage> {
+    warp::paste_back(photo, face, crop_from_photo, &template.paste_mask())
+        .ok_or_else(|| anyhow::anyhow!("cannot paste the face back: degenerate transform"))
 }
 
 /// Weights of left eye, right eye and mouth in the fit.

@@ -81,6 +81,37 @@ impl Similarity {
         }
     }
 
+    /// The similarity a fraction `t` of the way from `self` to `other`, as a placement
+    /// moves: scale geometrically, angle the shorter way round, and the image of `pivot`
+    /// along a straight line (lerping the coefficients would shrink a turning face).
+    /// `t = 0` and `t = 1` give the ends exactly.
+    pub fn towards(&self, other: &Similarity, t: f64, pivot: [f64; 2]) -> Similarity {
+        if t == 0.0 {
+            return *self;
+        }
+        if t == 1.0 {
+            return *other;
+        }
+        let (s0, s1) = (self.scale(), other.scale());
+        let (p0, p1) = (self.apply(pivot), other.apply(pivot));
+        let p = [p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1])];
+        let turn = (other.angle() - self.angle() + std::f64::consts::PI)
+            .rem_euclid(std::f64::consts::TAU)
+            - std::f64::consts::PI;
+        let scale = if s0 > 0.0 && s1 > 0.0 {
+            s0 * (s1 / s0).powf(t)
+        } else {
+            s0 + t * (s1 - s0)
+        };
+        let r = Similarity::new(scale, self.angle() + t * turn, 0.0, 0.0);
+        let q = r.apply(pivot);
+        Similarity {
+            tx: p[0] - q[0],
+            ty: p[1] - q[1],
+            ..r
+        }
+    }
+
     /// Row-major 2x3 matrix `[[a, -b, tx], [b, a, ty]]` (what OpenCV's `warpAffine` takes).
     pub fn matrix(&self) -> [[f64; 3]; 2] {
         [[self.a, -self.b, self.tx], [self.b, self.a, self.ty]]
@@ -133,6 +164,22 @@ mod tests {
 
     fn close(p: [f64; 2], q: [f64; 2]) -> bool {
         (p[0] - q[0]).abs() < 1e-9 && (p[1] - q[1]).abs() < 1e-9
+    }
+
+    #[test]
+    fn towards_moves_the_pivot_straight_and_turns_the_short_way() {
+        let a = Similarity::new(2.0, 2.8, 10.0, -4.0);
+        let b = Similarity::new(8.0, -2.9, -6.0, 12.0);
+        assert_eq!(a.towards(&b, 0.0, [0.5, 0.5]), a);
+        assert_eq!(a.towards(&b, 1.0, [0.5, 0.5]), b);
+        let m = a.towards(&b, 0.5, [0.5, 0.5]);
+        assert!((m.scale() - 4.0).abs() < 1e-9, "{}", m.scale());
+        // 2.8 rad to -2.9 rad is 0.58 rad the short way (through pi), not 5.7 rad back.
+        let want = 2.8 + (std::f64::consts::TAU - 5.7) / 2.0;
+        assert!((m.angle() - want).abs() < 1e-9, "{} vs {want}", m.angle());
+        let (pa, pb) = (a.apply([0.5, 0.5]), b.apply([0.5, 0.5]));
+        let pm = m.apply([0.5, 0.5]);
+        assert!(close(pm, [(pa[0] + pb[0]) / 2.0, (pa[1] + pb[1]) / 2.0]));
     }
 
     #[test]

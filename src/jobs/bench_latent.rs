@@ -58,20 +58,15 @@ pub fn morph_bench(
         .iter()
         .map(|&s| Latent::W(w_from_seed(bundle, s, 0.7)?).to_ws(l, d))
         .collect::<Result<_>>()?;
-    let spec = PathSpec {
-        interp: Interp::Lerp,
-        easing: Easing::Linear,
-        frames_per_key: frames - 1,
-        looped: false,
-    };
+    let spec = PathSpec::uniform(Interp::Lerp, Easing::Linear, frames - 1, false);
     let plan = FramePlan::new(&keys, &bundle.manifest().w_avg, &spec)?;
     let mut rows = Vec::new();
     for &b in batch_sizes {
-        render_batches(bundle, &plan, b, &mut |_| Ok(()))?;
+        render_batches(bundle, &plan, b, &mut |_, _, _| Ok(()))?;
         let mut times = Vec::new();
         for _ in 0..repeats.max(1) {
             let t = Instant::now();
-            render_batches(bundle, &plan, b, &mut |_| Ok(()))
+            render_batches(bundle, &plan, b, &mut |_, _, _| Ok(()))
                 .with_context(|| format!("morph benchmark at batch size {b}"))?;
             times.push(t.elapsed().as_secs_f64());
         }

@@ -78,6 +78,7 @@ fn family_body() -> Value {
 /// The whole description.
 pub fn document() -> Value {
     let family = family_body();
+    let easings: Vec<&str> = crate::interp::EASING_NAMES.split(", ").collect();
     let mut paths = serde_json::Map::new();
     paths.insert("/".into(), json!({"get": {"summary": "The studio page", "responses": {"200": binary_ok("HTML page", &["text/html"])}}}));
     paths.insert("/assets/{name}".into(), json!({"get": {
@@ -172,8 +173,13 @@ pub fn document() -> Value {
                         "keys": {"type": "array", "minItems": 2, "items": {"type": "string"}, "description": "latent ids, in order"},
                         "format": {"type": "string", "enum": ["gif", "mp4"], "default": "gif"},
                         "interp": {"type": "string", "enum": ["lerp", "slerp", "spline"], "default": "lerp"},
-                        "easing": {"type": "string", "enum": ["linear", "ease-in", "ease-out", "ease-in-out", "sine", "circular"], "default": "linear"},
+                        "easing": {"type": "string", "enum": easings, "default": "linear"},
+                        "coarse_easing": {"type": "string", "enum": easings, "description": "easing of the coarse layers (pose, face shape); default: easing"},
+                        "middle_easing": {"type": "string", "enum": easings, "description": "easing of the middle layers; default: easing"},
+                        "fine_easing": {"type": "string", "enum": easings, "description": "easing of the fine layers (colour); default: easing"},
                         "frames_per_key": {"type": "integer", "minimum": 1, "default": 30},
+                        "durations": {"type": "array", "items": {"type": "integer", "minimum": 1}, "description": "frames of each transition instead of frames_per_key: one per segment (keys - 1; keys with loop)"},
+                        "hold": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "array", "items": {"type": "integer", "minimum": 0}}], "description": "frames each key is held still: one number for all keys, or one per key"},
                         "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": 240, "default": 25},
                         "loop": {"type": "boolean", "default": false},
                         "batch_size": {"type": "integer", "minimum": 1, "default": 8},

@@ -325,3 +325,21 @@ pub fn non_faces(per_kind: usize, seed: u64) -> Vec<(&'static str, String, image
     }
     out
 }
+
+/// A picture file as RGB.
+pub fn rgb(p: &std::path::Path) -> image::RgbImage {
+    image::open(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .to_rgb8()
+}
+
+/// The largest difference of one channel of one pixel between two pictures of one size.
+pub fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
+}

@@ -8,16 +8,17 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
-use super::{defaults, Context, KindSpec, MetadataOpts, SourceOpts};
+use super::{defaults, Context, Fields, KindSpec, MetadataOpts, SourceOpts};
 use crate::family::{EditTarget, FamilyParams};
-use crate::interp::{Easing, Interp, PathSpec};
+use crate::interp::{Easing, Interp, PathSpec, RowEasing};
 use crate::jobs::family::fuse::Fusion;
 use crate::jobs::family::{FamilyJob, FamilyMode};
+use crate::model::Manifest;
 
 fn is_default_fusion(f: &Fusion) -> bool {
     *f == Fusion::default()
 }
-use crate::jobs::morph::MorphJob;
+use crate::jobs::morph::{MorphJob, PasteBack};
 use crate::jobs::sources::is_latent_path;
 use crate::media::MediaKind;
 
@@ -273,14 +274,49 @@ pub struct MorphSpec {
     #[serde(default)]
     pub interp: Interp,
     /// Timing within each key-to-key segment: linear, ease-in, ease-out, ease-in-out,
-    /// sine, circular, bounce
+    /// sine, circular, bounce (the default of the layer groups' easings below)
     #[arg(long, default_value_t = Easing::default(), value_name = "NAME")]
     #[serde(default)]
     pub easing: Easing,
-    /// Frames from one key to the next (a morph has at most 100000 frames in all)
+    /// Easing of the coarse layers (pose, face shape), so shape can arrive before or
+    /// after colour [default: --easing]
+    #[arg(long, visible_alias = "shape-easing", value_name = "NAME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coarse_easing: Option<Easing>,
+    /// Easing of the middle layers (features, hair style) [default: --easing]
+    #[arg(long, value_name = "NAME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middle_easing: Option<Easing>,
+    /// Easing of the fine layers (colours, skin texture; with --paste-each also the
+    /// photos' cross-fade) [default: --easing]
+    #[arg(
+        long,
+        visible_alias = "colour-easing",
+        alias = "color-easing",
+        value_name = "NAME"
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_easing: Option<Easing>,
+    /// Frames from one key to the next (a morph has at most 100000 frames in all, holds
+    /// included)
     #[arg(long, default_value_t = defaults::frames_per_key(), value_name = "N")]
     #[serde(default = "defaults::frames_per_key")]
     pub frames_per_key: usize,
+    /// Frames of each transition instead of --frames-per-key: one per key-to-key segment
+    /// (keys - 1; keys with --loop, the last returning to the first), e.g. 24,48,12
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N,N,...",
+        conflicts_with = "frames_per_key"
+    )]
+    #[serde(default, with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub durations: Vec<usize>,
+    /// Frames each key is held still before moving on (the last key of an open morph
+    /// after it arrives): one number for every key, or one per key, e.g. 25,0,50
+    #[arg(long, value_delimiter = ',', value_name = "N[,N...]")]
+    #[serde(default, with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub hold: Vec<usize>,
     /// Frames per second of the video (GIF rounds the frame delay to 1/100 s)
     #[arg(long, default_value_t = defaults::fps())]
     #[serde(default = "defaults::fps")]
@@ -293,8 +329,8 @@ pub struct MorphSpec {
     #[arg(long, default_value_t = defaults::batch_size(), value_name = "N")]
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
-    /// Output frame size in pixels [default: the model's resolution; with --paste-back the
-    /// longer side, default the photo's, at most 1024]
+    /// Output frame size in pixels [default: the model's resolution; with --paste-back or
+    /// --paste-each the longer side, default the photo's, at most 1024]
     #[arg(long, value_name = "PX")]
     #[serde(default)]
     pub size: Option<u32>,
@@ -302,12 +338,50 @@ pub struct MorphSpec {
     #[arg(long, conflicts_with = "align")]
     #[serde(default, skip_serializing_if = "defaults::is_false")]
     pub paste_back: bool,
+    /// Frames are the key photos themselves (all photos of one size): between two keys
+    /// the photos cross-fade (at the fine layers' easing) and the face moves from where
+    /// it is in one photo to where it is in the next (at the coarse layers' easing)
+    #[arg(long, conflicts_with_all = ["align", "paste_back"])]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub paste_each: bool,
     #[command(flatten)]
     #[serde(flatten)]
     pub sources: SourceOpts,
     #[command(flatten)]
     #[serde(flatten)]
     pub meta: MetadataOpts,
+}
+
+impl MorphSpec {
+    /// The layer groups' own easings, checked against the bundle's groups.
+    fn row_easings(&self, f: &Fields, m: &Manifest) -> Result<Vec<RowEasing>> {
+        let mut out = Vec::new();
+        for (id, group, easing) in [
+            ("coarse_easing", "coarse", self.coarse_easing),
+            ("middle_easing", "middle", self.middle_easing),
+            ("fine_easing", "fine", self.fine_easing),
+        ] {
+            let Some(easing) = easing else { continue };
+            let Some(&rows) = m.layers.get(group) else {
+                let groups: Vec<&str> = m.layers.keys().map(String::as_str).collect();
+                bail!(
+                    "{}: the bundle has no `{group}` layer group (its groups: {})",
+                    f.name(id),
+                    if groups.is_empty() {
+                        "none".to_string()
+                    } else {
+                        groups.join(", ")
+                    }
+                );
+            };
+            out.push(RowEasing {
+                group: group.to_string(),
+                rows,
+                easing,
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl KindSpec for MorphSpec {
@@ -350,65 +424,107 @@ impl KindSpec for MorphSpec {
             bail!("{} must be in [8, 4096] pixels", f.name("size"));
         }
         MediaKind::from_path(&self.output)?;
-        f.at_least("frames_per_key", self.frames_per_key, 1)?;
+        if !self.durations.is_empty() && !defaults::is::frames_per_key(&self.frames_per_key) {
+            bail!(
+                "give {} or {}, not both ({} sets every transition's length)",
+                f.name("frames_per_key"),
+                f.name("durations"),
+                f.name("frames_per_key")
+            );
+        }
         if self.paste_back && self.keys.iter().all(|k| is_latent_path(k)) {
             bail!(
                 "{} needs a key that is a photo; all keys are latents",
                 f.name("paste_back")
             );
         }
+        if self.paste_each && self.paste_back {
+            bail!(
+                "give {} or {}, not both",
+                f.name("paste_back"),
+                f.name("paste_each")
+            );
+        }
+        if self.paste_each {
+            if !self.sources.faces.align {
+                bail!(
+                    "{} needs alignment to find the faces in the photos (it is off: {})",
+                    f.name("paste_each"),
+                    f.name("align")
+                );
+            }
+            if let Some((i, k)) = self
+                .keys
+                .iter()
+                .enumerate()
+                .find(|(_, k)| is_latent_path(k))
+            {
+                bail!(
+                    "{} pastes the faces into the key photos, but key {} ({}) is a latent; give \
+                     photos only, or {} to use the first photo for every frame",
+                    f.name("paste_each"),
+                    i + 1,
+                    k.display(),
+                    f.name("paste_back")
+                );
+            }
+        }
+        let path = PathSpec {
+            interp: self.interp,
+            easing: self.easing,
+            row_easings: self.row_easings(&f, ctx.manifest()?)?,
+            frames_per_key: self.frames_per_key,
+            durations: self.durations.clone(),
+            holds: self.hold.clone(),
+            looped: self.looped,
+        };
+        // Checked here to name the settings as the spec's origin spells them.
+        path.timeline(self.keys.len(), &|id| f.name(id))?;
         let job = MorphJob {
             keys: self.keys.clone(),
             output: self.output.clone(),
-            path: PathSpec {
-                interp: self.interp,
-                easing: self.easing,
-                frames_per_key: self.frames_per_key,
-                looped: self.looped,
-            },
+            path,
             fps: self.fps,
             batch_size: self.batch_size,
             size: self.size,
             sources: self.sources.options(&f, ctx)?,
-            paste_back: self.paste_back,
+            paste: if self.paste_each {
+                PasteBack::EachPhoto
+            } else if self.paste_back {
+                PasteBack::FirstPhoto
+            } else {
+                PasteBack::Off
+            },
         };
-        if job.path.checked_frame_count(job.keys.len()).is_err() {
-            bail!(
-                "{} {} with {} keys makes more than the {} frames a morph may have; use fewer \
-                 frames per key",
-                f.name("frames_per_key"),
-                self.frames_per_key,
-                self.keys.len(),
-                crate::interp::MAX_FRAMES
-            );
-        }
         job.validate()?;
         Ok(job)
     }
 }
 
-/// A list of paths that reads from a single string too, and is written as a single string
-/// when it holds one path (so that older manifests' job hashes do not change).
+/// A list (of paths, of frame counts) that reads from a single value too, and is written
+/// as a single value when it holds one (so that older manifests' job hashes do not change).
 mod one_or_many {
-    use std::path::PathBuf;
-
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum OneOrMany {
-        One(PathBuf),
-        Many(Vec<PathBuf>),
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
     }
 
-    pub fn serialize<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, T: Serialize>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
         match v {
             [one] => one.serialize(s),
             many => many.serialize(s),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
         Ok(match OneOrMany::deserialize(d)? {
             OneOrMany::One(p) => vec![p],
             OneOrMany::Many(v) => v,

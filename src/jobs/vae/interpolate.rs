@@ -67,12 +67,7 @@ fn plan<'a>(
     steps: usize,
     path: ZPath,
 ) -> Result<FramePlan<'a>> {
-    let spec = PathSpec {
-        interp: path.into(),
-        easing: Easing::Linear,
-        frames_per_key: steps - 1,
-        looped: false,
-    };
+    let spec = PathSpec::uniform(path.into(), Easing::Linear, steps - 1, false);
     FramePlan::new(keys, origin, &spec)
 }
 

@@ -84,7 +84,7 @@ pub(super) async fn morph(
     if frames > MAX_MORPH_FRAMES {
         return Err(ApiError::invalid(format!(
             "the morph would have {frames} frames; this server renders at most {MAX_MORPH_FRAMES} \
-             (fewer keys or a smaller frames_per_key)"
+             (fewer keys, a smaller frames_per_key, shorter durations or holds)"
         )));
     }
     if job.size.is_some_and(|v| v > MAX_MORPH_SIZE) {
