@@ -82,8 +82,8 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("vae anomaly {a} --no-align"),
         format!("vae impute {a} --mask {b} --holes-white -o {out}.png --compare {out}_c.png --steps 20 \
                  --lr 0.2 --noise-strength 0.1 --pixel-weight 0.5 --lpips-weight 0.2 --prior-weight 0.5 \
-                 --feather 2 --patience 5 --seed 3 --restarts 2 --no-metadata"),
-        format!("vae impute {a} --box 1,2,3,4 -o {out}.png"),
+                 --feather 2 --patience 5 --seed 3 --restarts 2 --face 1 --detector {det} --no-metadata"),
+        format!("vae impute {a} --box 1,2,3,4 -o {out}.png --no-align"),
         format!("vae map {} -o {out}.png --size 512 --thumb 20 --grid {out}_g.png --grid-n 5 \
                  --grid-range 1.5 --batch-size 4 --no-align --no-metadata", p("samples")),
         format!("vae map {} -o {out}.png --face 1 --detector {det}", p("samples")),
