@@ -55,7 +55,7 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
         format!("family --a {a} --a {c} --b {b} --b {a} -o {out} --outlier-distance 0.5 \
                  --fusion mean"),
-        format!("family {a} --a {c} {b} -o {out}"),
+        format!("family {a} --a {c} {b} -o {out} --fusion joint"),
         format!("family --predict-partner --child {c} --child {b} --parent {a} -o {out} \
                  --partner-noise 0.3 --mix 0.4 --age child"),
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
