@@ -34,18 +34,25 @@ fn main() -> anyhow::Result<()> {
     let p = &photos;
     println!(
         "several photos: {} generated people, 3 photos vs 1, {} steps ({:.0} s)\n  identity \
-         distance to the held-out 4th photo (mean over people):\n    fusion consensus {:.3} \
-         (the default)  fusion mean {:.3}  mean photo inverted {:.3}\n    best single photo \
-         {:.3} (oracle)  mean single photo {:.3}\n  consensus closer than the best single for \
-         {}/{} people, than the mean single for {}/{}; mean fusion: {}/{} and {}/{}",
+         distance to the held-out 4th photo (mean over people):\n    fusion joint {:.3}  fusion \
+         consensus {:.3} (the default)  fusion mean {:.3}  mean photo inverted {:.3}\n    best \
+         single photo {:.3} (oracle)  mean single photo {:.3}\n  closer than the best single / \
+         the mean single: joint {}/{} and {}/{}, consensus {}/{} and {}/{}, mean fusion {}/{} and \
+         {}/{}\n  joint code's summed loss over the 3 photos below every single code's: {}/{}\n  \
+         time: single inversions {:.1} s per photo, joint fit {:.1} s per person",
         p.people,
         p.steps,
         t.elapsed().as_secs_f64(),
+        p.joint_fit,
         p.consensus,
         p.fused,
-        p.joint,
+        p.mean_photo,
         p.best_single,
         p.mean_single,
+        p.joint_fit_beats_best,
+        p.people,
+        p.joint_fit_beats_mean,
+        p.people,
         p.consensus_beats_best,
         p.people,
         p.consensus_beats_mean,
@@ -53,7 +60,11 @@ fn main() -> anyhow::Result<()> {
         p.fused_beats_best,
         p.people,
         p.fused_beats_mean,
-        p.people
+        p.people,
+        p.joint_loss_below_singles,
+        p.people,
+        p.invert_seconds / (3 * p.people.max(1)) as f64,
+        p.joint_seconds / p.people.max(1) as f64,
     );
     let t = std::time::Instant::now();
     let partner = partner_trials(&bundle, trials, steps, noise, seed)?;

@@ -143,3 +143,75 @@ fn a_predicted_partner_is_the_true_parent_and_rebreeds_the_child() {
     assert_eq!(r["parents"][1]["kind"], "predicted");
     assert!(pred.join("given_child.npy").is_file() && pred.join("family.png").is_file());
 }
+
+#[test]
+fn a_joint_fit_explains_all_photos_better_than_any_single_code() {
+    // Issue 15 item 2: `--fusion joint` optimises one code against all of a person's
+    // photos at once, from the consensus code. Its summed loss over the photos must be
+    // below every single photo's code's, the consensus code's included (it would equal
+    // that one if the fit did nothing).
+    let tmp = tempfile::tempdir().unwrap();
+    let (png, _) = face(tmp.path(), "a", 11);
+    let base = image::open(&png).unwrap().to_rgb8();
+    // Three "photos" of one person: the render, a brighter and a shifted copy.
+    let brighter = image::RgbImage::from_fn(base.width(), base.height(), |x, y| {
+        image::Rgb(base.get_pixel(x, y).0.map(|v| v.saturating_add(20)))
+    });
+    let shifted = image::RgbImage::from_fn(base.width(), base.height(), |x, y| {
+        *base.get_pixel(x.saturating_sub(1), y)
+    });
+    let photos: Vec<_> = [("p1", &base), ("p2", &brighter), ("p3", &shifted)]
+        .iter()
+        .map(|(n, img)| {
+            let p = tmp.path().join(format!("{n}.png"));
+            img.save(&p).unwrap();
+            p
+        })
+        .collect();
+    let (_, b) = face(tmp.path(), "b", 12);
+    let run_with = |fusion: &str| {
+        let out = tmp.path().join(fusion);
+        let mut args = Vec::new();
+        for p in &photos {
+            args.extend(["--a", s(p)]);
+        }
+        args.extend([
+            "--b",
+            s(&b),
+            "-o",
+            s(&out),
+            "--no-align",
+            "--steps",
+            "40",
+            "--outlier-distance",
+            "1000",
+            "--fusion",
+            fusion,
+        ]);
+        (family(&args), out)
+    };
+    let (printed, joint) = run_with("joint");
+    assert!(printed.contains("joint fit: summed loss"), "{printed}");
+    let r = report(&joint);
+    let src = r["parents"][0]["sources"].as_array().unwrap().clone();
+    assert_eq!(src.len(), 3, "{r}");
+    let total: f64 = src.iter().map(|s| s["joint_loss"].as_f64().unwrap()).sum();
+    for s in &src {
+        let own = s["own_code_total_loss"].as_f64().unwrap();
+        assert!(
+            total < 0.99 * own,
+            "joint code's summed loss {total} is not below a single code's {own}: {r}"
+        );
+    }
+    assert!(src.iter().any(|s| s["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("fitted jointly, from this source's code")));
+    // The joint code is a new code, not the consensus one it started from.
+    let (_, consensus) = run_with("consensus");
+    let d = rms(
+        &ws(&joint.join("parent_a.npy")),
+        &ws(&consensus.join("parent_a.npy")),
+    );
+    assert!(d > 1e-4, "the joint fit did not move the code ({d})");
+}

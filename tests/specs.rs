@@ -55,7 +55,7 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
         format!("family --a {a} --a {c} --b {b} --b {a} -o {out} --outlier-distance 0.5 \
                  --fusion mean"),
-        format!("family {a} --a {c} {b} -o {out}"),
+        format!("family {a} --a {c} {b} -o {out} --fusion joint"),
         format!("family --predict-partner --child {c} --child {b} --parent {a} -o {out} \
                  --partner-noise 0.3 --mix 0.4 --age child"),
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
@@ -84,8 +84,8 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("vae anomaly {a} --no-align"),
         format!("vae impute {a} --mask {b} --holes-white -o {out}.png --compare {out}_c.png --steps 20 \
                  --lr 0.2 --noise-strength 0.1 --pixel-weight 0.5 --lpips-weight 0.2 --prior-weight 0.5 \
-                 --feather 2 --patience 5 --seed 3 --restarts 2 --no-metadata"),
-        format!("vae impute {a} --box 1,2,3,4 -o {out}.png"),
+                 --feather 2 --patience 5 --seed 3 --restarts 2 --face 1 --detector {det} --no-metadata"),
+        format!("vae impute {a} --box 1,2,3,4 -o {out}.png --no-align"),
         format!("vae map {} -o {out}.png --size 512 --thumb 20 --grid {out}_g.png --grid-n 5 \
                  --grid-range 1.5 --batch-size 4 --no-align --no-metadata", p("samples")),
         format!("vae map {} -o {out}.png --face 1 --detector {det}", p("samples")),

@@ -15,7 +15,7 @@ fn vae(args: &[&str]) -> (i32, String, String) {
     let mut v = args.to_vec();
     if matches!(
         args.first(),
-        Some(&("encode" | "reconstruct" | "interpolate" | "anomaly" | "map"))
+        Some(&("encode" | "reconstruct" | "interpolate" | "anomaly" | "map" | "impute"))
     ) {
         v.insert(1, "--no-align");
     }
@@ -747,4 +747,191 @@ fn vae_commands_align_photos_and_say_when_there_is_no_face() {
         err.contains("--no-align") && err.contains("--min-face-score"),
         "{err}"
     );
+}
+
+/// A generated sample face (samples/alice.png, 256 px) pasted off-centre into a wider
+/// picture, so the photo's centre square misses the face.
+fn off_centre_alice() -> image::RgbImage {
+    let alice = image::open(common::repo().join("samples/alice.png"))
+        .unwrap()
+        .to_rgb8();
+    let mut canvas = image::RgbImage::from_pixel(640, 320, image::Rgb([90, 120, 150]));
+    image::imageops::replace(&mut canvas, &alice, 20, 40);
+    canvas
+}
+
+/// Pixels where two pictures of one size differ.
+fn changed(a: &image::RgbImage, b: &image::RgbImage) -> Vec<(u32, u32)> {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.enumerate_pixels()
+        .filter(|(x, y, p)| *p != b.get_pixel(*x, *y))
+        .map(|(x, y, _)| (x, y))
+        .collect()
+}
+
+#[test]
+fn impute_aligns_the_face_and_changes_only_the_hole() {
+    // Issue 13 item 13: `vae impute` finds and aligns the face like the other vae
+    // commands, fills the hole in the aligned crop and pastes the fill back into the
+    // photo. The face sits left of the centre square (x 160..480), which the old
+    // centre-square imputation could not reach.
+    let tmp = tempfile::tempdir().unwrap();
+    let canvas = off_centre_alice();
+    let photo = tmp.path().join("padded.png");
+    canvas.save(&photo).unwrap();
+    // Over alice's nose (photo pixels, x 125..165, y 150..190).
+    let (bx, by, bw, bh) = (125u32, 150u32, 40u32, 40u32);
+    let in_box = |x: u32, y: u32| (bx..bx + bw).contains(&x) && (by..by + bh).contains(&y);
+    let hard = tmp.path().join("hard.png");
+    let compare = tmp.path().join("hard_compare.png");
+    let (code, out, err) = vae_aligned(&[
+        "impute",
+        s(&photo),
+        "--box",
+        "125,150,40,40",
+        "--feather",
+        "0",
+        "--steps",
+        "20",
+        "-o",
+        s(&hard),
+        "--compare",
+        s(&compare),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("1600 hole pixels"), "{out}");
+    let got = image::open(&hard).unwrap().to_rgb8();
+    assert_eq!(
+        got.dimensions(),
+        (640, 320),
+        "the output has the photo's size"
+    );
+    // A hard edge: every changed pixel is in the box, and the fill covers the box.
+    let diff = changed(&got, &canvas);
+    assert!(
+        diff.iter().all(|&(x, y)| in_box(x, y)),
+        "a pixel outside the box changed"
+    );
+    assert!(
+        diff.len() > (bw * bh) as usize / 2,
+        "only {} of the box's {} pixels were filled",
+        diff.len(),
+        bw * bh
+    );
+    assert_eq!(image::open(&compare).unwrap().width(), 3 * 32);
+
+    // The default soft edge: the fill fades out near the box, the rest of the photo is
+    // untouched (the feather is 1.5 model pixels, about 10 photo pixels here).
+    let soft = tmp.path().join("soft.png");
+    let (code, _, err) = vae_aligned(&[
+        "impute",
+        s(&photo),
+        "--box",
+        "125,150,40,40",
+        "--steps",
+        "20",
+        "-o",
+        s(&soft),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let soft_img = image::open(&soft).unwrap().to_rgb8();
+    let diff = changed(&soft_img, &canvas);
+    let near = |x: u32, y: u32| {
+        let m = 40;
+        x + m >= bx && x < bx + bw + m && y + m >= by && y < by + bh + m
+    };
+    assert!(
+        diff.iter().all(|&(x, y)| near(x, y)),
+        "a pixel far from the box changed"
+    );
+    assert!(
+        diff.iter().any(|&(x, y)| !in_box(x, y)),
+        "no soft edge outside the box"
+    );
+
+    // The same hole as a mask: the same pixels.
+    let mask = image::GrayImage::from_fn(640, 320, |x, y| {
+        image::Luma([if in_box(x, y) { 0 } else { 255 }])
+    });
+    let mask_path = tmp.path().join("mask.png");
+    mask.save(&mask_path).unwrap();
+    let masked = tmp.path().join("masked.png");
+    let (code, _, err) = vae_aligned(&[
+        "impute",
+        s(&photo),
+        "--mask",
+        s(&mask_path),
+        "--feather",
+        "0",
+        "--steps",
+        "20",
+        "-o",
+        s(&masked),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        image::open(&masked).unwrap().to_rgb8() == got,
+        "mask and box differ"
+    );
+
+    // EXIF orientation: the photo stored turned, shown upright, gives the same result.
+    for (orientation, stored) in [
+        (6u16, image::imageops::rotate270(&canvas)),
+        (3, image::imageops::rotate180(&canvas)),
+    ] {
+        let p = tmp.path().join(format!("turned{orientation}.png"));
+        std::fs::write(&p, png_with_orientation(&stored, orientation)).unwrap();
+        let o = tmp.path().join(format!("turned{orientation}_out.png"));
+        let (code, _, err) = vae_aligned(&[
+            "impute",
+            s(&p),
+            "--box",
+            "125,150,40,40",
+            "--feather",
+            "0",
+            "--steps",
+            "20",
+            "-o",
+            s(&o),
+        ]);
+        assert_eq!(code, 0, "orientation {orientation}: {err}");
+        assert!(
+            image::open(&o).unwrap().to_rgb8() == got,
+            "orientation {orientation}: the result differs from the upright photo's"
+        );
+    }
+
+    // A hole off the face crop, and a picture without a face: clear errors, nothing written.
+    let no = tmp.path().join("no.png");
+    let (code, _, err) = vae_aligned(&["impute", s(&photo), "--box", "600,10,20,20", "-o", s(&no)]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("outside the face crop") && err.contains("padded.png"),
+        "{err}"
+    );
+    let mut rng = latentface::rng::Rng::new(5);
+    let noise = image::RgbImage::from_fn(120, 100, |_, _| {
+        image::Rgb([0, 1, 2].map(|_| (rng.uniform() * 255.0) as u8))
+    });
+    let noise_path = tmp.path().join("noise.png");
+    noise.save(&noise_path).unwrap();
+    let (code, _, err) = vae_aligned(&[
+        "impute",
+        s(&noise_path),
+        "--box",
+        "10,10,20,20",
+        "-o",
+        s(&no),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no face found") && err.contains("--no-align"),
+        "{err}"
+    );
+    assert!(!no.exists());
+    // --no-align keeps the centre square, which this box is not in.
+    let (code, _, err) = vae(&["impute", s(&photo), "--box", "125,150,40,40", "-o", s(&no)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("outside the centre square"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -240,12 +240,7 @@ pub fn paste_back(
     crop_from_photo: &Similarity,
     mask: &PasteMask,
 ) -> Option<RgbImage> {
-    let fs = face.width() as f64;
-    if face.width() == 0 || face.width() != face.height() {
-        return None;
-    }
     let photo_from_crop = crop_from_photo.inverse()?;
-    let (pw, ph) = (photo.width() as f64, photo.height() as f64);
     // Bounding box of the mask's support in the photo.
     let reach = [
         mask.centre[0] - mask.radii[0] - mask.feather,
@@ -267,10 +262,38 @@ pub fn paste_back(
             .map(|c| c[i])
             .fold(f64::NEG_INFINITY, f64::max)
     };
-    let x0 = lo(0).floor().clamp(0.0, pw) as u32;
-    let y0 = lo(1).floor().clamp(0.0, ph) as u32;
-    let x1 = hi(0).ceil().clamp(0.0, pw) as u32;
-    let y1 = hi(1).ceil().clamp(0.0, ph) as u32;
+    let (pw, ph) = (photo.width() as f64, photo.height() as f64);
+    let region = [
+        lo(0).floor().clamp(0.0, pw) as u32,
+        lo(1).floor().clamp(0.0, ph) as u32,
+        hi(0).ceil().clamp(0.0, pw) as u32,
+        hi(1).ceil().clamp(0.0, ph) as u32,
+    ];
+    paste_back_weighted(photo, face, crop_from_photo, region, &|_, _, uv| {
+        mask.weight(uv[0], uv[1])
+    })
+}
+
+/// [`paste_back`] with any blend weight: `weight(x, y, uv)` in [0, 1] for photo pixel
+/// `(x, y)` at crop fraction `uv`, asked only inside `region` (`[x0, y0, x1, y1]`, end
+/// exclusive) and inside the crop; every other pixel is the photo's. `vae impute` pastes
+/// its fill with the hole's own feathered mask through this.
+pub fn paste_back_weighted(
+    photo: &RgbImage,
+    face: &RgbImage,
+    crop_from_photo: &Similarity,
+    region: [u32; 4],
+    weight: &dyn Fn(u32, u32, [f64; 2]) -> f64,
+) -> Option<RgbImage> {
+    let fs = face.width() as f64;
+    if face.width() == 0 || face.width() != face.height() {
+        return None;
+    }
+    crop_from_photo.inverse()?;
+    let x0 = region[0].min(photo.width());
+    let y0 = region[1].min(photo.height());
+    let x1 = region[2].min(photo.width());
+    let y1 = region[3].min(photo.height());
     // The face is usually smaller than its place in the photo: upsample it smoothly
     // (bicubic straight from `face`); when it is larger, shrink it first so it does not alias.
     let k_face = fs * crop_from_photo.scale(); // face pixels per photo pixel
@@ -295,8 +318,11 @@ pub fn paste_back(
     for y in y0..y1 {
         for x in x0..x1 {
             let uv = crop_from_photo.apply([x as f64 + 0.5, y as f64 + 0.5]);
-            let w = mask.weight(uv[0], uv[1]);
-            if w <= 0.0 || !(0.0..1.0).contains(&uv[0]) || !(0.0..1.0).contains(&uv[1]) {
+            if !(0.0..1.0).contains(&uv[0]) || !(0.0..1.0).contains(&uv[1]) {
+                continue;
+            }
+            let w = weight(x, y, uv).clamp(0.0, 1.0);
+            if w <= 0.0 {
                 continue;
             }
             let v = sampled.get_pixel(x - x0, y - y0).0;

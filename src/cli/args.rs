@@ -134,7 +134,7 @@ pub enum VaeCommand {
     Sample(SampleSpec),
     /// Anomaly scores (negative ELBO, Monte-Carlo reconstruction probability) with percentile and verdict per image
     Anomaly(AnomalyArgs),
-    /// Fill masked pixels by optimising z on the visible ones, then blend the fill into the photo
+    /// Fill a hole in a photo: the face is aligned, z optimised on the visible pixels of the crop, and the fill pasted back into the photo (only the hole changes)
     Impute(ImputeSpec),
     /// A 2-D PCA map of a folder's latents with thumbnails (coloured by age for UTKFace names), and a decoded grid
     Map(MapSpec),

@@ -357,6 +357,19 @@ fn print_sources(sources: &[family::fuse::SourceUse]) {
             println!("  {}: {}", s.path.display(), s.note);
         }
     }
+    let joint: Vec<f32> = sources.iter().filter_map(|s| s.joint_loss).collect();
+    if !joint.is_empty() {
+        let own: Vec<String> = sources
+            .iter()
+            .filter_map(|s| s.own_code_total_loss.map(|l| format!("{l:.4}")))
+            .collect();
+        println!(
+            "  joint fit: summed loss over the {} kept photos {:.4} (each source's own code: {})",
+            joint.len(),
+            joint.iter().sum::<f32>(),
+            own.join(", ")
+        );
+    }
 }
 
 pub fn morph(common: &Common, spec: &MorphSpec) -> Result<()> {

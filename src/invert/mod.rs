@@ -20,6 +20,10 @@
 //! [`run`]) is [`optim`], shared with the VAE's imputation; this module supplies only the
 //! GAN objective (W/W+ parameterisation, latent noise scaled by `w_std`, `synthesis_grad`)
 //! and the inversion's own knobs.
+//!
+//! [`invert_joint`] is the same loop for several photos of one person sharing one W+ code
+//! (`family --fusion joint`): the photos go into one batch, every one fed the same code,
+//! and the code moves along the sum of their gradients.
 
 pub mod adam;
 pub mod optim;
@@ -231,6 +235,26 @@ fn layer_mean(ws: &[f32], num_ws: usize, w_dim: usize) -> Vec<f32> {
     w
 }
 
+/// The W+ spread term `lam * mean((w_l - mean_l w)^2)` of the code `p`: returns it and
+/// adds its gradient to `grad` (nothing when `lam` is 0).
+fn add_spread(p: &[f32], grad: &mut [f32], num_ws: usize, w_dim: usize, lam: f32) -> f32 {
+    if lam == 0.0 {
+        return 0.0;
+    }
+    // d/dw_l of lam * mean((w_l - w_mean)^2) = 2 lam (w_l - w_mean) / (L D)
+    let mean = layer_mean(p, num_ws, w_dim);
+    let scale = 2.0 * lam / (num_ws * w_dim) as f32;
+    let mut reg = 0.0f32;
+    for l in 0..num_ws {
+        for d in 0..w_dim {
+            let dev = p[l * w_dim + d] - mean[d];
+            reg += dev * dev;
+            grad[l * w_dim + d] += scale * dev;
+        }
+    }
+    lam * reg / (num_ws * w_dim) as f32
+}
+
 /// The GAN side of the shared loop: the optimised variable of a sample is W
 /// (`[w_dim]`, broadcast to every layer) or W+ (`[num_ws, w_dim]`); the fed latent gets
 /// the schedule's noise from the sample's own stream; the graph is `synthesis_grad`.
@@ -319,23 +343,14 @@ impl Objective for GanObjective<'_> {
                     return (out.loss[j], grad);
                 }
                 let mut grad = g.to_vec();
-                let lam = self.params.spread_weight;
-                if lam == 0.0 {
-                    return (out.loss[j], grad);
-                }
-                // d/dw_l of lam * mean((w_l - w_mean)^2) = 2 lam (w_l - w_mean) / (L D)
-                let p = &samples[i].param;
-                let mean = layer_mean(p, num_ws, w_dim);
-                let scale = 2.0 * lam / (num_ws * w_dim) as f32;
-                let mut reg = 0.0f32;
-                for l in 0..num_ws {
-                    for d in 0..w_dim {
-                        let dev = p[l * w_dim + d] - mean[d];
-                        reg += dev * dev;
-                        grad[l * w_dim + d] += scale * dev;
-                    }
-                }
-                (out.loss[j] + lam * reg / (num_ws * w_dim) as f32, grad)
+                let reg = add_spread(
+                    &samples[i].param,
+                    &mut grad,
+                    num_ws,
+                    w_dim,
+                    self.params.spread_weight,
+                );
+                (out.loss[j] + reg, grad)
             })
             .collect())
     }
@@ -453,6 +468,232 @@ pub fn invert_batch(
         })
         .collect();
     Ok(results)
+}
+
+/// Several photos of one person, to be explained by one shared W+ code (`family
+/// --fusion joint`).
+#[derive(Clone, Debug)]
+pub struct JointTarget<'a> {
+    /// The photos (their `seed`s are not used: the code has one noise stream, `seed`).
+    pub photos: Vec<Target<'a>>,
+    /// The W+ code the fit starts from, `[num_ws * w_dim]` (e.g. the consensus code).
+    pub start: Vec<f32>,
+    /// Seed of the shared code's latent-noise stream.
+    pub seed: u64,
+}
+
+/// The result of a joint fit.
+#[derive(Clone, Debug)]
+pub struct JointFit {
+    /// `[num_ws * w_dim]`.
+    pub ws: Vec<f32>,
+    /// Per photo: the graph's loss of the start and of the result (no noise, no spread
+    /// term); the fit minimises their sum.
+    pub initial_losses: Vec<f32>,
+    pub final_losses: Vec<f32>,
+    /// The summed loss at each step (with that step's latent noise).
+    pub loss_history: Vec<f32>,
+    /// `[3, R, R]` render of the result in [-1, 1].
+    pub image: Vec<f32>,
+    pub steps_run: usize,
+    pub early_stopped: bool,
+}
+
+/// The joint side of the shared loop: one W+ code per group, fed (with the group's own
+/// noise draw) to every photo of the group in one graph call; loss and gradient are the
+/// sums over the group's photos.
+struct JointObjective<'a> {
+    bundle: &'a Bundle,
+    groups: &'a [JointTarget<'a>],
+    params: &'a InvertParams,
+    rngs: Vec<Rng>,
+    num_ws: usize,
+    w_dim: usize,
+    w_std: f32,
+    /// Per [`Objective::evaluate`] call (the starts, then the results): per group, the
+    /// per-photo losses.
+    evaluated: Vec<Vec<Vec<f32>>>,
+}
+
+impl JointObjective<'_> {
+    /// `synthesis_grad` of `codes[k]` on every photo of group `idx[k]`, one call.
+    fn graph(&self, idx: &[usize], codes: &[Vec<f32>]) -> Result<crate::model::GradOutput> {
+        let photos = || idx.iter().flat_map(|&i| self.groups[i].photos.iter());
+        let g = tile(
+            photos().map(|t| (t.image, t.mask)),
+            self.bundle.resolution(),
+            self.params.optim.loss_weights(),
+        );
+        let mut ws = Vec::with_capacity(photos().count() * self.num_ws * self.w_dim);
+        for (&i, c) in idx.iter().zip(codes) {
+            for _ in &self.groups[i].photos {
+                ws.extend_from_slice(c);
+            }
+        }
+        self.bundle
+            .synthesis_grad(&ws, &g.target, &g.mask, &g.weights, photos().count())
+    }
+}
+
+impl Objective for JointObjective<'_> {
+    fn loss_grad(
+        &mut self,
+        step: usize,
+        active: &[usize],
+        samples: &[Sample],
+    ) -> Result<LossGrads> {
+        let noise = self.params.optim.noise_factor(step);
+        let fed: Vec<Vec<f32>> = active
+            .iter()
+            .map(|&i| perturb(&samples[i].param, noise, self.w_std, &mut self.rngs[i]))
+            .collect();
+        let out = self.graph(active, &fed)?;
+        let len = self.num_ws * self.w_dim;
+        let mut at = 0;
+        Ok(active
+            .iter()
+            .map(|&i| {
+                let n = self.groups[i].photos.len();
+                let mut grad = vec![0f32; len];
+                let mut loss = 0f32;
+                for k in at..at + n {
+                    loss += out.loss[k];
+                    for (g, v) in grad.iter_mut().zip(&out.grad[k * len..(k + 1) * len]) {
+                        *g += v;
+                    }
+                }
+                at += n;
+                let reg = add_spread(
+                    &samples[i].param,
+                    &mut grad,
+                    self.num_ws,
+                    self.w_dim,
+                    self.params.spread_weight,
+                );
+                (loss + reg, grad)
+            })
+            .collect())
+    }
+
+    /// Per group: the summed graph loss over its photos (no spread term) and the render
+    /// of its code.
+    fn evaluate(&mut self, samples: &[Sample]) -> Result<Evaluation> {
+        let all: Vec<usize> = (0..samples.len()).collect();
+        let codes: Vec<Vec<f32>> = samples.iter().map(|s| s.param.clone()).collect();
+        let out = self.graph(&all, &codes)?;
+        let il = 3 * self.bundle.resolution().pow(2);
+        let (mut loss, mut image, mut per) = (Vec::new(), Vec::new(), Vec::new());
+        let mut at = 0;
+        for g in self.groups {
+            let n = g.photos.len();
+            let l = out.loss[at..at + n].to_vec();
+            loss.push(l.iter().sum());
+            image.extend_from_slice(&out.image[at * il..(at + 1) * il]);
+            per.push(l);
+            at += n;
+        }
+        self.evaluated.push(per);
+        Ok(Evaluation { loss, image })
+    }
+}
+
+/// Fits one W+ code per group to all of the group's photos at once: the inversion loop
+/// ([`run`]: Adam, NVIDIA's schedule, latent noise scaled by `w_std`, plateau stop, the
+/// spread term) with the group's photos in one batch sharing one code, whose gradient is
+/// the sum of the per-photo gradients. Starts from each group's `start` (W+; `params`
+/// must be W+ without a W stage, and its `init` is not used). All groups run in one
+/// graph call per step.
+pub fn invert_joint(
+    bundle: &Bundle,
+    groups: &[JointTarget<'_>],
+    params: &InvertParams,
+    progress: &mut dyn FnMut(StepInfo),
+) -> Result<Vec<JointFit>> {
+    params.validate()?;
+    if params.space != LatentSpace::WPlus || params.w_stage_steps > 0 {
+        bail!("a joint fit optimises the W+ code it starts from (space w+, no W stage)");
+    }
+    let (res, num_ws, w_dim) = (bundle.resolution(), bundle.num_ws(), bundle.w_dim());
+    for (i, g) in groups.iter().enumerate() {
+        if g.photos.is_empty() {
+            bail!("joint fit {i}: no photos");
+        }
+        if g.start.len() != num_ws * w_dim {
+            bail!(
+                "joint fit {i}: the start has {} values, the model's W+ code {}",
+                g.start.len(),
+                num_ws * w_dim
+            );
+        }
+        for (k, t) in g.photos.iter().enumerate() {
+            check_target(t.image, t.mask, res)
+                .with_context(|| format!("joint fit {i}, photo {k}"))?;
+        }
+    }
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut objective = JointObjective {
+        bundle,
+        groups,
+        params,
+        rngs: groups.iter().map(|g| Rng::new(g.seed)).collect(),
+        num_ws,
+        w_dim,
+        w_std: bundle.manifest().w_std_scalar(),
+        evaluated: Vec::new(),
+    };
+    let starts = groups.iter().map(|g| g.start.clone()).collect();
+    let out = run(starts, &params.optim, &mut objective, progress)?;
+    let (initial, last) = match objective.evaluated.as_slice() {
+        [first, .., last] => (first.clone(), last.clone()),
+        _ => bail!("the joint fit was not evaluated before and after"),
+    };
+    let il = 3 * res * res;
+    Ok(out
+        .samples
+        .into_iter()
+        .zip(initial)
+        .zip(last)
+        .enumerate()
+        .map(|(i, ((s, initial_losses), final_losses))| JointFit {
+            early_stopped: s.early_stopped(),
+            ws: s.param,
+            initial_losses,
+            final_losses,
+            loss_history: s.history,
+            image: out.last.image[i * il..(i + 1) * il].to_vec(),
+            steps_run: s.steps_run,
+        })
+        .collect())
+}
+
+/// The summed graph loss of each W+ code in `codes` over all `photos` (no noise), one
+/// graph call: how well one code explains several photos (what [`invert_joint`]
+/// minimises, without its spread term).
+pub fn total_losses(
+    bundle: &Bundle,
+    codes: &[&[f32]],
+    photos: &[Target<'_>],
+    params: &InvertParams,
+) -> Result<Vec<f32>> {
+    let n = photos.len();
+    if codes.is_empty() || n == 0 {
+        return Ok(vec![0.0; codes.len()]);
+    }
+    let g = tile(
+        codes
+            .iter()
+            .flat_map(|_| photos.iter().map(|t| (t.image, t.mask))),
+        bundle.resolution(),
+        params.optim.loss_weights(),
+    );
+    let ws: Vec<f32> = codes
+        .iter()
+        .flat_map(|c| std::iter::repeat_n(*c, n).flatten().copied())
+        .collect();
+    let out = bundle.synthesis_grad(&ws, &g.target, &g.mask, &g.weights, codes.len() * n)?;
+    Ok(out.loss.chunks(n).map(|c| c.iter().sum()).collect())
 }
 
 #[cfg(test)]

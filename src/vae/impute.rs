@@ -180,34 +180,39 @@ impl Objective for VaeObjective<'_> {
     }
 }
 
-/// Gaussian blur of an `[r, r]` plane (std `sigma` px, zero outside): the plane is
+/// Gaussian blur of a `[h, w]` plane (std `sigma` px, zero outside): the plane is
 /// padded with zeros as far as the kernel reaches and blurred by
 /// [`crate::imageio::gaussian_blur`].
-fn blur(plane: &[f32], r: usize, sigma: f64) -> Vec<f32> {
+fn blur(plane: &[f32], w: usize, h: usize, sigma: f64) -> Vec<f32> {
     if sigma <= 0.0 {
         return plane.to_vec();
     }
     let pad = (3.0 * sigma).ceil().max(1.0) as u32;
-    let side = r as u32;
-    let padded = image::ImageBuffer::from_fn(side + 2 * pad, side + 2 * pad, |x, y| {
-        let inside = (pad..pad + side).contains(&x) && (pad..pad + side).contains(&y);
+    let (w, h) = (w as u32, h as u32);
+    let padded = image::ImageBuffer::from_fn(w + 2 * pad, h + 2 * pad, |x, y| {
+        let inside = (pad..pad + w).contains(&x) && (pad..pad + h).contains(&y);
         let v = if inside {
-            plane[((y - pad) * side + (x - pad)) as usize]
+            plane[((y - pad) * w + (x - pad)) as usize]
         } else {
             0.0
         };
         image::Luma([v])
     });
     let blurred = crate::imageio::gaussian_blur(&padded, sigma);
-    image::imageops::crop_imm(&blurred, pad, pad, side, side)
+    image::imageops::crop_imm(&blurred, pad, pad, w, h)
         .to_image()
         .into_raw()
 }
 
-/// Blend weights of the fill: 1 in the hole, a Gaussian fade outside it.
+/// Blend weights of the fill: 1 in the hole, a Gaussian fade outside it (`[r, r]`).
 pub fn feather_alpha(visible: &[f32], r: usize, feather: f64) -> Vec<f32> {
+    feather_alpha_rect(visible, r, r, feather)
+}
+
+/// [`feather_alpha`] of a `[h, w]` visibility plane.
+pub fn feather_alpha_rect(visible: &[f32], w: usize, h: usize, feather: f64) -> Vec<f32> {
     let hole: Vec<f32> = visible.iter().map(|&v| (1.0 - v).clamp(0.0, 1.0)).collect();
-    let soft = blur(&hole, r, feather);
+    let soft = blur(&hole, w, h, feather);
     hole.iter().zip(&soft).map(|(&h, &s)| h.max(s)).collect()
 }
 
@@ -442,7 +447,7 @@ mod tests {
         // An impulse in the middle spreads as g(dx) g(dy) / ks^2.
         let mut p = vec![0f32; r * r];
         p[4 * r + 4] = 1.0;
-        let b = blur(&p, r, sigma);
+        let b = blur(&p, r, r, sigma);
         for (dx, dy) in [(0, 0), (1, 0), (2, 3), (4, 4)] {
             let want = g(dx) * g(dy) / (ks * ks);
             let got = b[(4 + dy) as usize * r + (4 + dx) as usize] as f64;
@@ -451,7 +456,7 @@ mod tests {
         // In a corner, what falls outside the plane is lost (zeros outside, not clamped).
         let mut c = vec![0f32; r * r];
         c[0] = 1.0;
-        let total: f32 = blur(&c, r, sigma).iter().sum();
+        let total: f32 = blur(&c, r, r, sigma).iter().sum();
         assert!(total < 0.5, "{total}");
     }
 

@@ -12,9 +12,10 @@
 //! 2. **Weights by fit.** A photo the model reconstructs well says more about its code:
 //!    weight `1 / max(fit, 0.1)^2`, `fit` the identity distance photo <-> reconstruction
 //!    (a latent is its own reconstruction: fit 0, so the floor).
-//! 3. **Fusion.** The weighted mean of the kept W+ codes: inversion errors of different
-//!    photos are largely independent and average out, which is what makes several photos
-//!    better than the best one of them (measured: `examples/parents_eval.rs`).
+//! 3. **Fusion** ([`Fusion`]): the consensus code (the kept source's code that explains
+//!    the other photos best), the fit-weighted mean of the kept codes, or a joint fit: one
+//!    W+ code optimised against all kept photos at once, starting from the consensus code
+//!    (`crate::invert::invert_joint`). Measured: `examples/parents_eval.rs`, docs/parents.md.
 //!
 //! Without the face graphs every source is kept with equal weight, and the report says why.
 
@@ -24,8 +25,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::faces::{self, FaceJudge};
+use crate::invert::{invert_joint, total_losses, InvertParams, JointTarget, Target};
 use crate::jobs::sources::{Resolved, SourceKind};
 use crate::model::Bundle;
+use crate::rng::derive_seed;
 
 /// A fit better than this does not weigh more (identity distances that small are noise).
 pub const FIT_FLOOR: f32 = 0.1;
@@ -51,6 +54,10 @@ pub enum Fusion {
     Consensus,
     /// The mean of the kept codes, weighted by fit (`1 / max(fit, 0.1)^2`).
     Mean,
+    /// One W+ code optimised against all kept photos at once (the inversion loop with the
+    /// photos in one batch sharing the code; the gradient is the sum of theirs), starting
+    /// from the consensus code, with the inversion's steps and schedule.
+    Joint,
 }
 
 impl std::fmt::Display for Fusion {
@@ -58,6 +65,7 @@ impl std::fmt::Display for Fusion {
         f.write_str(match self {
             Fusion::Consensus => "consensus",
             Fusion::Mean => "mean",
+            Fusion::Joint => "joint",
         })
     }
 }
@@ -78,9 +86,18 @@ pub struct SourceUse {
     /// Mean identity distance of this source's render to the other sources' photos (how
     /// well its code explains them; `null` without the face graphs).
     pub cross_fit: Option<f32>,
-    /// Share in the fused code (0 when dropped, and for all but one under `consensus`).
+    /// Share in the fused code (0 when dropped, and for all but one under `consensus`;
+    /// under `joint`, the start of the fit).
     pub weight: f32,
     pub used: bool,
+    /// `fusion = joint`, kept sources: the graph loss (pixel + LPIPS) of this photo under
+    /// the jointly fitted code...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joint_loss: Option<f32>,
+    /// ...and the summed loss over all kept photos of this source's own code, to set
+    /// against the sum of `joint_loss` (the joint fit lowers it below every single code's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_code_total_loss: Option<f32>,
     /// How it was weighted, or why it was dropped.
     pub note: String,
 }
@@ -137,7 +154,7 @@ pub fn fusion_weights(
         .map(|(i, (f, &drop))| match rule {
             _ if drop => 0.0,
             Fusion::Mean => 1.0 / f.unwrap_or(0.0).max(FIT_FLOOR).powi(2),
-            Fusion::Consensus => (Some(i) == chosen) as u8 as f32,
+            Fusion::Consensus | Fusion::Joint => (Some(i) == chosen) as u8 as f32,
         })
         .collect();
     let total: f32 = raw.iter().sum();
@@ -157,6 +174,14 @@ pub fn fusion_weights(
                 )
             } else if rule == Fusion::Consensus {
                 format!("kept, voted (its own code explains the others at {:.2})", cross_fits[i])
+            } else if rule == Fusion::Joint && Some(i) == chosen {
+                format!(
+                    "fitted jointly, from this source's code (the consensus: its reconstruction \
+                     is the closest to the other photos, mean identity distance {:.2})",
+                    cross_fits[i]
+                )
+            } else if rule == Fusion::Joint {
+                "fitted jointly".to_string()
             } else if Some(i) == centre {
                 "used: the most central source".to_string()
             } else {
@@ -168,14 +193,18 @@ pub fn fusion_weights(
 }
 
 /// Fuses the sources of one person (at least one). `threshold`: the outlier distance
-/// (`None`: the bundle's same-person threshold). A note for the user (no face graphs, two
+/// (`None`: the bundle's same-person threshold). `invert` and `seed`: the inversion's
+/// settings, which `fusion = joint` fits with. A note for the user (no face graphs, two
 /// sources that look like different people) goes to `warn`.
+#[allow(clippy::too_many_arguments)]
 pub fn fuse(
     bundle: &Bundle,
     who: &str,
     faces: Vec<Resolved>,
     threshold: Option<f32>,
     rule: Fusion,
+    invert: &InvertParams,
+    seed: u64,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Fused> {
     assert!(!faces.is_empty(), "a person has at least one source");
@@ -196,6 +225,8 @@ pub fn fuse(
         cross_fit: None,
         weight: 1.0 / n as f32,
         used: true,
+        joint_loss: None,
+        own_code_total_loss: None,
         note: "used (equal weights: no face judge)".into(),
     };
     let mut uses: Vec<SourceUse> = faces.iter().map(use_of).collect();
@@ -260,6 +291,9 @@ pub fn fuse(
             }
         }
     }
+    if rule == Fusion::Joint {
+        return joint_fit(bundle, who, faces, uses, invert, seed);
+    }
     let len = faces[0].ws.len();
     let mut ws = vec![0.0f32; len];
     for (f, u) in faces.iter().zip(&uses) {
@@ -277,6 +311,68 @@ pub fn fuse(
     let mut face = faces[best].clone();
     face.ws = ws;
     face.cached = all_cached;
+    Ok(Fused {
+        face,
+        sources: uses,
+    })
+}
+
+/// `fusion = joint`: one code fitted to every kept source's photo (a latent's render
+/// stands for its photo), from the heaviest source's code: the consensus code, or the
+/// first source's without the face graphs (equal weights).
+fn joint_fit(
+    bundle: &Bundle,
+    who: &str,
+    faces: Vec<Resolved>,
+    mut uses: Vec<SourceUse>,
+    invert: &InvertParams,
+    seed: u64,
+) -> Result<Fused> {
+    let n = faces.len();
+    let start = (0..n)
+        .max_by(|&i, &j| uses[i].weight.total_cmp(&uses[j].weight).then(j.cmp(&i)))
+        .expect("sources");
+    let kept: Vec<usize> = (0..n).filter(|&i| uses[i].used).collect();
+    let mut pictures: Vec<Vec<f32>> = Vec::with_capacity(kept.len());
+    for &i in &kept {
+        pictures.push(match &faces[i].photo {
+            Some(p) => p.clone(),
+            None => bundle
+                .synthesis(&faces[i].ws, 1)
+                .with_context(|| format!("rendering {}", faces[i].path.display()))?,
+        });
+    }
+    let photos: Vec<Target<'_>> = pictures
+        .iter()
+        .map(|p| Target {
+            image: p,
+            mask: None,
+            seed: 0,
+        })
+        .collect();
+    let shas: String = kept.iter().map(|&i| faces[i].sha256.as_str()).collect();
+    let fit = invert_joint(
+        bundle,
+        &[JointTarget {
+            photos: photos.clone(),
+            start: faces[start].ws.clone(),
+            seed: derive_seed(seed, shas.as_bytes()),
+        }],
+        invert,
+        &mut |_| {},
+    )
+    .with_context(|| format!("fitting one code to the photos of {who}"))?
+    .remove(0);
+    let own: Vec<&[f32]> = kept.iter().map(|&i| faces[i].ws.as_slice()).collect();
+    let own_totals = total_losses(bundle, &own, &photos, invert)
+        .with_context(|| format!("judging the single codes of {who}"))?;
+    for (k, &i) in kept.iter().enumerate() {
+        uses[i].joint_loss = Some(fit.final_losses[k]);
+        uses[i].own_code_total_loss = Some(own_totals[k]);
+    }
+    let mut face = faces[start].clone();
+    face.ws = fit.ws;
+    face.cached = false;
     Ok(Fused {
         face,
         sources: uses,

@@ -40,7 +40,12 @@ pub const PHOTOS: usize = 4;
 pub struct PersonFigures {
     pub fused: f32,
     /// The code of the fit-weighted mean photo.
-    pub joint: f32,
+    pub mean_photo: f32,
+    /// `fusion = joint`: one code fitted to the three photos, from the consensus code.
+    pub joint_fit: f32,
+    /// The joint code's summed loss over the three photos, and each single code's.
+    pub joint_total_loss: f32,
+    pub single_total_losses: Vec<f32>,
     /// `fusion = consensus`: the single photo's code whose render is closest to the other
     /// given photos (and the same choice made here, as a check).
     pub consensus: f32,
@@ -57,7 +62,8 @@ pub struct PhotosFigures {
     /// inversion of the fit-weighted mean photo, `fusion = consensus`, the best single
     /// photo's code (chosen knowing the held-out photo: an oracle), the mean single one.
     pub fused: f32,
-    pub joint: f32,
+    pub mean_photo: f32,
+    pub joint_fit: f32,
     pub consensus: f32,
     pub best_single: f32,
     pub mean_single: f32,
@@ -67,6 +73,15 @@ pub struct PhotosFigures {
     /// The same for `consensus`.
     pub consensus_beats_best: usize,
     pub consensus_beats_mean: usize,
+    /// The same for `joint`.
+    pub joint_fit_beats_best: usize,
+    pub joint_fit_beats_mean: usize,
+    /// People whose joint code's summed loss over their photos is below every single
+    /// photo's code's.
+    pub joint_loss_below_singles: usize,
+    /// Wall time of the single inversions (all photos) and of the joint fits (all people).
+    pub invert_seconds: f64,
+    pub joint_seconds: f64,
     pub per_person: Vec<PersonFigures>,
 }
 
@@ -171,7 +186,11 @@ pub fn several_photos(
                 })
         })
         .collect();
+    let t = std::time::Instant::now();
     let inv = invert_all(bundle, &targets, steps).context("inverting the photos")?;
+    let invert_seconds = t.elapsed().as_secs_f64();
+    let params = InvertParams::with_steps(steps);
+    let mut joint_seconds = 0.0;
     let mut per_person = Vec::with_capacity(people);
     let mut means: Vec<Vec<f32>> = Vec::new();
     let mut fused_all = Vec::new();
@@ -192,22 +211,23 @@ pub fn several_photos(
                 alignment: None,
             })
             .collect();
-        let fused = fuse::fuse(
-            bundle,
-            "person",
-            faces.clone(),
-            None,
-            fuse::Fusion::Mean,
-            &mut |_| {},
-        )?;
-        let chosen = fuse::fuse(
-            bundle,
-            "person",
-            faces,
-            None,
-            fuse::Fusion::Consensus,
-            &mut |_| {},
-        )?;
+        let with = |rule, faces| {
+            fuse::fuse(
+                bundle,
+                "person",
+                faces,
+                None,
+                rule,
+                &params,
+                seed,
+                &mut |_| {},
+            )
+        };
+        let fused = with(fuse::Fusion::Mean, faces.clone())?;
+        let chosen = with(fuse::Fusion::Consensus, faces.clone())?;
+        let t = std::time::Instant::now();
+        let joint_fit = with(fuse::Fusion::Joint, faces)?;
+        joint_seconds += t.elapsed().as_secs_f64();
         let used = fused.sources.iter().filter(|s| s.used).count();
         let mut mean = vec![0.0f32; ph[0].len()];
         for (u, img) in fused.sources.iter().zip(ph) {
@@ -216,7 +236,7 @@ pub fn several_photos(
             }
         }
         means.push(mean);
-        fused_all.push((fused, used, chosen));
+        fused_all.push((fused, used, chosen, joint_fit));
     }
     let mt: Vec<Target<'_>> = means
         .iter()
@@ -230,7 +250,7 @@ pub fn several_photos(
     let joint = invert_all(bundle, &mt, steps)?;
     for (p, ph) in photos.iter().enumerate() {
         let codes = &inv[p * (PHOTOS - 1)..(p + 1) * (PHOTOS - 1)];
-        let (fused, used, chosen) = &fused_all[p];
+        let (fused, used, chosen, joint_fit) = &fused_all[p];
         let used = *used;
         let mut ws: Vec<f32> = fused.face.ws.clone();
         for c in codes {
@@ -238,7 +258,8 @@ pub fn several_photos(
         }
         ws.extend_from_slice(&joint[p].ws);
         ws.extend_from_slice(&chosen.face.ws);
-        let renders = bundle.synthesis(&ws, PHOTOS + 2)?;
+        ws.extend_from_slice(&joint_fit.face.ws);
+        let renders = bundle.synthesis(&ws, PHOTOS + 3)?;
         let read = judge.read(&renders, res)?;
         let held = judge.read(&ph[PHOTOS - 1], res)?.remove(0);
         let given = judge.read(&ph[..PHOTOS - 1].concat(), res)?;
@@ -257,9 +278,13 @@ pub fn several_photos(
             .iter()
             .map(|r| faces::distance(&r.descriptor, &held.descriptor))
             .collect();
+        let kept: Vec<&fuse::SourceUse> = joint_fit.sources.iter().filter(|s| s.used).collect();
         per_person.push(PersonFigures {
             fused: d[0],
-            joint: d[PHOTOS],
+            mean_photo: d[PHOTOS],
+            joint_fit: d[PHOTOS + 2],
+            joint_total_loss: kept.iter().filter_map(|s| s.joint_loss).sum(),
+            single_total_losses: kept.iter().filter_map(|s| s.own_code_total_loss).collect(),
             consensus: d[PHOTOS + 1],
             consensus_check: d[1 + pick],
             singles: d[1..PHOTOS].to_vec(),
@@ -273,7 +298,8 @@ pub fn several_photos(
         people,
         steps,
         fused: per_person.iter().map(|p| p.fused).sum::<f32>() / n,
-        joint: per_person.iter().map(|p| p.joint).sum::<f32>() / n,
+        mean_photo: per_person.iter().map(|p| p.mean_photo).sum::<f32>() / n,
+        joint_fit: per_person.iter().map(|p| p.joint_fit).sum::<f32>() / n,
         consensus: per_person.iter().map(|p| p.consensus).sum::<f32>() / n,
         best_single: per_person.iter().map(best).sum::<f32>() / n,
         mean_single: per_person.iter().map(mean).sum::<f32>() / n,
@@ -281,6 +307,18 @@ pub fn several_photos(
         fused_beats_mean: per_person.iter().filter(|p| p.fused < mean(p)).count(),
         consensus_beats_best: per_person.iter().filter(|p| p.consensus < best(p)).count(),
         consensus_beats_mean: per_person.iter().filter(|p| p.consensus < mean(p)).count(),
+        joint_fit_beats_best: per_person.iter().filter(|p| p.joint_fit < best(p)).count(),
+        joint_fit_beats_mean: per_person.iter().filter(|p| p.joint_fit < mean(p)).count(),
+        joint_loss_below_singles: per_person
+            .iter()
+            .filter(|p| {
+                p.single_total_losses
+                    .iter()
+                    .all(|&l| p.joint_total_loss < l)
+            })
+            .count(),
+        invert_seconds,
+        joint_seconds,
         per_person,
     })
 }

@@ -373,6 +373,8 @@ pub fn resolve_parents(
         a_faces,
         job.outlier_distance,
         job.fusion,
+        &job.sources.params,
+        job.sources.seed,
         &mut warn,
     )?;
     match &job.mode {
@@ -383,6 +385,8 @@ pub fn resolve_parents(
                 b_faces,
                 job.outlier_distance,
                 job.fusion,
+                &job.sources.params,
+                job.sources.seed,
                 &mut warn,
             )?;
             Ok(Parents {
@@ -398,6 +402,8 @@ pub fn resolve_parents(
                 take(child.len()),
                 job.outlier_distance,
                 job.fusion,
+                &job.sources.params,
+                job.sources.seed,
                 &mut warn,
             )?;
             let m = bundle.manifest();

@@ -66,8 +66,10 @@ pub struct FamilySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_distance: Option<f32>,
     /// Several sources of one person: consensus (the kept source's code that best
-    /// explains the other photos) or mean (the kept codes' mean, weighted by fit)
-    #[arg(long, default_value_t = Fusion::default(), value_name = "consensus|mean")]
+    /// explains the other photos), mean (the kept codes' mean, weighted by fit) or joint
+    /// (one code fitted to all kept photos at once, from the consensus code, with the
+    /// inversion's --steps; slower: about one more inversion of every photo)
+    #[arg(long, default_value_t = Fusion::default(), value_name = "consensus|mean|joint")]
     #[serde(default, skip_serializing_if = "is_default_fusion")]
     pub fusion: Fusion,
     /// Output folder (children's PNG + .npy + .json, parents' latents and

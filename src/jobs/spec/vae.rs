@@ -427,8 +427,9 @@ impl<'de> Deserialize<'de> for PixelBox {
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 #[command(group = clap::ArgGroup::new("hole").required(true).args(["mask", "box"]))]
 pub struct ImputeSpec {
-    /// The photo with missing pixels (PNG or JPEG, any size); the model sees its centre
-    /// square (not aligned: give a face crop)
+    /// The photo with missing pixels (PNG or JPEG, any size and orientation): the face is
+    /// found and aligned, the hole filled in that crop and pasted back, so only the hole
+    /// changes (with --no-align the model sees the photo's centre square: give a face crop)
     #[arg(value_name = "PHOTO")]
     pub photo: PathBuf,
     /// Mask image: white = keep, black = fill (as `invert --mask`); see --holes-white.
@@ -441,14 +442,15 @@ pub struct ImputeSpec {
     #[serde(default)]
     pub holes_white: bool,
     /// Rectangle to fill, in pixels of the photo as shown upright (after its EXIF
-    /// orientation, as image viewers show it): x,y,w,h
+    /// orientation, as image viewers show it): x,y,w,h. It must lie on the face crop
+    /// (with --no-align, in the centre square)
     #[arg(id = "box", long = "box", value_name = "x,y,w,h")]
     #[serde(default, rename = "box")]
     pub hole_box: Option<PixelBox>,
     /// Output PNG: the photo at its own size with the hole filled
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Also write photo-with-hole | fill | result here
+    /// Also write crop-with-hole | fill | result (the model's view) here
     #[arg(long, value_name = "FILE")]
     #[serde(default)]
     pub compare: Option<PathBuf>,
@@ -476,7 +478,8 @@ pub struct ImputeSpec {
     #[arg(long, default_value_t = defaults::prior_weight())]
     #[serde(default = "defaults::prior_weight")]
     pub prior_weight: f64,
-    /// Feather of the blend (Gaussian std in model pixels; 0 = hard edge)
+    /// Feather of the blend outside the hole (Gaussian std in model pixels, scaled to the
+    /// photo; 0 = hard edge: no pixel outside the hole changes)
     #[arg(long, default_value_t = defaults::feather(), value_name = "PX")]
     #[serde(default = "defaults::feather")]
     pub feather: f64,
@@ -494,6 +497,9 @@ pub struct ImputeSpec {
     pub restarts: usize,
     #[command(flatten)]
     #[serde(flatten)]
+    pub faces: FaceOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub meta: MetadataOpts,
 }
 
@@ -509,6 +515,7 @@ impl KindSpec for ImputeSpec {
         v.extend(self.mask.iter_mut());
         v.push(&mut self.output);
         v.extend(self.compare.iter_mut());
+        v.extend(self.faces.paths_mut());
         v
     }
     fn inputs(&self) -> Vec<PathBuf> {
@@ -565,6 +572,7 @@ impl KindSpec for ImputeSpec {
             output: self.output.clone(),
             comparison: self.compare.clone(),
             params,
+            align: self.faces.settings(&f, false)?,
         })
     }
 }
