@@ -1157,6 +1157,9 @@ fn the_edit_panel_edits_through_the_edit_job() {
     // A generated face is its own input: distance to the input = to the unedited render.
     assert_eq!(face["identity_distance"], face["distance_unedited"]);
     assert!(ej["input"]["age"].is_number() && ej["input"]["reconstruction_distance"].is_null());
+    // The unedited render, judged: a generated face's input is that render.
+    assert_eq!(ej["unedited"]["age"], ej["input"]["age"]);
+    assert_eq!(ej["unedited"]["identity_distance"], 0.0);
     assert_eq!(ej["edits"]["age"], "+2");
     assert!(ej["projections"]["age"].is_number() && ej["projections"]["gender"].is_number());
     let eid = ej["id"].as_str().unwrap().to_string();

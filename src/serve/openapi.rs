@@ -165,6 +165,7 @@ pub fn document() -> Value {
                         "edits": {"type": "object", "description": "direction -> target, as the job resolved them"},
                         "projections": {"type": "object", "description": "projection on each edited direction after the edit"},
                         "face": {"type": ["object", "null"], "description": "age (years), female (probability), identity_distance (to the input: its photo, or its render), distance_unedited"},
+                        "unedited": {"type": ["object", "null"], "description": "the same figures for the unedited render"},
                         "input": {"type": "object", "description": "the input's judged age, female and, for a photo, its reconstruction distance"},
                         "face_note": {"type": ["string", "null"]}, "ms": {"type": "object"}
                     }})),

@@ -129,7 +129,7 @@ if (shotOnly) {
       assert.equal(await page.inputValue('#edit-age'), '1.5');
       assert.notEqual(edited, unedited, 'the edited face differs from the face before');
       const editFigures = await page.textContent('#edit-figures');
-      assert.match(editFigures, /judged age [0-9]+ y \(before [0-9]+ y\)/);
+      assert.match(editFigures, /judged age [0-9]+ y \(before [0-9]+ y, photo [0-9]+ y\)/);
       assert.match(editFigures, /identity distance [0-9.]+ to the photo/);
       await shot(page, '04-edit.png');
       // Further along: another face.

@@ -396,8 +396,11 @@ async function renderEdit(figures = true) {
     const f = j.face;
     const i = j.input || {};
     if (f) {
-      const to = i.reconstruction_distance !== null && i.reconstruction_distance !== undefined ? 'the photo' : 'the face before';
-      items.push(li(`judged age ${fmt(f.age, 0)} y (before ${fmt(i.age, 0)} y) · gender ${sex(f.female)} (p woman ${fmt(f.female)}, before ${fmt(i.female)})`));
+      const photo = i.reconstruction_distance !== null && i.reconstruction_distance !== undefined;
+      const to = photo ? 'the photo' : 'the face before';
+      const u = j.unedited || {};
+      const ph = (v, d, unit = '') => (photo ? `, photo ${fmt(v, d)}${unit}` : '');
+      items.push(li(`judged age ${fmt(f.age, 0)} y (before ${fmt(u.age, 0)} y${ph(i.age, 0, ' y')}) · gender ${sex(f.female)} (p woman ${fmt(f.female)}, before ${fmt(u.female)}${ph(i.female, 2)})`));
       items.push(li(`identity distance ${fmt(f.identity_distance)} to ${to} — ${f.identity_distance < 0.6 ? 'same person' : 'NOT the same person'}`,
         f.identity_distance < 0.6 ? 'good' : 'bad'));
       items.push(li(`distance to the unedited render ${fmt(f.distance_unedited)}`, 'muted'));

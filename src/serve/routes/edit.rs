@@ -87,6 +87,8 @@ pub(super) async fn edit(
                     "edits": edits,
                     "projections": edit_job::edit_projections(bundle, job, &r.codes[k], None),
                     "face": r.face(k),
+                    // The face before the edit as the judge sees it (the render shown beside it).
+                    "unedited": r.face(0),
                     "input": {"age": age, "female": female, "reconstruction_distance": recon},
                 });
                 let face = Face {
