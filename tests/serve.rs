@@ -1313,6 +1313,12 @@ fn the_edit_panel_edits_through_the_edit_job() {
         ),
         (json!({"age": 1}), 400, "bad_request", "input"),
         (
+            json!({"input": gid, "age": 1, "figures": "yes"}),
+            400,
+            "bad_request",
+            "figures",
+        ),
+        (
             json!({"input": "0123456789abcdef0123456789abcdef", "age": 1}),
             404,
             "unknown_id",

@@ -31,15 +31,7 @@ pub(super) async fn edit(
         }
     }
     let id = take_id(&mut obj, "input")?;
-    let figures = match obj.remove("figures") {
-        None => true,
-        Some(Value::Bool(b)) => b,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "field `figures` must be true or false",
-            ))
-        }
-    };
+    let figures = take_figures(&mut obj)?;
     let source = face_of(&s, &id)?;
     let input = s
         .store

@@ -24,15 +24,7 @@ fn family_request(
         take_id(&mut obj, "parent_a")?,
         take_id(&mut obj, "parent_b")?,
     );
-    let figures = match obj.remove("figures") {
-        None => true,
-        Some(Value::Bool(b)) => b,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "field `figures` must be true or false",
-            ))
-        }
-    };
+    let figures = take_figures(&mut obj)?;
     let (a, b) = (face_of(s, &ia)?, face_of(s, &ib)?);
     if let Some(n) = obj.get("children").and_then(Value::as_u64) {
         if n as usize > MAX_CHILDREN {

@@ -591,6 +591,17 @@ fn take_id(obj: &mut Map<String, Value>, field: &str) -> ApiResult<String> {
     }
 }
 
+/// The studio renders' `figures` field (not a job field): judge the faces, default true.
+fn take_figures(obj: &mut Map<String, Value>) -> ApiResult<bool> {
+    match obj.remove("figures") {
+        None => Ok(true),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(ApiError::bad_request(
+            "field `figures` must be true or false",
+        )),
+    }
+}
+
 /// A held face as a job's stages take a source (a latent: the code is known; a photo's
 /// aligned crop comes along, so identity distances are to the photo, as on the command line).
 fn resolved(f: &Face, path: &std::path::Path) -> Resolved {
