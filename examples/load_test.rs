@@ -1,7 +1,8 @@
 //! Load test of `latentface serve` (a benchmark, not a test): starts the release binary on
 //! a loopback port, then measures
-//! 1. a photo pair -> children: two fresh sample photos inverted in one request, then four
-//!    children with their figures (the studio's first picture);
+//! 1. a photo pair -> children: two fresh sample photos inverted in one request (one batch,
+//!    B=2), then four children with their figures (the studio's first picture), `--pairs`
+//!    times (default 4) with new photos each time;
 //! 2. the studio's re-render: N sequential `/api/family` calls of 4 children on cached
 //!    parents, moving `mix` each time, pictures only (as while a slider moves) and with the
 //!    resemblance figures (as when it stops);
@@ -9,7 +10,7 @@
 //!    latent downloads), all released at once: latency p50/p95 per endpoint, status counts,
 //!    errors (anything but 2xx and 503 is one), and the server's peak memory (VmHWM).
 //!
-//!   cargo run --release --example load_test -- [--bundle onnx/default] [--requests 200]
+//!   cargo run --release --example load_test -- [--bundle onnx/default] [--requests 200] [--pairs 4]
 //!   (scripts/load_test.sh builds first and passes its arguments on)
 
 use std::collections::BTreeMap;
@@ -148,6 +149,7 @@ fn main() {
     let mut bundle = root.join("onnx/default").display().to_string();
     let mut requests = 200usize;
     let mut rerenders = 200usize;
+    let mut pairs = 4usize;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -155,7 +157,10 @@ fn main() {
             "--bundle" => bundle = args[i + 1].clone(),
             "--requests" => requests = args[i + 1].parse().unwrap(),
             "--rerenders" => rerenders = args[i + 1].parse().unwrap(),
-            o => panic!("unknown argument {o} (--bundle DIR, --requests N, --rerenders N)"),
+            "--pairs" => pairs = args[i + 1].parse().unwrap(),
+            o => panic!(
+                "unknown argument {o} (--bundle DIR, --requests N, --rerenders N, --pairs N)"
+            ),
         }
         i += 2;
     }
@@ -199,41 +204,57 @@ fn main() {
         health["default_steps"]
     );
 
-    // 1. A photo pair -> children.
-    let t = Instant::now();
-    let pair = invert(
-        &base,
-        &[
-            (
-                "dave.png".into(),
-                std::fs::read(root.join("samples/dave.png")).unwrap(),
-            ),
-            (
-                "erin.png".into(),
-                std::fs::read(root.join("samples/erin.png")).unwrap(),
-            ),
-        ],
-    );
-    let pj = json_of(&pair);
-    let ids: Vec<String> = pj["latents"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{pj}"))
-        .iter()
-        .map(|l| l["id"].as_str().unwrap().to_string())
-        .collect();
-    let invert_ms = t.elapsed().as_secs_f64() * 1e3;
-    let fam = post_json(
-        &base,
-        "/api/family",
-        &json!({"parent_a": ids[0], "parent_b": ids[1], "children": 4}),
-    );
-    assert_eq!(fam.status, 200);
-    let pair_ms = t.elapsed().as_secs_f64() * 1e3;
+    // 1. A photo pair -> children, `pairs` times with fresh photos (new sha256: nothing
+    // from the server's cache), the first one right after start-up.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut ids: Vec<String> = Vec::new();
+    let mut totals = Vec::new();
+    for run in 0..pairs {
+        let k = run as u32;
+        let photos = [
+            (format!("dave{k}.png"), fresh_photo(&root, "dave.png", k)),
+            (format!("erin{k}.png"), fresh_photo(&root, "erin.png", k)),
+        ];
+        let t = Instant::now();
+        let pair = invert(&base, &photos);
+        let pj = json_of(&pair);
+        ids = pj["latents"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{pj}"))
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect();
+        let invert_ms = t.elapsed().as_secs_f64() * 1e3;
+        let batch_s = pj["latents"][0]["report"]["batch_seconds"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let batch = pj["latents"][0]["report"]["batch_size"]
+            .as_u64()
+            .unwrap_or(0);
+        let fam = post_json(
+            &base,
+            "/api/family",
+            &json!({"parent_a": ids[0], "parent_b": ids[1], "children": 4}),
+        );
+        assert_eq!(fam.status, 200);
+        let pair_ms = t.elapsed().as_secs_f64() * 1e3;
+        totals.push(pair_ms / 1e3);
+        println!(
+            "photo pair {} -> 4 children with figures: {:.2} s (the invert request {:.2} s, of \
+             which the optimisation at B={batch} {:.2} s; children {:.0} ms)",
+            run + 1,
+            pair_ms / 1e3,
+            invert_ms / 1e3,
+            batch_s,
+            fam.ms
+        );
+    }
     println!(
-        "photo pair -> 4 children with figures: {:.2} s (inverting both {:.2} s, children {:.0} ms)",
-        pair_ms / 1e3,
-        invert_ms / 1e3,
-        fam.ms
+        "photo pair -> 4 children: {} runs, {:.2}-{:.2} s; load average before: {}",
+        totals.len(),
+        totals.iter().cloned().fold(f64::INFINITY, f64::min),
+        totals.iter().cloned().fold(0.0, f64::max),
+        load.trim()
     );
 
     // 2. Re-renders on cached parents.

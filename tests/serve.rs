@@ -95,7 +95,9 @@ impl Server {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
+        // Long enough for a running morph to finish on a loaded machine (the tests run
+        // side by side: one of them stops a server while a 300-frame morph renders).
+        while t.elapsed() < Duration::from_secs(60) {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
@@ -539,6 +541,25 @@ fn photos_to_children_to_morph() {
         get(&s, &format!("/api/latents/{child}")).json()["origin"],
         "child"
     );
+    // The preview the page downloads carries the family job's provenance record, as the
+    // job's own files do; `no_metadata` leaves it out, as on the command line.
+    let child_file = tmp.path().join("child.png");
+    std::fs::write(&child_file, &png.body).unwrap();
+    let record = latentface::provenance::read_file(&child_file)
+        .unwrap()
+        .expect("the child preview carries its provenance record");
+    assert!(record.synthetic && record.job == "family", "{record:?}");
+    assert_eq!(record.parameters["seed"], 3, "{record:?}");
+    assert_eq!(record.parameters["children"], 4, "{record:?}");
+    assert!(record.bundle.is_some());
+    let mut plain = body.clone();
+    plain["no_metadata"] = json!(true);
+    plain["figures"] = json!(false);
+    let p = post_json(&s, "/api/family", &plain).json();
+    std::fs::write(&child_file, decode_b64(&p["children"][0]["image"])).unwrap();
+    assert!(latentface::provenance::read_file(&child_file)
+        .unwrap()
+        .is_none());
 
     // The family sheet: the `family` job's picture.
     let sheet = post_json(&s, "/api/family/sheet", &body);
@@ -1104,5 +1125,218 @@ fn the_studio_renders_the_family_jobs_children() {
         let png = image::load_from_memory(&c.png).unwrap().to_rgb8();
         let file = image::open(&r.image).unwrap().to_rgb8();
         assert_eq!(png.as_raw(), file.as_raw(), "child {}", r.index);
+    }
+}
+
+/// The edit panel's endpoint: a held face moved along the bundle's directions in memory,
+/// through the `edit` job's stages, so it makes exactly what `latentface edit` writes.
+#[test]
+fn the_edit_panel_edits_through_the_edit_job() {
+    let s = Server::start(&[]);
+    let h = get(&s, "/api/health").json();
+    let words = &h["bundle"]["direction_words"];
+    assert_eq!(
+        words["age"], "- toward child, + toward senior",
+        "the words `info` prints: {h}"
+    );
+    assert!(words["gender"].as_str().unwrap().contains("toward"), "{h}");
+
+    // A photo (its identity distance is to the photo) and a generated face.
+    let inv = invert(
+        &s,
+        &[("alice.png", &sample("alice.png"))],
+        Some(r#"{"steps": 10}"#),
+    );
+    assert_eq!(inv.status, 200, "{}", String::from_utf8_lossy(&inv.body));
+    let photo = inv.json()["latents"][0].clone();
+    let g = post_json(&s, "/api/generate", &json!({"seed": 5})).json();
+    let gid = g["id"].as_str().unwrap().to_string();
+
+    let e = post_json(
+        &s,
+        "/api/edit",
+        &json!({"input": gid, "age": 2, "dir": {"gender": -1.5}}),
+    );
+    assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
+    let ej = e.json();
+    assert_eq!(ej["source"], gid.as_str());
+    assert_ne!(ej["image"], g["image"], "the edit changes the face");
+    let face = &ej["face"];
+    for k in ["age", "female", "identity_distance", "distance_unedited"] {
+        assert!(face[k].is_number(), "{k}: {ej}");
+    }
+    assert!(face["distance_unedited"].as_f64().unwrap() > 0.0, "{ej}");
+    // A generated face is its own input: distance to the input = to the unedited render.
+    assert_eq!(face["identity_distance"], face["distance_unedited"]);
+    assert!(ej["input"]["age"].is_number() && ej["input"]["reconstruction_distance"].is_null());
+    // The unedited render, judged: a generated face's input is that render.
+    assert_eq!(ej["unedited"]["age"], ej["input"]["age"]);
+    assert_eq!(ej["unedited"]["identity_distance"], 0.0);
+    assert_eq!(ej["edits"]["age"], "+2");
+    assert!(ej["projections"]["age"].is_number() && ej["projections"]["gender"].is_number());
+    let eid = ej["id"].as_str().unwrap().to_string();
+    let rec = get(&s, &format!("/api/latents/{eid}")).json();
+    assert_eq!(rec["origin"], "edited");
+
+    // The same edit by the command line's `edit` job on the same latent: the same code
+    // and the same pixels.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src.npy");
+    std::fs::write(
+        &src,
+        get(&s, &format!("/api/latents/{gid}/latent.npy")).body,
+    )
+    .unwrap();
+    let out = tmp.path().join("ed");
+    let (code, _, err) = common::run(&[
+        "--bundle",
+        &common::tiny_arg(),
+        "--device",
+        "cpu",
+        "edit",
+        common::s(&src),
+        "-o",
+        common::s(&out),
+        "--age",
+        "2",
+        "--dir",
+        "gender=-1.5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (nw, wd) = (common::tiny().num_ws(), common::tiny().w_dim());
+    let job_ws = latentface::latent::Latent::read(&out.join("src_edited.npy"))
+        .unwrap()
+        .to_ws(nw, wd)
+        .unwrap();
+    let served = tmp.path().join("served.npy");
+    std::fs::write(
+        &served,
+        get(&s, &format!("/api/latents/{eid}/latent.npy")).body,
+    )
+    .unwrap();
+    let served_ws = latentface::latent::Latent::read(&served)
+        .unwrap()
+        .to_ws(nw, wd)
+        .unwrap();
+    assert_eq!(
+        served_ws, job_ws,
+        "the studio's edit is the edit job's code"
+    );
+    let png = get(&s, &format!("/api/latents/{eid}/image.png")).body;
+    assert_eq!(png, decode_b64(&ej["image"]));
+    let served_img = image::load_from_memory(&png).unwrap().to_rgb8();
+    let job_img = image::open(out.join("src_edited.png")).unwrap().to_rgb8();
+    assert_eq!(served_img.as_raw(), job_img.as_raw());
+    // The figures are the job's too.
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("edit.json")).unwrap()).unwrap();
+    let job_face = &report["inputs"][0]["edited"]["face"];
+    for k in ["age", "female", "identity_distance"] {
+        let (a, b) = (face[k].as_f64().unwrap(), job_face[k].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "{k}: served {a}, job {b}");
+    }
+    // The PNG says what made it: the edit job.
+    let f = tmp.path().join("edited.png");
+    std::fs::write(&f, &png).unwrap();
+    let record = latentface::provenance::read_file(&f)
+        .unwrap()
+        .expect("the edited preview carries its provenance record");
+    assert!(record.synthetic && record.job == "edit", "{record:?}");
+    assert_eq!(record.parameters["age"], 2.0, "{record:?}");
+
+    // A photo: the identity distance is to the photo, and differs from the render's.
+    let pe = post_json(
+        &s,
+        "/api/edit",
+        &json!({"input": photo["id"], "age": "child"}),
+    )
+    .json();
+    assert!(
+        pe["input"]["reconstruction_distance"].as_f64().unwrap() > 0.0,
+        "{pe}"
+    );
+    assert_ne!(
+        pe["face"]["identity_distance"],
+        pe["face"]["distance_unedited"]
+    );
+    // While a slider moves: pictures only.
+    let quick = post_json(
+        &s,
+        "/api/edit",
+        &json!({"input": gid, "age": 1, "figures": false}),
+    )
+    .json();
+    assert!(quick["face"].is_null(), "{quick}");
+    assert_eq!(quick["face_note"], "figures not asked for");
+    // An edited face is a face like any other: it can be edited again.
+    let again = post_json(&s, "/api/edit", &json!({"input": eid, "age": -2}));
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+
+    // Bad edits, named.
+    for (body, status, code, needle) in [
+        (
+            json!({"input": gid, "dir": {"smile": 1}}),
+            422,
+            "invalid",
+            "smile",
+        ),
+        (
+            json!({"input": gid, "age": "toddler"}),
+            422,
+            "invalid",
+            "toddler",
+        ),
+        (json!({"input": gid, "age": 50}), 422, "invalid", "20"),
+        (json!({"input": gid}), 422, "invalid", "nothing to edit"),
+        (
+            json!({"input": gid, "sweep": "age=-2:2:5"}),
+            400,
+            "bad_request",
+            "sweep",
+        ),
+        (
+            json!({"input": gid, "age": 1, "inputs": ["/etc/passwd"]}),
+            400,
+            "bad_request",
+            "inputs",
+        ),
+        (
+            json!({"input": gid, "age": 1, "output": "/tmp"}),
+            400,
+            "bad_request",
+            "output",
+        ),
+        (
+            json!({"input": gid, "age": 1, "paste_back": true}),
+            400,
+            "bad_request",
+            "paste_back",
+        ),
+        (
+            json!({"input": gid, "age": 1, "colour": 2}),
+            400,
+            "bad_request",
+            "colour",
+        ),
+        (json!({"age": 1}), 400, "bad_request", "input"),
+        (
+            json!({"input": gid, "age": 1, "figures": "yes"}),
+            400,
+            "bad_request",
+            "figures",
+        ),
+        (
+            json!({"input": "0123456789abcdef0123456789abcdef", "age": 1}),
+            404,
+            "unknown_id",
+            "0123456789abcdef",
+        ),
+    ] {
+        assert_error(&post_json(&s, "/api/edit", &body), status, code, needle);
     }
 }

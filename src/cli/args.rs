@@ -81,7 +81,7 @@ pub enum Command {
     Align(AlignSpec),
     /// Judge the model on a folder of real faces it never saw: inversion, samples, edits, families (identity, age, gender)
     Eval(EvalArgs),
-    /// The family and morph studio in the browser, and its HTTP API (loopback by default)
+    /// The family, edit and morph studio in the browser, and its HTTP API (loopback by default)
     Serve(ServeArgs),
 }
 

@@ -323,28 +323,79 @@ pub fn edit_codes(bundle: &Bundle, job: &EditJob, ws: &[f32]) -> Result<Vec<Vec<
     Ok(codes)
 }
 
-fn edit_one(
+/// One input's codes rendered and, with a judge, read by it: the stage `run_edit` writes
+/// its files from, and the studio's in-memory edit shows (`serve`), so both show the same
+/// faces and figures.
+pub struct EditRenders {
+    /// Unedited, edited (when there are edits), then each sweep strength ([`edit_codes`]).
+    pub codes: Vec<Vec<f32>>,
+    /// The renders of `codes`, in order.
+    pub pictures: Vec<RgbImage>,
+    /// The judge's readings of every render, and of the photo when there is one.
+    readings: Option<(Vec<FaceReading>, Option<FaceReading>)>,
+    /// Why there are no figures although a judge was given.
+    pub note: Option<String>,
+}
+
+impl EditRenders {
+    /// Index of the edited code (`None` without edits).
+    pub fn edited_index(&self, job: &EditJob) -> Option<usize> {
+        (!job.edits.is_empty()).then_some(1)
+    }
+
+    /// The judge's reading of render `k` (`None`: not judged).
+    pub fn reading(&self, k: usize) -> Option<&FaceReading> {
+        self.readings.as_ref()?.0.get(k)
+    }
+
+    /// How render `k` looks to the judge, against the input (`None`: not judged).
+    pub fn face(&self, k: usize) -> Option<OutputFace> {
+        let (renders, photo) = self.readings.as_ref()?;
+        let me = renders.get(k)?;
+        let input = photo.as_ref().unwrap_or(&renders[0]);
+        Some(OutputFace {
+            age: me.age,
+            female: me.female,
+            identity_distance: faces::distance(&me.descriptor, &input.descriptor),
+            distance_unedited: faces::distance(&me.descriptor, &renders[0].descriptor),
+        })
+    }
+
+    /// The input's judged age and probability of a woman (its photo, or the unedited
+    /// render), and the photo's identity distance to its reconstruction.
+    pub fn input_face(&self) -> (Option<f32>, Option<f32>, Option<f32>) {
+        match &self.readings {
+            Some((renders, photo)) => {
+                let input = photo.as_ref().unwrap_or(&renders[0]);
+                (
+                    Some(input.age),
+                    Some(input.female),
+                    photo
+                        .as_ref()
+                        .map(|p| faces::distance(&p.descriptor, &renders[0].descriptor)),
+                )
+            }
+            None => (None, None, None),
+        }
+    }
+}
+
+/// Renders every code of one input in one `synthesis` call and, when `judge` is given,
+/// reads each render (and the photo, for a photo input). A face the judge cannot read
+/// leaves the figures out (`note` says why); it does not fail the edit.
+pub fn render_edits(
     bundle: &Bundle,
     job: &EditJob,
     face: &Resolved,
     judge: Option<&FaceJudge<'_>>,
-) -> Result<(InputReport, Option<String>)> {
-    let m = bundle.manifest();
+) -> Result<EditRenders> {
     let res = bundle.resolution();
-    let stem = face
-        .path
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let dir = &job.out_dir;
     let codes = edit_codes(bundle, job, &face.ws)?;
     let flat: Vec<f32> = codes.iter().flatten().copied().collect();
-    let (tensors, pics) = render_pictures(bundle, &flat, codes.len())
+    let (tensors, pictures) = render_pictures(bundle, &flat, codes.len())
         .with_context(|| format!("rendering the edits of {}", face.path.display()))?;
-    // Readings: every render, and the photo when there is one.
     let mut note = None;
-    let readings: Option<(Vec<FaceReading>, Option<FaceReading>)> = match judge {
+    let readings = match judge {
         None => None,
         Some(j) => {
             let read = || -> Result<_> {
@@ -367,29 +418,53 @@ fn edit_one(
             }
         }
     };
-    let face_of = |k: usize| -> Option<OutputFace> {
-        let (renders, photo) = readings.as_ref()?;
-        let me = &renders[k];
-        let input = photo.as_ref().unwrap_or(&renders[0]);
-        Some(OutputFace {
-            age: me.age,
-            female: me.female,
-            identity_distance: faces::distance(&me.descriptor, &input.descriptor),
-            distance_unedited: faces::distance(&me.descriptor, &renders[0].descriptor),
+    Ok(EditRenders {
+        codes,
+        pictures,
+        readings,
+        note,
+    })
+}
+
+/// The projection of `ws` on every edited direction (and `extra`, a swept one).
+pub fn edit_projections(
+    bundle: &Bundle,
+    job: &EditJob,
+    ws: &[f32],
+    extra: Option<&str>,
+) -> BTreeMap<String, f64> {
+    let m = bundle.manifest();
+    job.edits
+        .keys()
+        .map(String::as_str)
+        .chain(extra)
+        .filter_map(|n| {
+            m.directions
+                .get(n)
+                .map(|d| (n.to_string(), projection(ws, m, d)))
         })
-    };
-    let projections = |ws: &[f32], extra: Option<&str>| -> BTreeMap<String, f64> {
-        job.edits
-            .keys()
-            .map(String::as_str)
-            .chain(extra)
-            .filter_map(|n| {
-                m.directions
-                    .get(n)
-                    .map(|d| (n.to_string(), projection(ws, m, d)))
-            })
-            .collect()
-    };
+        .collect()
+}
+
+fn edit_one(
+    bundle: &Bundle,
+    job: &EditJob,
+    face: &Resolved,
+    judge: Option<&FaceJudge<'_>>,
+) -> Result<(InputReport, Option<String>)> {
+    let m = bundle.manifest();
+    let stem = face
+        .path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let dir = &job.out_dir;
+    let rendered = render_edits(bundle, job, face, judge)?;
+    let note = rendered.note.clone();
+    let (codes, pics) = (&rendered.codes, &rendered.pictures);
+    let face_of = |k: usize| rendered.face(k);
+    let projections = |ws: &[f32], extra: Option<&str>| edit_projections(bundle, job, ws, extra);
     let original = dir.join(format!("{stem}_original.png"));
     imageio::save_png(&original, &pics[0])?;
     let mut next = 1;
@@ -476,19 +551,7 @@ fn edit_one(
             })
         }
     };
-    let (input_age, input_female, reconstruction_distance) = match &readings {
-        Some((renders, photo)) => {
-            let input = photo.as_ref().unwrap_or(&renders[0]);
-            (
-                Some(input.age),
-                Some(input.female),
-                photo
-                    .as_ref()
-                    .map(|p| faces::distance(&p.descriptor, &renders[0].descriptor)),
-            )
-        }
-        None => (None, None, None),
-    };
+    let (input_age, input_female, reconstruction_distance) = rendered.input_face();
     Ok((
         InputReport {
             path: face.path.clone(),

@@ -121,6 +121,22 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
     Ok(s)
 }
 
+/// What a direction does, in the words `info` prints (the studio labels its sliders with
+/// them): the manifest's description, else the ends named by its groups.
+pub fn direction_words(d: &crate::model::manifest::Direction) -> String {
+    d.description.clone().unwrap_or_else(|| {
+        // The ends of the direction, from its groups (sorted by their projection).
+        let mut g: Vec<(&String, &f64)> = d.groups.iter().collect();
+        g.sort_by(|a, b| a.1.total_cmp(b.1));
+        match (g.first(), g.last()) {
+            (Some(lo), Some(hi)) if lo.0 != hi.0 => {
+                format!("- toward {}, + toward {}", lo.0, hi.0)
+            }
+            _ => "an unnamed direction (no groups)".into(),
+        }
+    })
+}
+
 /// One direction: what it does, how it was calibrated, which layers it moves.
 pub fn describe_direction(
     m: &crate::model::Manifest,
@@ -141,18 +157,7 @@ pub fn describe_direction(
             format!(" ({})", named.join(", "))
         }
     };
-    let what = d.description.clone().unwrap_or_else(|| {
-        // The ends of the direction, from its groups (sorted by their projection).
-        let mut g: Vec<(&String, &f64)> = d.groups.iter().collect();
-        g.sort_by(|a, b| a.1.total_cmp(b.1));
-        match (g.first(), g.last()) {
-            (Some(lo), Some(hi)) if lo.0 != hi.0 => {
-                format!("- toward {}, + toward {}", lo.0, hi.0)
-            }
-            _ => "an unnamed direction (no groups)".into(),
-        }
-    });
-    let _ = writeln!(s, "direction   {name}: {what}");
+    let _ = writeln!(s, "direction   {name}: {}", direction_words(d));
     let _ = writeln!(
         s,
         "            layers {:?}{}",

@@ -1,12 +1,14 @@
-//! `serve`: the family and morph studio in the browser, and the HTTP API beside it.
+//! `serve`: the family, edit and morph studio in the browser, and the HTTP API beside it.
 //!
 //! One process, one opened [`Bundle`], one tokio runtime. The pieces, one job per file:
 //! - [`routes`]: the API (axum handlers, JSON errors, the route table the OpenAPI test
 //!   checks) — every model job is built from the same typed description the command line
 //!   and `batch` use (`jobs::spec`), validated by the kind's `KindSpec::build`, and run by the same
-//!   job functions (`run_invert`, `run_family`, `run_morph`, `generate`);
+//!   job functions (`run_invert`, `run_family`, `run_morph`, `generate`) or their stages
+//!   (the edit panel: `jobs::edit::render_edits`);
 //! - [`studio`]: the fast in-memory re-render of children from cached parent latents
-//!   (the family engine + one synthesis call + the face judge; no files);
+//!   (the family engine + one synthesis call + the face judge; no files), and the
+//!   previews' PNG encoding with their job's provenance record;
 //! - [`queue`]: bounded queues for model work (503 + `Retry-After` when full, a time
 //!   limit per job, cancellation of jobs that have not started at shutdown);
 //! - [`store`]: what clients uploaded and what was made from it, by unguessable id, in

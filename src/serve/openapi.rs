@@ -145,6 +145,35 @@ pub fn document() -> Value {
                     "422": error_response("invalid settings"), "503": busy()
                 }
             }}));
+    paths.insert("/api/edit".into(), json!({"post": {
+                "summary": "One face moved along the bundle's directions, rendered in memory (the studio's edit panel)",
+                "description": "The `edit` job's fields (EditSpec, as in batch manifests) with a latent id as `input`; rendered and judged by the job's own stages, nothing written. The edited face is kept like a child: its PNG (with the job's provenance record) and .npy download from /api/latents/{id}.",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": false, "required": ["input"],
+                    "properties": {
+                        "input": {"type": "string", "description": "latent id (a photo's, a generated face's, a child's or an edited face's)"},
+                        "age": {"description": "a group of the bundle's `age` direction or a signed strength in standard deviations (within ±20)", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
+                        "gender": {"description": "a group of the `gender` direction or a signed strength", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
+                        "dir": {"description": "any direction of the bundle by name (/api/health lists them with their words): a table {NAME: STRENGTH or GROUP} or a list of \"NAME=STRENGTH\"", "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "string"}}]},
+                        "no_metadata": {"type": "boolean", "default": false, "description": "leave the provenance record out of the PNG"},
+                        "figures": {"type": "boolean", "default": true, "description": "judge the edited face (age, gender, identity distance); false while a slider moves"}
+                    }
+                }}}},
+                "responses": {
+                    "200": json_ok("the edited face", json!({"type": "object", "properties": {
+                        "id": {"type": "string", "description": "latent id of the edited face"}, "label": {"type": "string"},
+                        "source": {"type": "string"}, "image": {"type": "string", "format": "byte", "description": "PNG"},
+                        "edits": {"type": "object", "description": "direction -> target, as the job resolved them"},
+                        "projections": {"type": "object", "description": "projection on each edited direction after the edit"},
+                        "face": {"type": ["object", "null"], "description": "age (years), female (probability), identity_distance (to the input: its photo, or its render), distance_unedited"},
+                        "unedited": {"type": ["object", "null"], "description": "the same figures for the unedited render"},
+                        "input": {"type": "object", "description": "the input's judged age, female and, for a photo, its reconstruction distance"},
+                        "face_note": {"type": ["string", "null"]}, "ms": {"type": "object"}
+                    }})),
+                    "400": error_response("bad body (unknown field, a file field, a sweep)"), "404": error_response("unknown latent id"),
+                    "422": error_response("invalid edit (unknown direction or group, strength out of range, nothing to edit)"), "503": busy()
+                }
+            }}));
     paths.insert("/api/family/sheet".into(), json!({"post": {
                 "summary": "The family sheet PNG: the `family` job run on the two latents",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": family_body()}}},
@@ -211,8 +240,9 @@ pub fn document() -> Value {
             "title": "latentface studio API",
             "version": crate::VERSION,
             "description": "Invert face photos into the model's latent space, breed children of two \
-                            faces, render morphs. Every model job is the command line's job, built \
-                            from the same typed description (field names as in batch manifests). \
+                            faces, edit a face along the model's directions, render morphs. Every \
+                            model job is the command line's job, built from the same typed \
+                            description (field names as in batch manifests). \
                             Errors are JSON {error, code}. Uploaded photos stay in this process's \
                             memory and temporary folder and are deleted when it exits."
         },
@@ -223,7 +253,7 @@ pub fn document() -> Value {
                 "code": {"type": "string", "description": "bad_request, invalid, bad_image, no_face, too_large, unknown_id, busy, timeout, no_route, ..."}
             }},
             "Latent": {"type": "object", "properties": {
-                "id": {"type": "string"}, "origin": {"type": "string", "enum": ["photo", "generated", "child"]},
+                "id": {"type": "string"}, "origin": {"type": "string", "enum": ["photo", "generated", "child", "edited"]},
                 "label": {"type": "string"}, "image": {"type": "string", "format": "byte", "description": "the render, PNG"},
                 "crop": {"type": ["string", "null"], "format": "byte", "description": "photos: the aligned crop the model saw, PNG"},
                 "reading": {"type": ["object", "null"], "description": "the face judge: age (years), female (probability)"},

@@ -21,8 +21,8 @@ use crate::latent::Latent;
 /// Photos' and generated faces' latents kept; past this the oldest are forgotten (their
 /// ids answer 404).
 pub const MAX_LATENTS: usize = 512;
-/// Children kept (every studio render makes new ones, so they are counted apart: a
-/// slider dragged for a minute must not push the parents out).
+/// Children and edited faces kept (every studio render makes new ones, so they are
+/// counted apart: a slider dragged for a minute must not push the parents out).
 pub const MAX_CHILDREN_KEPT: usize = 2048;
 /// Finished morph jobs kept (with their result file).
 pub const MAX_JOBS: usize = 64;
@@ -34,6 +34,8 @@ pub enum Origin {
     Photo,
     Generated,
     Child,
+    /// Made by the studio's edit panel (kept with the children).
+    Edited,
 }
 
 /// A face the server holds: its W+ code and what goes with it.
@@ -137,6 +139,13 @@ impl Store {
         Ok(path)
     }
 
+    /// The output folder named in the specs of the studio's in-memory renders (children,
+    /// edits): never created, the same for every render so that their provenance records
+    /// depend on the settings only.
+    pub fn previews_dir(&self) -> PathBuf {
+        self.dir.join("previews")
+    }
+
     /// A fresh folder for one job's outputs.
     pub fn job_dir(&self, id: &str) -> PathBuf {
         self.dir.join("jobs").join(id)
@@ -150,7 +159,7 @@ impl Store {
         }
         g.faces.insert(face.id.clone(), face.clone());
         let (child, cap) = match face.origin {
-            Origin::Child => (true, MAX_CHILDREN_KEPT),
+            Origin::Child | Origin::Edited => (true, MAX_CHILDREN_KEPT),
             _ => (false, MAX_LATENTS),
         };
         let order = if child { &mut g.children } else { &mut g.order };

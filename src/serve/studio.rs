@@ -7,7 +7,9 @@
 //! judge's reading of each child against the parents' readings (taken once, when each
 //! parent was made; the job's own judging reads the parents again every time). Nothing is
 //! written to disk; the full job with its files and sheet is `/api/family/sheet`
-//! (`jobs::family::run_family`).
+//! (`jobs::family::run_family`). The previews' PNGs carry the provenance record in force
+//! on the calling thread (`provenance::scoped`: the route runs this inside its job's
+//! scope), as the job's own files do.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -47,12 +49,19 @@ pub struct Rendered {
     pub seconds_judge: f64,
 }
 
-/// PNG bytes of an RGB picture.
+/// PNG bytes of an RGB picture, with no metadata (the aligned crop of a real photo).
 pub fn png_bytes(img: &image::RgbImage) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
         .context("encoding a PNG")?;
     Ok(out)
+}
+
+/// PNG bytes of a rendered preview, carrying this thread's provenance record (none
+/// outside a job's scope or with `no_metadata`), as `imageio::save_png` writes files.
+pub fn preview_png(img: &image::RgbImage) -> Result<Vec<u8>> {
+    let record = crate::provenance::current();
+    crate::provenance::encode_png(img, record.as_deref()).context("encoding a PNG")
 }
 
 /// Children of `parents` with `params`; `readings` are the parents' readings (photo crops
@@ -72,7 +81,7 @@ pub fn render_children(
     let ws: Vec<f32> = children.iter().flat_map(|c| c.ws.iter().copied()).collect();
     let (images, pictures) =
         render_pictures(bundle, &ws, children.len()).context("rendering the children")?;
-    let pngs: Vec<Vec<u8>> = pictures.iter().map(png_bytes).collect::<Result<_>>()?;
+    let pngs: Vec<Vec<u8>> = pictures.iter().map(preview_png).collect::<Result<_>>()?;
     let t2 = std::time::Instant::now();
     let (readings, face_note) = match (FaceJudge::new(bundle), readings) {
         _ if !judge => (None, Some("figures not asked for".to_string())),

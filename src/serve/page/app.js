@@ -11,6 +11,7 @@ const state = {
   pending: false,
   pendingFigures: false,
   morphKeys: new Set(), // child ids ticked for the morph
+  edit: { busy: false, pending: false, pendingFigures: false, last: null },
 };
 
 async function api(path, options) {
@@ -40,21 +41,25 @@ function setError(el, msg) { el.textContent = msg || ''; show(el, !!msg); }
 
 function parentEl(slot) { return $(`#parent-${slot}`); }
 
-async function invert(slot, file, name) {
-  const root = parentEl(slot);
-  const busy = $('.busy', root);
-  const text = $('.busy-text', root);
-  setError($('.error', root), '');
-  show($('.result', root), false);
-  show(busy, true);
-  $('progress', busy).removeAttribute('value'); // indeterminate until the job reports steps
+// Inverts photos into parent slots: `items` is [{slot, file, name}], one or two. Two go in
+// one request, which the server inverts as one batch (B=2): faster than one after the other.
+async function invertInto(items) {
+  const parts = items.map(({ slot, name }) => {
+    const root = parentEl(slot);
+    setError($('.error', root), '');
+    show($('.result', root), false);
+    show($('.busy', root), true);
+    $('progress', root).removeAttribute('value'); // indeterminate until the job reports steps
+    return { root, text: $('.busy-text', root), bar: $('progress', root), name };
+  });
+  const label = items.map((i) => i.name).join(' and ');
   const t0 = performance.now();
-  const timer = setInterval(() => {
-    text.textContent = `aligning and inverting ${name}… ${((performance.now() - t0) / 1000).toFixed(1)} s`;
-  }, 100);
+  const secs = () => ((performance.now() - t0) / 1000).toFixed(1);
+  const say = (msg) => { for (const p of parts) p.text.textContent = msg; };
+  const timer = setInterval(() => say(`aligning and inverting ${label}… ${secs()} s`), 100);
   try {
     const form = new FormData();
-    form.append('photo', file, name);
+    for (const { file, name } of items) form.append('photo', file, name);
     if ($('#steps').value) form.append('options', JSON.stringify({ steps: Number($('#steps').value) }));
     form.append('job', 'true');
     const r = await api('/api/invert', { method: 'POST', body: form });
@@ -64,34 +69,68 @@ async function invert(slot, file, name) {
       clearInterval(timer);
       for (;;) {
         const st = await (await api(j.status)).json();
-        const secs = ((performance.now() - t0) / 1000).toFixed(1);
-        text.textContent = st.state === 'queued'
-          ? `${name}: waiting for the inverter… ${secs} s`
-          : `inverting ${name}: step ${st.done} of ${st.total} · ${secs} s`;
-        $('progress', busy).max = Math.max(1, st.total);
-        $('progress', busy).value = st.done;
+        say(st.state === 'queued'
+          ? `${label}: waiting for the inverter… ${secs()} s`
+          : `inverting ${label}: step ${st.done} of ${st.total} · ${secs()} s`);
+        for (const p of parts) { p.bar.max = Math.max(1, st.total); p.bar.value = st.done; }
         if (st.state === 'done') { j = st.report; break; }
         if (st.state !== 'queued' && st.state !== 'running') throw new Error(st.error || `inversion ${st.state}`);
         await new Promise((res) => setTimeout(res, 200));
       }
     }
-    const lat = j.latents[0];
-    state.parents[slot] = lat;
-    $('.crop', root).src = png(lat.crop || lat.image);
-    $('.recon', root).src = png(lat.image);
-    $('.figures', root).replaceChildren(...parentFigures(lat, (performance.now() - t0) / 1000));
-    show($('.result', root), true);
-    root.dataset.ready = 'true';
+    items.forEach(({ slot }, k) => {
+      const lat = j.latents[k];
+      const root = parts[k].root;
+      state.parents[slot] = lat;
+      $('.crop', root).src = png(lat.crop || lat.image);
+      $('.recon', root).src = png(lat.image);
+      $('.figures', root).replaceChildren(...parentFigures(lat, (performance.now() - t0) / 1000));
+      show($('.result', root), true);
+      root.dataset.ready = 'true';
+    });
     updateMorphKeys();
+    updateEditSources();
     render();
   } catch (e) {
-    state.parents[slot] = null;
-    root.dataset.ready = 'false';
-    setError($('.error', root), e.message);
+    for (const [k, { slot }] of items.entries()) {
+      state.parents[slot] = null;
+      parts[k].root.dataset.ready = 'false';
+      setError($('.error', parts[k].root), e.message);
+    }
+    updateEditSources();
   } finally {
     clearInterval(timer);
-    show(busy, false);
+    for (const p of parts) show($('.busy', p.root), false);
   }
+}
+
+const invert = (slot, file, name) => invertInto([{ slot, file, name }]);
+
+async function sampleBlob(name) {
+  return (await api(`/samples/${encodeURIComponent(name)}`)).blob();
+}
+
+function wirePair() {
+  const input = $('#file-pair');
+  input.addEventListener('change', () => {
+    const f = [...input.files];
+    if (f.length !== 2) {
+      setError($('#pair-error'), `choose two photos (${f.length} chosen), or drop one on each parent`);
+      return;
+    }
+    setError($('#pair-error'), '');
+    invertInto([{ slot: 'a', file: f[0], name: f[0].name }, { slot: 'b', file: f[1], name: f[1].name }]);
+  });
+  $('#use-samples').addEventListener('click', async () => {
+    const [na, nb] = [$('#sample-a').value, $('#sample-b').value];
+    try {
+      const [fa, fb] = await Promise.all([sampleBlob(na), sampleBlob(nb)]);
+      setError($('#pair-error'), '');
+      invertInto([{ slot: 'a', file: fa, name: na }, { slot: 'b', file: fb, name: nb }]);
+    } catch (e) {
+      setError($('#pair-error'), e.message);
+    }
+  });
 }
 
 function li(text, cls) {
@@ -127,14 +166,15 @@ function wireParent(slot) {
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
     drop.classList.remove('over');
-    const f = e.dataTransfer.files[0];
-    if (f) invert(slot, f, f.name);
+    const f = [...e.dataTransfer.files];
+    // Two photos dropped at once: both parents, in one batch.
+    if (f.length >= 2) invertInto([{ slot: 'a', file: f[0], name: f[0].name }, { slot: 'b', file: f[1], name: f[1].name }]);
+    else if (f[0]) invert(slot, f[0], f[0].name);
   });
   $('.use-sample', root).addEventListener('click', async () => {
     const name = $('.sample', root).value;
     try {
-      const blob = await (await api(`/samples/${encodeURIComponent(name)}`)).blob();
-      invert(slot, blob, name);
+      invert(slot, await sampleBlob(name), name);
     } catch (e) {
       setError($('.error', root), e.message);
     }
@@ -256,6 +296,7 @@ function showChildren(j) {
   // Ticked children are replaced by new ones on every render.
   state.morphKeys.clear();
   updateMorphKeys();
+  updateEditSources();
 }
 
 async function familySheet() {
@@ -279,6 +320,141 @@ async function familySheet() {
     btn.disabled = false;
     btn.textContent = 'family sheet (PNG)';
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Edit: one face moved along the bundle's directions (POST /api/edit, the `edit` job's
+// stages in memory). Re-renders as a slider moves, one request at a time, the latest
+// settings winning; the judged figures come when it is let go.
+
+function editSources() {
+  const out = [];
+  for (const slot of ['a', 'b']) {
+    const p = state.parents[slot];
+    if (p) out.push({ key: slot, id: p.id, label: `parent ${slot.toUpperCase()} (${p.label})`, image: p.image });
+  }
+  for (const c of state.children) out.push({ key: `child-${c.index}`, id: c.id, label: `child ${c.index}`, image: c.image });
+  return out;
+}
+
+function updateEditSources() {
+  const sel = $('#edit-source');
+  const keep = sel.value;
+  const list = editSources();
+  sel.replaceChildren(...list.map((f) => new Option(f.label, f.key)));
+  if (list.some((f) => f.key === keep)) sel.value = keep;
+  const now = list.find((f) => f.key === sel.value);
+  const had = sel.dataset.id;
+  sel.dataset.id = now ? now.id : '';
+  // The face under edit changed (a new parent, or children re-rendered): edit it again.
+  if (now && now.id !== had) renderEdit(true);
+  if (!now) $('#edit-before').removeAttribute('src');
+}
+
+function editBody() {
+  const dir = {};
+  for (const el of document.querySelectorAll('#edit-sliders input[type=range]')) {
+    const v = Number(el.value);
+    if (v !== 0) dir[el.dataset.direction] = v;
+  }
+  return dir;
+}
+
+async function renderEdit(figures = true) {
+  const src = editSources().find((f) => f.key === $('#edit-source').value);
+  if (!src) return;
+  const ed = state.edit;
+  if (ed.busy) {
+    ed.pending = true;
+    ed.pendingFigures = ed.pendingFigures || figures;
+    return;
+  }
+  $('#edit-before').src = png(src.image);
+  const dir = editBody();
+  if (Object.keys(dir).length === 0) {
+    // Nothing to edit: the face as it is.
+    $('#edit-after').src = png(src.image);
+    $('#edit-figures').replaceChildren(li('move a slider to edit this face', 'muted'));
+    show($('#edit-png'), false);
+    show($('#edit-npy'), false);
+    document.body.dataset.edit = 'none';
+    return;
+  }
+  ed.busy = true;
+  const t0 = performance.now();
+  try {
+    const r = await api('/api/edit', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ input: src.id, dir, figures }),
+    });
+    const j = await r.json();
+    ed.last = j;
+    setError($('#edit-error'), '');
+    $('#edit-after').src = png(j.image);
+    const items = [];
+    const f = j.face;
+    const i = j.input || {};
+    if (f) {
+      const photo = i.reconstruction_distance !== null && i.reconstruction_distance !== undefined;
+      const to = photo ? 'the photo' : 'the face before';
+      const u = j.unedited || {};
+      const ph = (v, d, unit = '') => (photo ? `, photo ${fmt(v, d)}${unit}` : '');
+      items.push(li(`judged age ${fmt(f.age, 0)} y (before ${fmt(u.age, 0)} y${ph(i.age, 0, ' y')}) · gender ${sex(f.female)} (p woman ${fmt(f.female)}, before ${fmt(u.female)}${ph(i.female, 2)})`));
+      items.push(li(`identity distance ${fmt(f.identity_distance)} to ${to} — ${f.identity_distance < 0.6 ? 'same person' : 'NOT the same person'}`,
+        f.identity_distance < 0.6 ? 'good' : 'bad'));
+      items.push(li(`distance to the unedited render ${fmt(f.distance_unedited)}`, 'muted'));
+    } else {
+      items.push(li(j.face_note === 'figures not asked for' ? 'figures when the slider stops…' : (j.face_note || ''), 'muted'));
+    }
+    $('#edit-figures').replaceChildren(...items);
+    const name = `${src.key}_edited`;
+    const a1 = $('#edit-png');
+    a1.href = `/api/latents/${j.id}/image.png`;
+    a1.download = `${name}.png`;
+    const a2 = $('#edit-npy');
+    a2.href = `/api/latents/${j.id}/latent.npy`;
+    a2.download = `${name}.npy`;
+    show(a1, true);
+    show(a2, true);
+    document.body.dataset.edit = f ? 'figures' : 'picture';
+    $('#edit-after').dataset.dir = JSON.stringify(dir); // the settings shown (tests wait on it)
+    $('#edit-ms').textContent = `rendered in ${(performance.now() - t0).toFixed(0)} ms (server ${j.ms.total.toFixed(0)} ms)`;
+  } catch (e) {
+    setError($('#edit-error'), e.message);
+  } finally {
+    ed.busy = false;
+    if (ed.pending) {
+      const pf = ed.pendingFigures;
+      ed.pending = false;
+      ed.pendingFigures = false;
+      renderEdit(pf);
+    }
+  }
+}
+
+function buildEditSliders(h) {
+  const box = $('#edit-sliders');
+  const max = Math.min(3, h.bundle.max_edit_strength || 3);
+  const rows = [];
+  for (const [name, words] of Object.entries(h.bundle.direction_words || {})) {
+    const label = document.createElement('label');
+    const input = document.createElement('input');
+    Object.assign(input, { type: 'range', min: -max, max, step: 0.1, value: 0, id: `edit-${name}` });
+    input.dataset.direction = name;
+    const out = document.createElement('output');
+    out.htmlFor = input.id;
+    out.textContent = '0';
+    label.append(name, input, out);
+    const w = document.createElement('div');
+    w.className = 'words';
+    w.textContent = words;
+    input.addEventListener('input', () => { out.textContent = Number(input.value).toFixed(1); renderEdit(false); });
+    input.addEventListener('change', () => renderEdit(true));
+    rows.push(label, w);
+  }
+  box.replaceChildren(...rows);
+  if (!rows.length) box.textContent = 'this model has no directions to edit along';
 }
 
 // ---------------------------------------------------------------------------------------
@@ -384,6 +560,14 @@ function wireControls() {
     render();
   });
   $('#sheet').addEventListener('click', familySheet);
+  $('#edit-source').addEventListener('change', () => updateEditSources());
+  $('#edit-reset').addEventListener('click', () => {
+    for (const el of document.querySelectorAll('#edit-sliders input[type=range]')) {
+      el.value = 0;
+      $(`output[for="${el.id}"]`).textContent = '0';
+    }
+    renderEdit(true);
+  });
   $('#morph-render').addEventListener('click', renderMorph);
 }
 
@@ -391,6 +575,7 @@ async function start() {
   $('#origin').textContent = location.host;
   wireParent('a');
   wireParent('b');
+  wirePair();
   wireControls();
   try {
     const h = await (await api('/api/health')).json();
@@ -411,6 +596,7 @@ async function start() {
     for (const g of ['coarse', 'middle', 'fine']) {
       if (!h.bundle.layers.includes(g)) $(`#own-${g}`).disabled = true;
     }
+    buildEditSliders(h);
     document.body.dataset.ready = 'true';
   } catch (e) {
     $('#server-status').textContent = `server not reachable: ${e.message}`;

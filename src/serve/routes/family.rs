@@ -2,21 +2,6 @@
 //! (the `family` job with its files), both from a `FamilySpec` body.
 
 use super::*;
-use crate::jobs::sources::{Resolved, SourceKind};
-
-/// A held face as the family job's stages take a parent (a latent: the code is known).
-fn resolved(f: &Face, path: &std::path::Path) -> Resolved {
-    Resolved {
-        path: path.to_path_buf(),
-        kind: SourceKind::Latent,
-        sha256: String::new(),
-        ws: f.ws.clone(),
-        photo: f.crop.as_ref().map(|(t, _)| t.clone()),
-        cached: true,
-        invert_seconds: 0.0,
-        alignment: None,
-    }
-}
 
 struct FamilyRequest {
     a: Arc<Face>,
@@ -27,10 +12,11 @@ struct FamilyRequest {
 }
 
 /// The body as a `FamilySpec`: the client's fields, the parents' latent files and an
-/// output folder from the server; validated by `FamilySpec::build`.
+/// output folder from the server (`output`); validated by `FamilySpec::build`.
 fn family_request(
     s: &Shared,
     body: std::result::Result<Bytes, BytesRejection>,
+    output: PathBuf,
 ) -> ApiResult<FamilyRequest> {
     let mut obj = json_object(body)?;
     refuse_fields(&obj, true)?;
@@ -38,15 +24,7 @@ fn family_request(
         take_id(&mut obj, "parent_a")?,
         take_id(&mut obj, "parent_b")?,
     );
-    let figures = match obj.remove("figures") {
-        None => true,
-        Some(Value::Bool(b)) => b,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "field `figures` must be true or false",
-            ))
-        }
-    };
+    let figures = take_figures(&mut obj)?;
     let (a, b) = (face_of(s, &ia)?, face_of(s, &ib)?);
     if let Some(n) = obj.get("children").and_then(Value::as_u64) {
         if n as usize > MAX_CHILDREN {
@@ -68,7 +46,7 @@ fn family_request(
                 "parent_b",
                 path_value(&latents.join(format!("{}.npy", b.id))),
             ),
-            ("output", path_value(&s.store.job_dir(&new_id()))),
+            ("output", path_value(&output)),
         ],
     )?;
     Ok(FamilyRequest { a, b, job, figures })
@@ -79,25 +57,31 @@ pub(super) async fn family(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    let req = family_request(&s, body)?;
+    // Nothing is written; one folder name for every render keeps the previews' provenance
+    // record (which holds the spec) the same for the same settings.
+    let req = family_request(&s, body, s.store.previews_dir())?;
     let ticket = s.light.admit()?;
     let s2 = s.clone();
-    let (a, b, params) = (req.a.clone(), req.b.clone(), req.job.params.clone());
+    let (a, b) = (req.a.clone(), req.b.clone());
     let figures = req.figures;
     let parents = [
         resolved(&a, &req.job.parent_a[0]),
         resolved(&b, &req.job.parent_b[0]),
     ];
+    let built = req.job.clone();
     let rendered = s
         .light
         .run(ticket, move || {
-            studio::render_children(
-                &s2.bundle,
-                &parents,
-                [a.reading.as_ref(), b.reading.as_ref()],
-                &params,
-                figures,
-            )
+            // In the job's provenance scope: the previews say what made them.
+            built.scoped(|j| {
+                studio::render_children(
+                    &s2.bundle,
+                    &parents,
+                    [a.reading.as_ref(), b.reading.as_ref()],
+                    &j.params,
+                    figures,
+                )
+            })
         })
         .await?;
     let mut children = Vec::new();
@@ -155,7 +139,7 @@ pub(super) async fn family_sheet(
     State(s): State<AppState>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = family_request(&s, body)?;
+    let req = family_request(&s, body, s.store.job_dir(&new_id()))?;
     let ticket = s.heavy.admit()?;
     let s2 = s.clone();
     let png = s

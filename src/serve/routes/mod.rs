@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+mod edit;
 mod family;
 mod generate_face;
 mod invert;
@@ -38,10 +39,10 @@ use crate::align;
 use crate::faces::FaceJudge;
 use crate::imageio::{self, PhotoLimits};
 use crate::jobs::generate::{self, GenerateSource};
-use crate::jobs::sources::LatentCache;
+use crate::jobs::sources::{LatentCache, Resolved, SourceKind};
 use crate::jobs::spec::{
-    parse_spec, Context as SpecContext, FamilySpec, GenerateSpec, InvertSpec, KindSpec, MorphSpec,
-    Origin as SpecOrigin,
+    parse_spec, Context as SpecContext, EditSpec, FamilySpec, GenerateSpec, InvertSpec, KindSpec,
+    MorphSpec, Origin as SpecOrigin,
 };
 use crate::jobs::{family as family_job, invert as invert_job, morph as morph_job};
 use crate::latent::Latent;
@@ -93,6 +94,10 @@ pub struct Shared {
     pub light: Queue,
     pub opts: ServeOptions,
     pub started: Instant,
+    /// The face detector, opened (and run once) at start so that no request pays for its
+    /// session; the `invert` job's aligner gets this same session from `Detector::open`'s
+    /// per-process table. `None` when it is not installed (photos then need `align: false`).
+    pub detector: Option<Arc<align::Detector>>,
 }
 
 pub type AppState = Arc<Shared>;
@@ -118,6 +123,23 @@ impl Shared {
             }
         }
         bundle.prepare(&graphs)?;
+        let detector = match align::detect::locate_detector(None) {
+            Ok(path) => {
+                let d = align::Detector::open(&path, bundle.options())?;
+                // One run at each size alignment uses (the photo, the refinement crops).
+                for side in [320, align::REFINE_SIZE] {
+                    let blank = image::RgbImage::new(side, side);
+                    let at_size = align::DetectParams {
+                        min_side: 0,
+                        max_side: side,
+                        ..Default::default()
+                    };
+                    d.detect(&blank, &at_size)?;
+                }
+                Some(d)
+            }
+            Err(_) => None,
+        };
         Ok(Arc::new(Shared {
             bundle,
             store: Store::new()?,
@@ -125,6 +147,7 @@ impl Shared {
             light: Queue::new("light", 2, 62, Duration::from_secs(30)),
             opts: opts.clone(),
             started: Instant::now(),
+            detector,
         }))
     }
 
@@ -270,6 +293,7 @@ pub fn route_table() -> Vec<Route> {
             post(generate_face::generate_face),
         ),
         route(Method::POST, "/api/family", post(family::family)),
+        route(Method::POST, "/api/edit", post(edit::edit)),
         route(
             Method::POST,
             "/api/family/sheet",
@@ -409,6 +433,12 @@ async fn health(State(s): State<AppState>) -> Json<Value> {
         .iter()
         .map(|(k, d)| (k.clone(), json!(d.groups.keys().collect::<Vec<_>>())))
         .collect();
+    // What each direction does, as `latentface info` says it (the edit sliders' labels).
+    let words: Map<String, Value> = m
+        .directions
+        .iter()
+        .map(|(k, d)| (k.clone(), json!(crate::jobs::info::direction_words(d))))
+        .collect();
     Json(json!({
         "status": "ok",
         "version": crate::VERSION,
@@ -418,9 +448,12 @@ async fn health(State(s): State<AppState>) -> Json<Value> {
             "num_ws": s.bundle.num_ws(),
             "w_dim": s.bundle.w_dim(),
             "directions": directions,
+            "direction_words": words,
+            "max_edit_strength": crate::jobs::spec::MAX_EDIT_STRENGTH,
             "layers": m.layers.keys().collect::<Vec<_>>(),
             "faces": FaceJudge::new(&s.bundle).is_ok(),
         },
+        "face_detector": s.detector.is_some(),
         "execution_provider": s.bundle.provider_summary(),
         "queues": {"heavy": s.heavy.status(), "light": s.light.status()},
         "latents": s.store.latent_count(),
@@ -522,6 +555,7 @@ fn build_job<T: KindSpec>(
 }
 
 /// A job built from a request, with the provenance record its pictures carry.
+#[derive(Clone)]
 pub(super) struct Built<J> {
     pub job: J,
     pub provenance: Option<crate::provenance::Provenance>,
@@ -554,6 +588,32 @@ fn take_id(obj: &mut Map<String, Value>, field: &str) -> ApiResult<String> {
         None => Err(ApiError::bad_request(format!(
             "field `{field}` is missing: give a latent id from /api/invert, /api/generate or /api/family"
         ))),
+    }
+}
+
+/// The studio renders' `figures` field (not a job field): judge the faces, default true.
+fn take_figures(obj: &mut Map<String, Value>) -> ApiResult<bool> {
+    match obj.remove("figures") {
+        None => Ok(true),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(ApiError::bad_request(
+            "field `figures` must be true or false",
+        )),
+    }
+}
+
+/// A held face as a job's stages take a source (a latent: the code is known; a photo's
+/// aligned crop comes along, so identity distances are to the photo, as on the command line).
+fn resolved(f: &Face, path: &std::path::Path) -> Resolved {
+    Resolved {
+        path: path.to_path_buf(),
+        kind: SourceKind::Latent,
+        sha256: String::new(),
+        ws: f.ws.clone(),
+        photo: f.crop.as_ref().map(|(t, _)| t.clone()),
+        cached: true,
+        invert_seconds: 0.0,
+        alignment: None,
     }
 }
 
