@@ -35,8 +35,10 @@ OUT="${ROOT}/onnx/runs/bench"
 PY="${ROOT}/onnx/.venv/bin/python"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-scripts/setup.sh
-scripts/setup_toolchain.sh
+if [[ "${SKIP_SETUP:-0}" != "1" ]]; then   # SKIP_SETUP=1: .deps and onnx/.venv are ready
+    scripts/setup.sh
+    scripts/setup_toolchain.sh
+fi
 cargo build --release
 BIN="${ROOT}/target/release/latentface"
 mkdir -p "${OUT}"
@@ -55,10 +57,14 @@ fi
 (cd onnx && "${PY}" -m latentface_train.export_heldout --n "$(( N > 32 ? N : 32 ))" --out "${OUT}/heldout")
 (cd onnx && "${PY}" -m latentface_train.flops --bundle "${BUNDLE_ABS}" --out "${OUT}/flops.json")
 
+# PyTorch's OpenMP workers wait actively by default; on a shared machine that costs it up to
+# 200x (a conv step: 390 ms vs 1.8 ms with load average 16), so they wait passively here, as
+# ONNX Runtime's do in latentface (no spinning). REF_OMP_WAIT=ACTIVE restores the default.
 echo "== PyTorch reference projector: ${N} faces at batch 1 and 8, ${STEPS} steps (+ ${REF_CURVE}), ${THREADS} threads"
 for B in 1 8; do
-    (cd onnx && "${PY}" -m latentface_train.project_reference "${REF_MODEL[@]}" --n "${N}" --steps "${STEPS}" \
-        --curve "${REF_CURVE}" --threads "${THREADS}" --batch "${B}" --out "${OUT}/ref_b${B}") > "${OUT}/ref_b${B}.log"
+    (cd onnx && OMP_WAIT_POLICY="${REF_OMP_WAIT:-PASSIVE}" "${PY}" -m latentface_train.project_reference "${REF_MODEL[@]}" --n "${N}" --steps "${STEPS}" \
+        --curve "${REF_CURVE}" --threads "${THREADS}" --batch "${B}" --out "${OUT}/ref_b${B}") > "${OUT}/ref_b${B}.log" 2>&1 \
+        || { cat "${OUT}/ref_b${B}.log"; exit 1; }
     tail -n 1 "${OUT}/ref_b${B}.log"
 done
 
@@ -92,12 +98,13 @@ def peak_mb(args):
     return usage.ru_maxrss / 1024
 rows = []
 for b in (1, 8, 32):
-    rows.append(dict(what=f"invert B={b} ({b} faces, 10 steps)",
+    rows.append(dict(what=f"invert B={b} ({b} photo{'s' if b > 1 else ''}, 10 steps)",
                      mb=peak_mb(["invert", "--no-align", "--steps", "10", "--batch-size", str(b),
                                  "-o", str(mem / f"inv{b}")] + faces[:b])))
 for s in (1, 2):
     subprocess.run([binary, "--bundle", bundle, "generate", "--seed", str(s), "-o", str(mem / f"k{s}.png"),
-                    "--save-latent", str(mem / f"k{s}.npy")], check=True, stdout=subprocess.DEVNULL)
+                    "--save-latent", str(mem / f"k{s}.npy")], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 rows.append(dict(what="morph 2,000 frames (MP4, batch 8)",
                  mb=peak_mb(["morph", str(mem / "k1.npy"), str(mem / "k2.npy"), "-o", str(mem / "m.mp4"),
                              "--frames-per-key", "1999"])))

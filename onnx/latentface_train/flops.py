@@ -117,8 +117,13 @@ def run(*, bundle="default", graph="synthesis_grad", out=None):
     if abs(t1 - total) > 0.02 * total:
         print(f"note: B=1 counts {t1 / 1e9:.4f} GFLOP, B=8 {total / 1e9:.4f} GFLOP per image")
     print(f"{graph} ({path}): {total / 1e9:.4f} GFLOP per image (B=8 run), {t1 / 1e9:.4f} at B=1")
+    rest = 0.0
     for op, v in per_image.items():
-        print(f"  {op:14s} {v / 1e9:9.4f} GFLOP  {100 * v / total:5.1f}%")
+        if v >= 0.001 * total:
+            print(f"  {op:14s} {v / 1e9:9.4f} GFLOP  {100 * v / total:5.1f}%")
+        else:
+            rest += v
+    print(f"  {'the rest':14s} {rest / 1e9:9.4f} GFLOP  {100 * rest / total:5.1f}%")
     report = dict(graph=graph, file=str(path), conventions="2 FLOPs per multiply-add; see flops.py",
                   per_image=dict(total=total, by_op=per_image), at_batch={"1": t1, "8": t8})
     if out:
