@@ -257,15 +257,19 @@ pub fn run_quality(
         }
     }
 
-    // Warm-up: the first graph calls allocate and plan (not what a user waits for twice).
-    let warm = Target {
-        image: &targets[0],
-        mask: None,
-        seed: 0,
-    };
-    invert_batch(bundle, &[warm], &InvertParams::with_steps(2), &mut |_| {})?;
-
     for &b in &p.batch_sizes {
+        // Warm-up: a graph's first calls at a new batch size allocate and plan memory
+        // (not what a user waits for twice).
+        let warm: Vec<Target<'_>> = targets
+            .iter()
+            .take(b)
+            .map(|t| Target {
+                image: t,
+                mask: None,
+                seed: 0,
+            })
+            .collect();
+        invert_batch(bundle, &warm, &InvertParams::with_steps(2), &mut |_| {})?;
         for &k in &p.budgets {
             progress(&format!("{} B={b} {k} steps", p.label));
             let mut params = p.invert.clone();
