@@ -245,7 +245,7 @@ pub fn check_against_stats(ws: &[f32], w_avg: &[f32], w_std: &[f32]) -> Result<O
     }))
 }
 
-fn read_npy_array(path: &Path) -> Result<ArrayD<f32>> {
+pub(crate) fn read_npy_array(path: &Path) -> Result<ArrayD<f32>> {
     let open = || -> Result<BufReader<File>> { Ok(BufReader::new(File::open(path)?)) };
     match ArrayD::<f32>::read_npy(open()?) {
         Ok(a) => Ok(a),

@@ -502,6 +502,113 @@ fn bench_prints_figures_and_reference_ratios() {
 }
 
 #[test]
+fn bench_states_the_peak_share_and_the_time_to_quality() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (faces, codes) = (tmp.path().join("faces"), tmp.path().join("ref"));
+    std::fs::create_dir_all(&faces).unwrap();
+    std::fs::create_dir_all(&codes).unwrap();
+    // Two faces the tiny model made; the "reference" codes are exactly theirs, so its
+    // curve must score (near) perfectly and our short budgets cannot reach it.
+    let mut ws = Vec::new();
+    for seed in ["3", "4"] {
+        let (png, npy) = (
+            faces.join(format!("f{seed}.png")),
+            tmp.path().join(format!("{seed}.npy")),
+        );
+        let (code, _, err) = run(&[
+            "generate",
+            "--bundle",
+            &tiny(),
+            "--seed",
+            seed,
+            "-o",
+            png.to_str().unwrap(),
+            "--save-latent",
+            npy.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let a: ndarray::Array3<f32> = ndarray_npy::read_npy(&npy).unwrap();
+        ws.push(a);
+    }
+    let views: Vec<_> = ws.iter().map(|a| a.view()).collect();
+    let all = ndarray::concatenate(ndarray::Axis(0), &views).unwrap();
+    ndarray_npy::write_npy(codes.join("ws_k7.npy"), &all).unwrap();
+    let report = codes.join("report.json");
+    std::fs::write(
+        &report,
+        r#"{"settings": {"batch": 1}, "curve": [{"steps": 7, "seconds_per_image": 9.0, "ws": "ws_k7.npy"}]}"#,
+    )
+    .unwrap();
+    let flops = tmp.path().join("flops.json");
+    std::fs::write(
+        &flops,
+        r#"{"per_image": {"total": 1.0e6, "by_op": {"Conv": 1.0e6}}}"#,
+    )
+    .unwrap();
+    let json = tmp.path().join("q.json");
+    let (code, out, err) = run(&[
+        "bench",
+        "--bundle",
+        &tiny(),
+        "--suite",
+        "invert,quality",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--batch-sizes",
+        "1,2",
+        "--flops",
+        flops.to_str().unwrap(),
+        "--peak-sizes",
+        "64",
+        "--faces",
+        faces.to_str().unwrap(),
+        "--budgets",
+        "1,4",
+        "--reference-curve",
+        report.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("% peak") && out.contains("GFLOP/s"), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let inv = &v["invert"]["results"];
+    assert!(inv[1]["gflops"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["invert"]["limit"]["peak"]["gflops"].as_f64().unwrap() > 0.0);
+    let points = v["quality"]["points"].as_array().unwrap();
+    // 1 reference point + 2 batch sizes x 2 budgets of ours.
+    assert_eq!(points.len(), 5, "{out}");
+    let reference = &points[0];
+    assert_eq!(reference["engine"], "reference");
+    assert!(reference["lpips"].as_f64().unwrap() < 0.01, "{reference}");
+    assert!(
+        reference["identity_distance"].as_f64().unwrap() < 0.1,
+        "{reference}"
+    );
+    let ours: Vec<f64> = points[1..]
+        .iter()
+        .map(|p| p["lpips"].as_f64().unwrap())
+        .collect();
+    assert!(
+        ours.iter()
+            .all(|&l| l > reference["lpips"].as_f64().unwrap()),
+        "{out}"
+    );
+    assert!(points[1..]
+        .iter()
+        .all(|p| p["seconds_per_image"].as_f64().unwrap() > 0.0));
+    let reach = v["quality"]["reach"].as_array().unwrap();
+    let mine = reach.iter().find(|r| r["engine"] == "latentface").unwrap();
+    assert!(mine["seconds_per_image"].is_null(), "{v}");
+    // Without faces the suite says what it needs.
+    let (code, _, err) = run(&["bench", "--bundle", &tiny(), "--suite", "quality"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--faces"), "{err}");
+}
+
+#[test]
 fn the_default_bundle_is_found_without_flags() {
     // onnx/default/ is searched next to the executable first (target/release/ walks up to
     // the repository), then above the current folder. Put a copy of the tiny bundle at

@@ -294,9 +294,57 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// What to time: invert (optimisation steps), morph (frames/s rendering a morph at
-    /// each --batch-sizes), family (a batch of --family-jobs family jobs end to end)
-    #[arg(long, value_delimiter = ',', default_value = "invert", value_parser = ["invert", "morph", "family"])]
+    /// each --batch-sizes), family (a batch of --family-jobs family jobs end to end),
+    /// quality (LPIPS and identity against seconds per image on --faces, per --budgets)
+    #[arg(long, value_delimiter = ',', default_value = "invert", value_parser = ["invert", "morph", "family", "quality"])]
     pub suite: Vec<String>,
+    /// FLOP count of one gradient step (JSON of `python -m latentface_train.flops`): also
+    /// measure the CPU's peak (ONNX Runtime MatMul) and print GFLOP/s and % of peak
+    #[arg(long, value_name = "FILE")]
+    pub flops: Option<PathBuf>,
+    /// MatMul sizes n (n x n times n x n) of the peak measurement; the best counts
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "256,512,1024",
+        value_name = "N,..."
+    )]
+    pub peak_sizes: Vec<usize>,
+    /// quality: folder of aligned face crops at the bundle's resolution (export_heldout)
+    #[arg(long, value_name = "DIR")]
+    pub faces: Option<PathBuf>,
+    /// quality: use the first N faces of --faces (0 = all)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub faces_limit: usize,
+    /// quality: step budgets, each a full inversion with --steps = budget
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "20,40,60,100,150,300",
+        value_name = "K,..."
+    )]
+    pub budgets: Vec<usize>,
+    /// quality: reference projector report with a curve (project_reference.py --curve); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub reference_curve: Vec<PathBuf>,
+    /// quality: name of our curves in the table (e.g. a schedule variant)
+    #[arg(long, default_value = "latentface")]
+    pub label: String,
+    /// quality: peak learning rate (as invert --lr)
+    #[arg(long, default_value_t = defaults::lr())]
+    pub lr: f64,
+    /// quality: plateau patience in steps, 0 = never stop early (as invert --patience)
+    #[arg(long, default_value_t = defaults::patience())]
+    pub patience: usize,
+    /// quality: initial latent-noise strength (as invert --noise-strength)
+    #[arg(long, default_value_t = defaults::noise_strength())]
+    pub noise_strength: f64,
+    /// quality: fraction of the steps of the learning rate's cosine ramp-down
+    #[arg(long, default_value_t = crate::invert::Schedule::default().rampdown)]
+    pub rampdown: f64,
+    /// quality: the start (as invert --init)
+    #[arg(long, default_value_t = crate::invert::InitStrategy::Auto, value_name = "auto|mean|encoder")]
+    pub init: crate::invert::InitStrategy,
     /// Frames of the benchmark morph
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub morph_frames: usize,

@@ -16,7 +16,9 @@ use crate::jobs::spec::{
     AlignSpec, Context, FaceOpts, FamilySpec, Fields, GenerateSpec, InvertSpec, KindSpec,
     MorphSpec, Origin,
 };
-use crate::jobs::{align, bench, bench_latent, eval, family, generate, info, invert, morph};
+use crate::jobs::{
+    align, bench, bench_latent, bench_quality, eval, family, generate, info, invert, morph,
+};
 use crate::model::bundle::locate_bundle;
 use crate::model::{GraphKind, Manifest};
 
@@ -443,11 +445,25 @@ pub fn bench(common: &Common, a: &BenchArgs) -> Result<()> {
     let bundle = Arc::new(common.open_bundle()?);
     let mut json = serde_json::Map::new();
     if a.suite.iter().any(|s| s == "invert") {
+        let limit = match &a.flops {
+            None => None,
+            Some(f) => {
+                let flops_per_image_step = bench::read_flops(f)?;
+                let sp = spinner("measuring the CPU's peak (MatMul)".into());
+                let peak = bench::measure_peak(bundle.options(), &a.peak_sizes, 1.0)?;
+                sp.finish_and_clear();
+                Some(bench::Limit {
+                    flops_per_image_step,
+                    peak,
+                })
+            }
+        };
         let params = bench::BenchParams {
             steps: a.steps,
             warmup: a.warmup,
             batch_sizes: a.batch_sizes.clone(),
             inversion_steps: a.inversion_steps,
+            limit,
         };
         let reference = bench::read_references(&a.reference_json)?;
         let bar = ProgressBar::new(0);
@@ -473,6 +489,11 @@ pub fn bench(common: &Common, a: &BenchArgs) -> Result<()> {
         }
         json.insert("invert".into(), serde_json::to_value(&report)?);
     }
+    if a.suite.iter().any(|s| s == "quality") {
+        let report = quality(&bundle, a)?;
+        print!("{}", bench_quality::format_quality(&report));
+        json.insert("quality".into(), serde_json::to_value(&report)?);
+    }
     let morph = if a.suite.iter().any(|s| s == "morph") {
         let mut sizes = a.batch_sizes.clone();
         if !sizes.contains(&1) {
@@ -497,21 +518,23 @@ pub fn bench(common: &Common, a: &BenchArgs) -> Result<()> {
     } else {
         None
     };
-    report_provider(&bundle, GraphKind::Synthesis);
-    println!(
-        "bundle {} on {} ({} threads)",
-        bundle.name(),
-        bundle.provider_summary(),
-        bundle
-            .options()
-            .threads
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "default".into())
-    );
-    print!(
-        "{}",
-        bench_latent::format_tables(morph.as_deref(), family.as_ref())
-    );
+    if morph.is_some() || family.is_some() {
+        report_provider(&bundle, GraphKind::Synthesis);
+        println!(
+            "bundle {} on {} ({} threads)",
+            bundle.name(),
+            bundle.provider_summary(),
+            bundle
+                .options()
+                .threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "default".into())
+        );
+        print!(
+            "{}",
+            bench_latent::format_tables(morph.as_deref(), family.as_ref())
+        );
+    }
     if let Some(m) = &morph {
         json.insert("morph".into(), serde_json::to_value(m)?);
     }
@@ -523,4 +546,39 @@ pub fn bench(common: &Common, a: &BenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// `bench --suite quality`: the flags -> the measurement (see `jobs::bench_quality`).
+fn quality(bundle: &crate::model::Bundle, a: &BenchArgs) -> Result<bench_quality::QualityReport> {
+    let Some(dir) = &a.faces else {
+        bail!("--suite quality needs --faces DIR (aligned crops, e.g. from latentface_train.export_heldout)");
+    };
+    let mut faces = bench_quality::face_files(dir)?;
+    if a.faces_limit > 0 {
+        faces.truncate(a.faces_limit);
+    }
+    let mut invert = crate::invert::InvertParams::default();
+    invert.init = a.init;
+    invert.optim.schedule.lr = a.lr;
+    invert.optim.schedule.noise_strength = a.noise_strength;
+    invert.optim.schedule.rampdown = a.rampdown;
+    invert.optim.early_stop = (a.patience > 0).then_some(crate::invert::EarlyStop {
+        patience: a.patience,
+        min_rel_improvement: crate::jobs::spec::defaults::min_improvement(),
+    });
+    invert.validate().context("--suite quality")?;
+    let params = bench_quality::QualityParams {
+        faces,
+        batch_sizes: a.batch_sizes.clone(),
+        budgets: a.budgets.clone(),
+        invert,
+        references: a.reference_curve.clone(),
+        label: a.label.clone(),
+    };
+    let sp = spinner("time to quality".into());
+    let r = bench_quality::run_quality(bundle, &params, &mut |what| {
+        sp.set_message(what.to_string())
+    });
+    sp.finish_and_clear();
+    r
 }

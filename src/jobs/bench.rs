@@ -7,6 +7,12 @@
 //! is printed next to ours as ratios:
 //! `{"label": "pytorch", "results": [{"batch_size": 1, "ms_per_step": 110.0}, ...]}`,
 //! or the `report.json` of the toolchain's reference projector (see [`read_references`]).
+//!
+//! Closeness to the limit: given the FLOPs of one `synthesis_grad` call per image (counted
+//! from the graph by `latentface_train.flops`, which is all one step runs: the LPIPS term
+//! is inside that graph), each batch size's achieved GFLOP/s is stated as a share of this
+//! CPU's FP32 peak as ONNX Runtime reaches it: square MatMuls of a few sizes built in
+//! memory ([`measure_peak`]), with the same library, threads and spinning as the graphs.
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::invert::{invert_batch, InitStrategy, InvertParams, OptimParams, Target};
 use crate::jobs::generate::{render, w_from_seed};
 use crate::latent::Latent;
+use crate::model::runtime::{cpu_session_builder, RuntimeOptions};
 use crate::model::{Bundle, GraphKind};
 
 #[derive(Clone, Debug)]
@@ -26,6 +33,103 @@ pub struct BenchParams {
     pub batch_sizes: Vec<usize>,
     /// Steps of a full inversion, used to state seconds per image.
     pub inversion_steps: usize,
+    /// FLOPs of one gradient step per image and the CPU's peak: GFLOP/s and its share.
+    pub limit: Option<Limit>,
+}
+
+/// What a step costs and what the CPU can do (see the module docs).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Limit {
+    pub flops_per_image_step: f64,
+    pub peak: Peak,
+}
+
+/// This CPU's FP32 peak through ONNX Runtime: GFLOP/s of an `n x n` MatMul (median of
+/// its runs) for each size, and the best of them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Peak {
+    pub threads: Option<usize>,
+    pub sizes: Vec<(usize, f64)>,
+    pub gflops: f64,
+}
+
+/// Reads the per-image FLOPs (`per_image.total`) of a `latentface_train.flops` report.
+pub fn read_flops(path: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the FLOP count {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("FLOP count {} is not JSON", path.display()))?;
+    match v.pointer("/per_image/total").and_then(|t| t.as_f64()) {
+        Some(f) if f > 0.0 => Ok(f),
+        _ => bail!(
+            "FLOP count {}: no positive `per_image.total` (write it with python -m latentface_train.flops)",
+            path.display()
+        ),
+    }
+}
+
+/// Times `n x n` MatMuls (both operands inputs, FP32) through ONNX Runtime on the CPU with
+/// `opts`' threads, for each of `sizes`, about `seconds` each after two warm-up runs.
+pub fn measure_peak(opts: &RuntimeOptions, sizes: &[usize], seconds: f64) -> Result<Peak> {
+    use ort::editor::{Graph, Model, Node, Opset, ONNX_DOMAIN};
+    use ort::session::SessionInputValue;
+    use ort::value::{Outlet, Shape, SymbolicDimensions, Tensor, TensorElementType, ValueType};
+    // Loads ONNX Runtime first: the model editor calls into it.
+    cpu_session_builder(opts)?;
+    let mut rows = Vec::new();
+    for &n in sizes {
+        if n == 0 {
+            bail!("MatMul sizes must be >= 1");
+        }
+        let ty = || ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape: Shape::new([n as i64, n as i64]),
+            dimension_symbols: SymbolicDimensions::empty(2),
+        };
+        let err = |e: ort::Error| anyhow::anyhow!("MatMul {n}x{n} peak benchmark: {e}");
+        let mut graph = Graph::new().map_err(err)?;
+        graph
+            .set_inputs([Outlet::new("a", ty()), Outlet::new("b", ty())])
+            .map_err(err)?;
+        graph.set_outputs([Outlet::new("c", ty())]).map_err(err)?;
+        graph
+            .add_node(Node::new("MatMul", ONNX_DOMAIN, "mm", ["a", "b"], ["c"], []).map_err(err)?)
+            .map_err(err)?;
+        let mut model = Model::new([Opset::new(ONNX_DOMAIN, 18).map_err(err)?]).map_err(err)?;
+        model.set_graph(graph).map_err(err)?;
+        let mut session = model
+            .into_session(&cpu_session_builder(opts)?)
+            .map_err(err)?;
+        let data: Vec<f32> = (0..n * n)
+            .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+            .collect();
+        let mut once = || -> Result<f64> {
+            let t = |name: &str| -> Result<(String, SessionInputValue<'static>)> {
+                let v = Tensor::from_array(([n, n], data.clone())).map_err(err)?;
+                Ok((name.to_string(), v.into()))
+            };
+            let inputs = vec![t("a")?, t("b")?];
+            let start = Instant::now();
+            session.run(inputs).map_err(err)?;
+            Ok(start.elapsed().as_secs_f64())
+        };
+        once()?;
+        once()?;
+        let (mut times, began) = (Vec::new(), Instant::now());
+        while times.len() < 5 || (began.elapsed().as_secs_f64() < seconds && times.len() < 1000) {
+            times.push(once()?);
+        }
+        rows.push((
+            n,
+            2.0 * (n as f64).powi(3) / crate::metrics::median(times) / 1e9,
+        ));
+    }
+    let gflops = rows.iter().map(|r| r.1).fold(0.0, f64::max);
+    Ok(Peak {
+        threads: opts.threads,
+        sizes: rows,
+        gflops,
+    })
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -38,6 +142,11 @@ pub struct BenchResult {
     /// `ms_per_step * inversion_steps / batch_size / 1000`.
     #[serde(default)]
     pub seconds_per_image: f64,
+    /// Achieved GFLOP/s of the step and its share of the peak (with a [`Limit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_share: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,6 +160,8 @@ pub struct BenchReport {
     pub threads: Option<usize>,
     #[serde(default)]
     pub inversion_steps: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
     pub results: Vec<BenchResult>,
 }
 
@@ -106,11 +217,17 @@ pub fn run_bench(
         })
         .with_context(|| format!("benchmark at batch size {b}"))?;
         let ms = crate::metrics::median(times);
+        let gflops = p
+            .limit
+            .as_ref()
+            .map(|l| l.flops_per_image_step * b as f64 / (ms / 1e3) / 1e9);
         results.push(BenchResult {
             batch_size: b,
             ms_per_step: ms,
             ms_per_image_step: ms / b as f64,
             seconds_per_image: ms * p.inversion_steps as f64 / b as f64 / 1e3,
+            gflops,
+            peak_share: gflops.zip(p.limit.as_ref()).map(|(g, l)| g / l.peak.gflops),
         });
     }
     Ok(BenchReport {
@@ -119,6 +236,7 @@ pub fn run_bench(
         execution_provider: bundle.provider_summary(),
         threads: bundle.options().threads,
         inversion_steps: p.inversion_steps,
+        limit: p.limit.clone(),
         results,
     })
 }
@@ -178,11 +296,14 @@ pub fn read_reference(path: &Path) -> Result<BenchReport> {
         execution_provider: format!("torch {torch}"),
         threads,
         inversion_steps: steps,
+        limit: None,
         results: vec![BenchResult {
             batch_size: batch,
             ms_per_step: ms,
             ms_per_image_step: ms / batch as f64,
             seconds_per_image: ms * steps as f64 / batch as f64 / 1e3,
+            gflops: None,
+            peak_share: None,
         }],
     })
 }
@@ -215,10 +336,31 @@ pub fn format_table(ours: &BenchReport, reference: Option<&BenchReport>) -> Stri
             },
         ));
     }
+    if let Some(l) = &ours.limit {
+        s.push_str(&format!(
+            "one step = {:.3} GFLOP per image (synthesis_grad); CPU FP32 peak {:.1} GFLOP/s \
+             (ONNX Runtime MatMul, {} threads: {})\n",
+            l.flops_per_image_step / 1e9,
+            l.peak.gflops,
+            l.peak
+                .threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "default".into()),
+            l.peak
+                .sizes
+                .iter()
+                .map(|(n, g)| format!("n={n} {g:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     s.push_str(&format!(
         "{:>6} {:>12} {:>14} {:>12}",
         "batch", "ms/step", "ms/image-step", "s/image"
     ));
+    if ours.limit.is_some() {
+        s.push_str(&format!(" {:>9} {:>7}", "GFLOP/s", "% peak"));
+    }
     if let Some(r) = reference {
         s.push_str(&format!(
             " {:>14} {:>10}",
@@ -232,6 +374,12 @@ pub fn format_table(ours: &BenchReport, reference: Option<&BenchReport>) -> Stri
             "{:>6} {:>12.2} {:>14.2} {:>12.2}",
             res.batch_size, res.ms_per_step, res.ms_per_image_step, res.seconds_per_image
         ));
+        if ours.limit.is_some() {
+            match (res.gflops, res.peak_share) {
+                (Some(g), Some(f)) => s.push_str(&format!(" {:>9.1} {:>6.1}%", g, 100.0 * f)),
+                _ => s.push_str(&format!(" {:>9} {:>7}", "-", "-")),
+            }
+        }
         if let Some(r) = reference {
             match r.results.iter().find(|x| x.batch_size == res.batch_size) {
                 Some(x) => s.push_str(&format!(
@@ -259,11 +407,21 @@ mod tests {
             execution_provider: "CPUExecutionProvider".into(),
             threads: Some(2),
             inversion_steps: 100,
+            limit: Some(Limit {
+                flops_per_image_step: 1e9,
+                peak: Peak {
+                    threads: Some(2),
+                    sizes: vec![(512, 80.0)],
+                    gflops: 80.0,
+                },
+            }),
             results: vec![BenchResult {
                 batch_size: 1,
                 ms_per_step: 50.0,
                 ms_per_image_step: 50.0,
                 seconds_per_image: 5.0,
+                gflops: Some(20.0),
+                peak_share: Some(0.25),
             }],
         };
         let r: BenchReport = serde_json::from_str(
@@ -272,6 +430,7 @@ mod tests {
         .unwrap();
         let t = format_table(&ours, Some(&r));
         assert!(t.contains("2.00x"), "{t}");
+        assert!(t.contains("25.0%") && t.contains("80.0 GFLOP/s"), "{t}");
         assert_eq!(crate::metrics::median(vec![3.0, 1.0, 2.0]), 2.0);
     }
 
@@ -292,6 +451,27 @@ mod tests {
         assert!((r.results[1].ms_per_image_step - 53.5).abs() < 1e-9);
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, r#"{"x": 1}"#).unwrap();
-        assert!(format!("{:#}", read_references(&[bad]).unwrap_err()).contains("bad.json"));
+        assert!(format!("{:#}", read_references(&[bad.clone()]).unwrap_err()).contains("bad.json"));
+        // A FLOP count is read from `per_image.total`; anything else names the file.
+        let f = dir.path().join("flops.json");
+        std::fs::write(&f, r#"{"per_image": {"total": 6.5e8, "by_op": {}}}"#).unwrap();
+        assert_eq!(read_flops(&f).unwrap(), 6.5e8);
+        assert!(format!("{:#}", read_flops(&bad).unwrap_err()).contains("bad.json"));
+    }
+
+    #[test]
+    fn the_matmul_peak_runs_through_onnx_runtime() {
+        let opts = RuntimeOptions {
+            threads: Some(1),
+            ..RuntimeOptions::default()
+        };
+        let p = measure_peak(&opts, &[32, 96], 0.05).unwrap();
+        assert_eq!(p.sizes.len(), 2);
+        assert!(
+            p.sizes.iter().all(|(_, g)| g.is_finite() && *g > 0.0),
+            "{p:?}"
+        );
+        assert_eq!(p.gflops, p.sizes[0].1.max(p.sizes[1].1));
+        assert!(measure_peak(&opts, &[0], 0.01).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod align;
 pub mod batch;
 pub mod bench;
 pub mod bench_latent;
+pub mod bench_quality;
 pub mod edit;
 pub mod eval;
 pub mod family;

@@ -317,6 +317,16 @@ fn builder(
     Ok(b)
 }
 
+/// A CPU session builder with the threads and spinning of `opts`, as every graph gets: for
+/// sessions made here from a model built in memory (the benchmark's MatMul peak).
+pub fn cpu_session_builder(opts: &RuntimeOptions) -> Result<ort::session::builder::SessionBuilder> {
+    builder(
+        environment(opts.ort_lib.as_deref())?,
+        opts.threads,
+        opts.spin,
+    )
+}
+
 fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<Session> {
     b.commit_from_file(model)
         .map_err(|e| anyhow!("ONNX Runtime cannot load {}: {e}", model.display()))
