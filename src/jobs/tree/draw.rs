@@ -185,8 +185,8 @@ fn thick_line(img: &mut RgbImage, from: (f32, f32), to: (f32, f32), c: Rgb<u8>) 
 
 /// The nodes of each row, left to right: the first row by unions (a couple side by side);
 /// each later row by the unions whose children it holds, in the order of their parents'
-/// middle above, each child followed by a partner who married into the tree; then anyone
-/// not placed yet.
+/// middle above, each child beside a partner who married into the tree; then anyone not
+/// placed yet.
 fn order_rows(nodes: &[Node<'_>], links: &[Link]) -> Vec<Vec<usize>> {
     let gens = nodes.iter().map(|n| n.generation).max().unwrap_or(0) + 1;
     let is_child: Vec<bool> = (0..nodes.len())
@@ -226,20 +226,26 @@ fn order_rows(nodes: &[Node<'_>], links: &[Link]) -> Vec<Vec<usize>> {
                 .collect();
             into.sort_by(|x, y| x.0.total_cmp(&y.0));
             for (_, l) in into {
-                for &c in &l.children {
-                    place(c, &mut rows, &mut placed);
-                    for m in links {
-                        let partner = if m.a == c {
-                            m.b
-                        } else if m.b == c {
-                            m.a
-                        } else {
-                            continue;
-                        };
-                        if !is_child[partner] && nodes[partner].generation == g {
-                            place(partner, &mut rows, &mut placed);
-                        }
+                for (k, &c) in l.children.iter().enumerate() {
+                    let partners: Vec<usize> = links
+                        .iter()
+                        .filter_map(|m| match (m.a == c, m.b == c) {
+                            (true, _) => Some(m.b),
+                            (_, true) => Some(m.a),
+                            _ => None,
+                        })
+                        .filter(|&p| !is_child[p] && nodes[p].generation == g)
+                        .collect();
+                    // The eldest's partner on their left, the others' on their right, so
+                    // siblings stay together.
+                    let left = k == 0 && l.children.len() > 1;
+                    if !left {
+                        place(c, &mut rows, &mut placed);
                     }
+                    for p in partners {
+                        place(p, &mut rows, &mut placed);
+                    }
+                    place(c, &mut rows, &mut placed);
                 }
             }
         }
@@ -302,8 +308,10 @@ mod tests {
                 assert!(apart, "{a:?} {b:?}");
             }
         }
-        // Carl and the partner who married in sit side by side.
-        assert_eq!(boxes[4][0], boxes[2][0] + 128 + 16);
+        // Carl (the eldest) and the partner who married in sit side by side, his sister
+        // on his other side.
+        assert_eq!(boxes[4][0] + 128 + 16, boxes[2][0]);
+        assert_eq!(boxes[3][0], boxes[2][0] + 128 + 16);
         // Line colour between the rows, under the junction of the first union.
         let jx = (boxes[0][0] + boxes[1][0]) / 2 + 64;
         let jy = boxes[2][1] - 22;
