@@ -83,13 +83,12 @@ pub fn run_tree(common: &Common, a: &TreeArgs) -> Result<()> {
         .max(4);
     println!("{:<width$}  {:<8} {:>8}", "step", "status", "seconds");
     for s in &run.steps {
-        let status = match s.status {
-            Status::Ok => "ok",
-            Status::Skipped => "skipped",
-            Status::Failed => "FAILED",
-            Status::Cancelled => "cancelled",
-        };
-        println!("{:<width$}  {status:<8} {:>8.2}", s.step, s.seconds);
+        println!(
+            "{:<width$}  {:<8} {:>8.2}",
+            s.step,
+            s.status.label(),
+            s.seconds
+        );
     }
     let count = |st: Status| run.steps.iter().filter(|s| s.status == st).count();
     println!(

@@ -41,7 +41,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use job::{run_job, run_job_warning};
-pub use manifest::{parse_manifest, parse_shard, read_manifest, shard_of, BatchManifest, Entry};
+pub use manifest::{
+    parse_manifest, parse_shard, read_manifest, read_toml_or_json, shard_of, BatchManifest, Entry,
+};
 use state::{check_done, Resume, MARKER_FORMAT};
 pub use state::{
     job_hash, lock_path, marker_path, record_outputs, DoneMarker, FileRecord, JobLock,
@@ -75,6 +77,18 @@ pub enum Status {
     Skipped,
     Failed,
     Cancelled,
+}
+
+impl Status {
+    /// As the summary tables print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One line of the summary.
@@ -530,12 +544,7 @@ pub fn format_table(s: &Summary) -> String {
         "id", "kind", "status", "seconds", "outputs / error"
     );
     for j in &s.jobs {
-        let status = match j.status {
-            Status::Ok => "ok",
-            Status::Skipped => "skipped",
-            Status::Failed => "FAILED",
-            Status::Cancelled => "cancelled",
-        };
+        let status = j.status.label();
         let detail = match &j.error {
             Some(e) => e.replace('\n', " "),
             None if j.outputs.is_empty() => String::new(),

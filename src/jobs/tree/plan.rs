@@ -95,22 +95,7 @@ impl Plan {
 /// Reads a TOML (`.toml`) or JSON (anything else) tree manifest, as `batch` reads its
 /// manifests. Relative paths are relative to the manifest's folder.
 pub fn read_plan(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read tree manifest {}", path.display()))?;
-    let is_toml = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-    let value: Value = if is_toml {
-        toml::from_str(&text).map_err(|e| anyhow!("tree manifest {}: {e}", path.display()))?
-    } else {
-        serde_json::from_str(&text)
-            .map_err(|e| anyhow!("tree manifest {}: not valid JSON: {e}", path.display()))?
-    };
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let (value, base) = crate::jobs::batch::read_toml_or_json(path, "tree manifest")?;
     let mut plan =
         parse_plan(&value, &base).with_context(|| format!("tree manifest {}", path.display()))?;
     plan.path = path.to_path_buf();
@@ -409,22 +394,23 @@ fn topological_order(people: &[Person], unions: &[Union]) -> Result<Vec<usize>> 
                 }
                 let start = path.iter().position(|&u| u == at).expect("in the path");
                 let cycle = &path[start..];
-                let hops: Vec<String> = cycle
-                    .iter()
-                    .map(|&u| {
-                        let parent = [unions[u].a, unions[u].b]
-                            .into_iter()
-                            .find(|&p| born_in(p).is_some_and(|v| cycle.contains(&v)))
-                            .expect("a parent born in the cycle");
-                        format!("{} has parent `{}`", unions[u].entry, people[parent].name)
-                    })
-                    .collect();
-                bail!(
-                    "the unions form a cycle (a person would be their own ancestor): {}, a \
-                     child of {}",
-                    hops.join(", who is a child of "),
-                    unions[cycle[0]].entry
-                );
+                // Each union of the loop waits on the next one: name the parent it needs.
+                let mut text = unions[cycle[0]].entry.clone();
+                for (k, &u) in cycle.iter().enumerate() {
+                    let next = cycle[(k + 1) % cycle.len()];
+                    let parent = [unions[u].a, unions[u].b]
+                        .into_iter()
+                        .find(|&p| born_in(p) == Some(next))
+                        .expect("a parent born in the next union");
+                    if k > 0 {
+                        text.push_str(", which");
+                    }
+                    text.push_str(&format!(
+                        " needs `{}`, a child of {}",
+                        people[parent].name, unions[next].entry
+                    ));
+                }
+                bail!("the unions form a cycle (a person would be their own ancestor): {text}");
             }
         }
     }
