@@ -249,8 +249,8 @@ fn order_rows(nodes: &[Node<'_>], links: &[Link]) -> Vec<Vec<usize>> {
                 }
             }
         }
-        for n in 0..nodes.len() {
-            if nodes[n].generation == g {
+        for (n, node) in nodes.iter().enumerate() {
+            if node.generation == g {
                 place(n, &mut rows, &mut placed);
             }
         }

@@ -255,7 +255,7 @@ pub fn run_tree(
         .collect();
     let total = usize::from(!photos.is_empty()) + plan.unions.len() + 1;
     let mut steps: Vec<StepOutcome> = Vec::new();
-    let mut ctl = Steps {
+    let ctl = Steps {
         job,
         state_dir: &paths.state,
         cancel,
@@ -279,7 +279,7 @@ pub fn run_tree(
             "inversion": sources::settings_key(&job.sources),
             "photos": &listed,
         }))?;
-        let done = ctl.run("people", &hash, observer, &mut steps, &mut |warn| {
+        let done = ctl.run("people", &hash, observer, &mut steps, |warn| {
             let inputs: Vec<PathBuf> = listed.iter().map(|(_, path, _)| path.clone()).collect();
             let resolved = sources::resolve(bundle, &inputs, &job.sources, warn)?;
             let mut out = Vec::new();
@@ -305,7 +305,7 @@ pub fn run_tree(
             batch::job_hash(&spec, bundle.manifest_sha256()).with_context(|| un.entry.clone())?;
         let name = format!("union {}", un.id);
         let done = ctl
-            .run(&name, &hash, observer, &mut steps, &mut |warn| {
+            .run(&name, &hash, observer, &mut steps, |warn| {
                 batch::run_job_warning(bundle, &spec, &LatentCache::Off, warn)
             })
             .with_context(|| un.entry.clone())?;
@@ -321,7 +321,7 @@ pub fn run_tree(
         "report": &report,
     }))?;
     let mut drawn = report.clone();
-    let done = ctl.run("sheet", &hash, observer, &mut steps, &mut |_| {
+    let done = ctl.run("sheet", &hash, observer, &mut steps, |_| {
         write_sheet(bundle, job, &mut drawn)?;
         Ok(vec![drawn.sheet.clone(), drawn.report.clone()])
     })?;
@@ -369,12 +369,12 @@ impl Steps<'_> {
     /// Runs (or skips) one step and records it in `steps`; `None` when the run was
     /// interrupted before it.
     fn run(
-        &mut self,
+        &self,
         name: &str,
         hash: &str,
         observer: &mut dyn Observer,
         steps: &mut Vec<StepOutcome>,
-        work: &mut dyn FnMut(&mut dyn FnMut(&str)) -> Result<Vec<PathBuf>>,
+        work: impl FnOnce(&mut dyn FnMut(&str)) -> Result<Vec<PathBuf>>,
     ) -> Result<Option<Status>> {
         if self.cancel.load(Ordering::SeqCst) {
             return Ok(None);
@@ -391,7 +391,7 @@ impl Steps<'_> {
             &step,
             self.cancel,
             &mut |w| observer.warning(&format!("{name}: {w}")),
-            |warn| work(warn),
+            work,
         )?;
         if status == Status::Cancelled {
             return Ok(None);
