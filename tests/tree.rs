@@ -2,7 +2,8 @@
 //! made from their parents' codes (the same bytes `family` makes from those codes, and
 //! nearer their parents than unrelated people), a rerun that skips every step, an edited
 //! union that reruns only itself and what descends from it, an interrupted run that
-//! resumes, refused manifests, and the sheet's faces where tree.json says they are.
+//! resumes, a replaced photo that reruns only its person's union, refused manifests, and
+//! the sheet's faces where tree.json says they are.
 
 mod common;
 
@@ -362,6 +363,17 @@ fn an_interrupted_tree_resumes_where_it_stopped() {
         "{stdout}"
     );
     assert!(out.join("tree.png").is_file());
+
+    // Another photo of gus: the people step and gus's union run again, nothing else.
+    std::fs::copy(d.join("anna.png"), d.join("gus.png")).unwrap();
+    let (code, stdout, stderr) = run_tree(&m, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let ran: Vec<String> = statuses(&stdout)
+        .into_iter()
+        .filter(|(_, v)| v == "ok")
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(ran, ["people", "sheet", "union dora+gus"], "{stdout}");
 }
 
 #[test]
