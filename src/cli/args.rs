@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::jobs::spec::{
     defaults, AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FaceOpts, FamilySpec,
-    GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MorphSpec, ReconstructSpec,
-    SampleSpec,
+    GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MetadataOpts, MorphSpec,
+    ReconstructSpec, SampleSpec, SourceOpts,
 };
 use crate::model::Device;
 
@@ -75,6 +75,10 @@ pub enum Command {
     Morph(MorphSpec),
     /// Run a manifest of jobs of any kind (invert, family, morph, vae_encode, ...): concurrent, resumable, shardable
     Batch(BatchArgs),
+    /// A family tree from a manifest of people (photos or latents) and unions over
+    /// generations: each union a family folder, grandchildren from children's codes, one
+    /// tree.png with faces and tree.json; resumable
+    Tree(TreeArgs),
     /// The VAE: encode, decode, reconstruct, interpolate, sample, anomaly, impute, map
     Vae(VaeArgs),
     /// Find the face in photos and cut crops aligned to the model's template (+ the transform as JSON)
@@ -211,6 +215,31 @@ pub struct BatchArgs {
     /// Do not read or write the latent cache (unless a job names its own)
     #[arg(long)]
     pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when the tree is done (steps already done are skipped); 1 on \
+an error (it names the manifest entry); 130 when interrupted (Ctrl-C, SIGTERM): run the same \
+command again to resume. Manifest format and outputs: docs/tree.md."
+)]
+pub struct TreeArgs {
+    /// Tree manifest, TOML (.toml) or JSON: [[people]] (name, photo or latent) and
+    /// [[unions]] (a, b, names or children, and family options: mix, coarse, middle, fine,
+    /// crossover, age, gender, mutation, diversity, seed); see docs/tree.md
+    #[arg(value_name = "TREE")]
+    pub manifest: PathBuf,
+    /// Output folder: unions/ID/ (each union's family folder, as `family` writes it),
+    /// people/ (the photo people's codes), tree.png, tree.json, state/ (resume markers)
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Redo every step, even those whose markers say they are done
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub sources: SourceOpts,
+    #[command(flatten)]
+    pub meta: MetadataOpts,
 }
 
 #[derive(Debug, Args)]
@@ -354,7 +383,8 @@ pub struct BenchArgs {
 }
 
 impl Command {
-    /// The job spec of a job command (`None` for info, bench, batch, eval and serve).
+    /// The job spec of a job command (`None` for info, bench, batch, tree, eval and serve;
+    /// a tree's steps carry their own provenance).
     pub fn job_spec(&self) -> Option<crate::jobs::spec::JobSpec> {
         use crate::jobs::spec::JobSpec as J;
         Some(match self {
@@ -377,6 +407,7 @@ impl Command {
             Command::Info(_)
             | Command::Bench(_)
             | Command::Batch(_)
+            | Command::Tree(_)
             | Command::Eval(_)
             | Command::Serve(_) => return None,
         })

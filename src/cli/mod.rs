@@ -1,7 +1,7 @@
 //! The command line, in three layers that import downwards only: `args` (what clap
 //! parses: plain data, the job commands' arguments being their specs), `common`
 //! (global options, the bundle, spec -> job), and the drivers (`run`, `run_vae`,
-//! `run_batch`) that run a job and print what it did, with `progress` for the bars.
+//! `run_batch`, `run_tree`) that run a job and print what it did, with `progress` for the bars.
 //! No maths and no validation here: that is `jobs::spec` and below.
 
 pub mod args;
@@ -9,6 +9,7 @@ mod common;
 mod progress;
 mod run;
 mod run_batch;
+mod run_tree;
 mod run_vae;
 
 use anyhow::Result;
@@ -50,6 +51,7 @@ fn dispatch(cli: &Cli, common: &common::Common) -> Result<()> {
         Command::Morph(s) => run::morph(common, s),
         Command::Edit(s) => run::edit(common, s),
         Command::Batch(a) => run_batch::run_batch(common, a),
+        Command::Tree(a) => run_tree::run_tree(common, a),
         Command::Bench(a) => run::bench(common, a),
         Command::Vae(a) => run_vae::run(common, &a.command),
         Command::Eval(a) => run::eval(common, a),

@@ -198,7 +198,7 @@ fn say(bar: &ProgressBar, line: String) {
 
 /// Ends the process at once with `code`, after flushing stdout and stderr, without
 /// running exit handlers or C++ static destructors (`_exit`).
-fn exit_now(code: u8) -> ! {
+pub(super) fn exit_now(code: u8) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

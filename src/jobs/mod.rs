@@ -23,6 +23,7 @@ pub mod io;
 pub mod morph;
 pub mod sources;
 pub mod spec;
+pub mod tree;
 pub mod vae;
 
 use std::path::PathBuf;

@@ -140,7 +140,9 @@ struct CacheRecord {
 
 const CACHE_FORMAT: &str = "latentface-latent-cache/1";
 
-fn settings_key(o: &SourceOptions) -> String {
+/// What a photo's latent depends on besides the photo and the bundle (the cache's key;
+/// the family tree's people step hashes it too).
+pub fn settings_key(o: &SourceOptions) -> String {
     // Debug output of the parameters is stable within a version and covers every knob.
     format!(
         "{} seed={} {:?} {}",

@@ -28,28 +28,35 @@ pub struct BatchManifest {
 /// `jobs` list, duplicate ids) fail here; an entry with a bad field becomes an invalid
 /// entry that fails alone.
 pub fn read_manifest(path: &Path) -> Result<BatchManifest> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read batch manifest {}", path.display()))?;
-    let is_toml = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-    let value: serde_json::Value = if is_toml {
-        toml::from_str(&text).map_err(|e| anyhow!("batch manifest {}: {e}", path.display()))?
-    } else {
-        serde_json::from_str(&text)
-            .map_err(|e| anyhow!("batch manifest {}: not valid JSON: {e}", path.display()))?
-    };
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let (value, base) = read_toml_or_json(path, "batch manifest")?;
     parse_manifest(&value, &base)
         .with_context(|| format!("batch manifest {}", path.display()))
         .map(|entries| BatchManifest {
             path: path.to_path_buf(),
             entries,
         })
+}
+
+/// A manifest file as JSON values: TOML when it ends in `.toml`, JSON otherwise; and the
+/// folder its relative paths are relative to. `what` names the file in errors.
+pub fn read_toml_or_json(path: &Path, what: &str) -> Result<(serde_json::Value, PathBuf)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let value: serde_json::Value = if is_toml {
+        toml::from_str(&text).map_err(|e| anyhow!("{what} {}: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{what} {}: not valid JSON: {e}", path.display()))?
+    };
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((value, base))
 }
 
 /// Parses `{"defaults": {"family": {...}, ...}, "jobs": [{"id", "kind", ...}, ...]}`.

@@ -41,7 +41,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use job::{run_job, run_job_warning};
-pub use manifest::{parse_manifest, parse_shard, read_manifest, shard_of, BatchManifest, Entry};
+pub use manifest::{
+    parse_manifest, parse_shard, read_manifest, read_toml_or_json, shard_of, BatchManifest, Entry,
+};
 use state::{check_done, Resume, MARKER_FORMAT};
 pub use state::{
     job_hash, lock_path, marker_path, record_outputs, DoneMarker, FileRecord, JobLock,
@@ -75,6 +77,18 @@ pub enum Status {
     Skipped,
     Failed,
     Cancelled,
+}
+
+impl Status {
+    /// As the summary tables print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One line of the summary.
@@ -142,7 +156,7 @@ pub const ABANDONED: &str =
     "interrupted while running (second interrupt); the next run redoes it unless it finished meanwhile";
 
 /// Ctrl-C and SIGTERM, watched from the moment this is made (inside a runtime).
-struct Interrupts {
+pub(crate) struct Interrupts {
     #[cfg(unix)]
     int: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
@@ -150,7 +164,7 @@ struct Interrupts {
 }
 
 impl Interrupts {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -164,7 +178,7 @@ impl Interrupts {
     }
 
     /// The next Ctrl-C or SIGTERM; `false` when none can come.
-    async fn next(&mut self) -> bool {
+    pub(crate) async fn next(&mut self) -> bool {
         #[cfg(unix)]
         {
             async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
@@ -435,9 +449,42 @@ fn one_job(
 ) -> Result<(Status, Vec<PathBuf>)> {
     let spec = entry.spec.as_ref().map_err(|e| anyhow!("{e}"))?;
     let hash = job_hash(spec, bundle.manifest_sha256())?;
-    let marker = marker_path(state_dir, &entry.id);
-    if !force {
-        match check_done(&marker, &hash) {
+    let step = Step {
+        state_dir,
+        id: &entry.id,
+        hash: &hash,
+        force,
+    };
+    run_resumable(&step, cancel, warn, |warn| {
+        run_job_warning(bundle, spec, cache, warn)
+    })
+}
+
+/// A unit of resumable work: its marker's folder and id, and the hash of everything it
+/// depends on.
+pub struct Step<'a> {
+    pub state_dir: &'a Path,
+    pub id: &'a str,
+    pub hash: &'a str,
+    /// Redo it even when its marker says it is done.
+    pub force: bool,
+}
+
+/// Runs `run` (which returns the files and folders it wrote) unless the step's marker
+/// says it is done with this hash and every output is as recorded; holds the step's lock
+/// while it runs and writes its marker when it has finished. What a batch job is, for any
+/// work (the family tree's unions use it too). `Ok(Cancelled)` when `cancel` was set while
+/// waiting for another process's lock.
+pub fn run_resumable(
+    step: &Step<'_>,
+    cancel: &AtomicBool,
+    warn: &mut dyn FnMut(&str),
+    run: impl FnOnce(&mut dyn FnMut(&str)) -> Result<Vec<PathBuf>>,
+) -> Result<(Status, Vec<PathBuf>)> {
+    let (state_dir, id, hash) = (step.state_dir, step.id, step.hash);
+    let marker = marker_path(state_dir, id);
+    if !step.force {
+        match check_done(&marker, hash) {
             Resume::Done(m) => return Ok((Status::Skipped, m.outputs)),
             Resume::Changed(why) => warn(&format!("{why}: redoing the job")),
             Resume::NotDone => {}
@@ -446,7 +493,7 @@ fn one_job(
     let marker_before = std::fs::read(&marker).ok();
     // Another run of this manifest may be doing this job right now: wait for it, then
     // skip the job if that run finished it.
-    let lock = JobLock::acquire(&lock_path(state_dir, &entry.id), cancel, || {
+    let lock = JobLock::acquire(&lock_path(state_dir, id), cancel, || {
         warn("running in another process; waiting for it")
     })?;
     let Some(_lock) = lock else {
@@ -455,12 +502,12 @@ fn one_job(
     // Finished by another run since the check above (even with `force`: redoing it now
     // would only repeat that run's work).
     if std::fs::read(&marker).ok() != marker_before {
-        if let Resume::Done(m) = check_done(&marker, &hash) {
+        if let Resume::Done(m) = check_done(&marker, hash) {
             return Ok((Status::Skipped, m.outputs));
         }
     }
     let t0 = Instant::now();
-    let outputs = run_job_warning(bundle, spec, cache, warn)?;
+    let outputs = run(warn)?;
     let unique: Vec<PathBuf> = outputs
         .iter()
         .cloned()
@@ -472,8 +519,8 @@ fn one_job(
         &marker,
         &DoneMarker {
             format: MARKER_FORMAT.into(),
-            id: entry.id.clone(),
-            job_hash: hash,
+            id: id.to_string(),
+            job_hash: hash.to_string(),
             outputs: unique,
             files,
             seconds: t0.elapsed().as_secs_f64(),
@@ -497,12 +544,7 @@ pub fn format_table(s: &Summary) -> String {
         "id", "kind", "status", "seconds", "outputs / error"
     );
     for j in &s.jobs {
-        let status = match j.status {
-            Status::Ok => "ok",
-            Status::Skipped => "skipped",
-            Status::Failed => "FAILED",
-            Status::Cancelled => "cancelled",
-        };
+        let status = j.status.label();
         let detail = match &j.error {
             Some(e) => e.replace('\n', " "),
             None if j.outputs.is_empty() => String::new(),
