@@ -985,15 +985,18 @@ mod tests {
             let r = c.rows[i];
             (0..wd).map(|d| c.dual[i * wd + d] * x[r * wd + d]).sum()
         };
-        // B's face (mix 1) with the trait from A.
-        let mut traits = BTreeMap::new();
-        traits.insert(name.clone(), 0.0);
-        let p = FamilyParams {
-            mix: 1.0,
-            traits,
-            ..Default::default()
+        // B's face (mix 1) with the trait from A (share of B 0), from B, and half way.
+        let kid_with = |share: f32| {
+            let mut traits = BTreeMap::new();
+            traits.insert(name.clone(), share);
+            let p = FamilyParams {
+                mix: 1.0,
+                traits,
+                ..Default::default()
+            };
+            make_children(&a, &b, &m, &p).unwrap().remove(0).ws
         };
-        let kid = make_children(&a, &b, &m, &p).unwrap().remove(0).ws;
+        let kid = kid_with(0.0);
         assert_ne!(kid, b);
         for i in 0..c.rows.len() {
             let (got, want, was) = (amount(&kid, i), amount(&a, i), amount(&b, i));
@@ -1003,45 +1006,51 @@ mod tests {
                 "component {i}: {got} vs A's {want} (B's {was})"
             );
         }
-        // Rows the trait has no component on are B's bit for bit.
+        // Nothing else moves: rows without a component are B's bit for bit, and within a
+        // row, any direction orthogonal to the trait's basis there reads as B's.
         for r in (0..m.num_ws).filter(|r| !c.rows.contains(r)) {
             assert_eq!(&kid[r * wd..(r + 1) * wd], &b[r * wd..(r + 1) * wd]);
         }
+        let r = c.rows[0];
+        let mut y: Vec<f64> = (0..wd).map(|d| ((d * 7919) % 13) as f64 - 6.0).collect();
+        let mut done: Vec<Vec<f64>> = Vec::new();
+        for i in (0..c.rows.len()).filter(|&i| c.rows[i] == r) {
+            let mut v: Vec<f64> = c.basis[i * wd..(i + 1) * wd]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            for u in &done {
+                let d: f64 = v.iter().zip(u).map(|(p, q)| p * q).sum();
+                v.iter_mut().zip(u).for_each(|(p, q)| *p -= d * q);
+            }
+            let n = v.iter().map(|p| p * p).sum::<f64>().sqrt();
+            v.iter_mut().for_each(|p| *p /= n);
+            let d: f64 = y.iter().zip(&v).map(|(p, q)| p * q).sum();
+            y.iter_mut().zip(&v).for_each(|(p, q)| *p -= d * q);
+            done.push(v);
+        }
+        assert!(
+            done.len() < wd,
+            "the test needs a row the trait does not fill"
+        );
+        let read = |x: &[f32]| -> f64 { (0..wd).map(|d| y[d] * x[r * wd + d] as f64).sum() };
+        let moved: f64 = (0..wd)
+            .map(|d| ((kid[r * wd + d] - b[r * wd + d]) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let ny = y.iter().map(|p| p * p).sum::<f64>().sqrt();
+        assert!(moved > 0.0);
+        assert!(
+            (read(&kid) - read(&b)).abs() < 1e-4 * ny * moved,
+            "{} vs {}",
+            read(&kid),
+            read(&b)
+        );
         // From B on B's face changes nothing; half way lands half way.
-        let mut traits = BTreeMap::new();
-        traits.insert(name.clone(), 1.0);
-        let same = make_children(
-            &a,
-            &b,
-            &m,
-            &FamilyParams {
-                mix: 1.0,
-                traits,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .remove(0)
-        .ws;
-        assert_eq!(same, b);
-        let mut traits = BTreeMap::new();
-        traits.insert(name.clone(), 0.5);
-        let half = make_children(
-            &a,
-            &b,
-            &m,
-            &FamilyParams {
-                mix: 1.0,
-                traits,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .remove(0)
-        .ws;
-        let i = 0;
-        let mid = 0.5 * (amount(&a, i) + amount(&b, i));
-        assert!((amount(&half, i) - mid).abs() < 0.02 * (amount(&a, i) - mid).abs().max(1.0));
+        assert_eq!(kid_with(1.0), b);
+        let half = kid_with(0.5);
+        let mid = 0.5 * (amount(&a, 0) + amount(&b, 0));
+        assert!((amount(&half, 0) - mid).abs() < 0.02 * (amount(&a, 0) - mid).abs().max(1.0));
     }
 
     #[test]

@@ -147,16 +147,19 @@ pub fn describe_trait(name: &str, t: &crate::model::manifest::Trait) -> String {
     let m = t.measured.as_ref();
     let get =
         |path: &[&str]| -> Option<f64> { path.iter().try_fold(m?, |v, k| v.get(k))?.as_f64() };
-    if let (Some(ok), Some(rest), Some(par)) = (
+    if let (Some(ok), Some(rest), Some(par), Some(swap)) = (
         get(&["blend_child", "both_right"]),
         get(&["blend_child", "rest_change"]),
         get(&["parents", "rest"]),
+        get(&["rest_from_b", "closer_to_a"]),
     ) {
         let _ = writeln!(
             s,
-            "            measured: region nearer the chosen parent for {:.0}% of pairs, the rest \
-             moves {rest:.3} RMS (the parents differ there by {par:.3})",
-            100.0 * ok
+            "            measured: on the blend, region nearer the chosen parent for {:.0}% of pairs, \
+             the rest moves {rest:.3} RMS (the parents differ there by {par:.3}); on the other \
+             parent's face nearer the giver for {:.0}%",
+            100.0 * ok,
+            100.0 * swap
         );
     }
     s

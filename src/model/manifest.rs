@@ -737,6 +737,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn traits_decode_and_bad_ones_name_the_field() {
+        use base64::Engine as _;
+        let enc = |v: &[u16]| {
+            let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        // 1.0, -2.0, 0.5, 0 in float16
+        let basis = enc(&[0x3c00, 0xc000, 0x3800, 0x0000]);
+        let mut v = tiny_manifest();
+        v["traits"] = serde_json::json!({"eyes": {"rows": [1], "basis": basis, "dual": basis,
+            "mask": base64::engine::general_purpose::STANDARD.encode([255u8; 64])}});
+        let m = Manifest::parse(&v.to_string()).unwrap();
+        let c = m.traits["eyes"].components(4, 2).unwrap();
+        assert_eq!(c.basis, vec![1.0, -2.0, 0.5, 0.0]);
+        assert_eq!(
+            Trait::mask_weights(&m.traits["eyes"].mask, 8)
+                .unwrap()
+                .unwrap(),
+            vec![1.0; 64]
+        );
+        for (field, bad, want) in [
+            ("rows", serde_json::json!([2]), "row 2 >= num_ws"),
+            (
+                "basis",
+                serde_json::json!(enc(&[0x3c00])),
+                "basis has 1 values",
+            ),
+            ("dual", serde_json::json!("not base64!"), "not base64"),
+            ("mask", serde_json::json!("AAAA"), "traits.eyes.mask"),
+        ] {
+            let mut w = v.clone();
+            w["traits"]["eyes"][field] = bad;
+            let e = Manifest::parse(&w.to_string()).unwrap_err().to_string();
+            assert!(
+                e.contains("traits.eyes") && e.contains(want),
+                "{field}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn batch_must_be_symbolic() {
         let mut v = tiny_manifest();
         v["graphs"]["mapping"]["inputs"][0]["shape"] = serde_json::json!([1, 4]);
