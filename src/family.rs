@@ -19,7 +19,14 @@
 //!    one draw per group shared by its rows (a coherent change, not per-row speckle), to
 //!    the `middle` and `fine` groups (appearance details, not face shape), and draws its
 //!    own crossover. Siblings therefore differ but share the parents' features.
-//! 4. **Age and gender edits** along the manifest's `directions`, on the rows each
+//! 4. **Traits chosen by the user** (`--trait eyes=a`): each named face region of the
+//!    manifest's `traits` (eyes, nose, mouth, face shape, hair, skin) is set to the
+//!    chosen parent's (or a blend, as a share of B) along the W+ directions that drive
+//!    that region and little else ([`crate::model::manifest::Trait`], fitted by
+//!    `onnx/latentface_train/fit_traits.py`); the rest of the child stays as steps 1-3
+//!    made it. Traits are applied in name order; one that shares directions with another
+//!    overrides it there.
+//! 5. **Age and gender edits** along the manifest's `directions`, on the rows each
 //!    direction lists. A group name (`child`, `female`, ...) moves the child's projection
 //!    `mean over layers of (row - w_avg) . v` to the group's value; a number moves it by
 //!    that many `projection_std` (plain units when the manifest has none). When several
@@ -69,6 +76,72 @@ impl std::fmt::Display for EditTarget {
     }
 }
 
+/// `--trait NAME=a|b|SHARE`: the parent one trait comes from, as a share of parent B
+/// (`a` = 0, `b` = 1, a number in between blends, like `--mix`). Written `eyes=a`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraitChoice {
+    /// The manifest's trait name (`face-shape` is read as `face_shape`).
+    pub name: String,
+    pub share_b: f32,
+}
+
+impl std::str::FromStr for TraitChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let Some((name, from)) = s.split_once('=') else {
+            return Err(format!(
+                "`{s}` is not NAME=a, NAME=b or NAME=SHARE (a share of parent B in [0, 1])"
+            ));
+        };
+        let name = name.trim().to_ascii_lowercase().replace('-', "_");
+        if name.is_empty() {
+            return Err(format!("`{s}`: the trait name is empty"));
+        }
+        let from = from.trim();
+        let share_b = match from.to_ascii_lowercase().as_str() {
+            "a" => 0.0,
+            "b" => 1.0,
+            v => match v.parse::<f32>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => x,
+                _ => {
+                    return Err(format!(
+                        "`{s}`: `{from}` is not a, b or a share of parent B in [0, 1]"
+                    ))
+                }
+            },
+        };
+        Ok(TraitChoice { name, share_b })
+    }
+}
+
+impl std::fmt::Display for TraitChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, trait_source(self.share_b))
+    }
+}
+
+/// A trait's parent as written: `a` (share of B 0), `b` (1), else the share of B.
+pub fn trait_source(share_b: f32) -> String {
+    match share_b {
+        s if s == 0.0 => "a".into(),
+        s if s == 1.0 => "b".into(),
+        s => format!("{s}"),
+    }
+}
+
+impl serde::Serialize for TraitChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TraitChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Every knob of a family, with defaults in [`FamilyParams::default`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct FamilyParams {
@@ -82,6 +155,9 @@ pub struct FamilyParams {
     pub crossover: bool,
     /// Direction edits by direction name (`age`, `gender`, ...), applied in name order.
     pub edits: BTreeMap<String, EditTarget>,
+    /// Traits by the manifest's trait name: the share of parent B each takes (0 = from
+    /// A, 1 = from B), on top of the blend.
+    pub traits: BTreeMap<String, f32>,
     /// Number of children (siblings), >= 1.
     pub children: usize,
     /// Strength of siblings' mutations, times `w_std` per dimension.
@@ -101,6 +177,7 @@ impl Default for FamilyParams {
             fine: None,
             crossover: false,
             edits: BTreeMap::new(),
+            traits: BTreeMap::new(),
             children: 1,
             mutation: 0.25,
             diversity: 1.0,
@@ -161,6 +238,21 @@ impl FamilyParams {
                 name("diversity"),
                 self.diversity
             );
+        }
+        for (t, &share) in &self.traits {
+            if !m.traits.contains_key(t) {
+                bail!(
+                    "{} {t}: the bundle has no `{t}` trait (it has: {})",
+                    name("traits"),
+                    list(m.traits.keys())
+                );
+            }
+            if !(0.0..=1.0).contains(&share) {
+                bail!(
+                    "{} {t}: a share of parent B in [0, 1] (or a, b), got {share}",
+                    name("traits")
+                );
+            }
         }
         for (dir, target) in &self.edits {
             let Some(d) = m.directions.get(dir) else {
@@ -381,6 +473,51 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     Some(x)
 }
 
+/// Sets each trait of `ws` to the blend `(1 - s) a + s b` of the parents, `s` its share
+/// of B, along the trait's components (module docs, step 4); the rest of `ws` stays.
+pub fn apply_traits(
+    ws: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: &Manifest,
+    traits: &BTreeMap<String, f32>,
+) -> Result<()> {
+    let wd = m.w_dim;
+    for (name, &s) in traits {
+        let t = m
+            .traits
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("the bundle has no `{name}` trait"))?;
+        let c = t
+            .components(wd, m.num_ws)
+            .map_err(|e| anyhow::anyhow!("traits.{name}: {e}"))?;
+        // Every component's amount first, then the moves: the components are independent
+        // (dual[i] . basis[j] = [i == j]), so this is the Python rule exactly.
+        let amounts: Vec<f32> = c
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let dual = &c.dual[i * wd..(i + 1) * wd];
+                (0..wd)
+                    .map(|d| {
+                        let j = r * wd + d;
+                        let target = (1.0 - s) * a[j] + s * b[j];
+                        dual[d] * (target - ws[j])
+                    })
+                    .sum()
+            })
+            .collect();
+        for (i, &r) in c.rows.iter().enumerate() {
+            let basis = &c.basis[i * wd..(i + 1) * wd];
+            for (x, v) in ws[r * wd..(r + 1) * wd].iter_mut().zip(basis) {
+                *x += amounts[i] * v;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One child.
 #[derive(Clone, Debug)]
 pub struct Child {
@@ -449,6 +586,7 @@ pub fn make_children(a: &[f32], b: &[f32], m: &Manifest, p: &FamilyParams) -> Re
                 }
             }
         }
+        apply_traits(&mut ws, a, b, m, &p.traits)?;
         apply_edits(&mut ws, m, &p.edits)?;
         let projections = p
             .edits
@@ -483,6 +621,7 @@ pub fn child_shares(m: &Manifest, p: &FamilyParams, index: usize) -> Result<Vec<
     let n = m.num_ws * m.w_dim;
     let q = FamilyParams {
         edits: BTreeMap::new(),
+        traits: BTreeMap::new(),
         mutation: 0.0,
         children: index.max(1),
         ..p.clone()
@@ -526,6 +665,9 @@ pub fn predict_partner(
     }
     if !(noise.is_finite() && noise > 0.0) {
         bail!("the partner noise must be a number above 0, got {noise}");
+    }
+    if !p.traits.is_empty() {
+        bail!("traits are not modelled when predicting a partner: leave them out");
     }
     let shares = child_shares(m, p, 1)?;
     let sd: Vec<f64> = m.w_std.iter().map(|&v| (v as f64).max(1e-6)).collect();
@@ -830,6 +972,126 @@ mod tests {
             let want = (1.0 - s[i]) * a[i] + s[i] * b[i];
             assert!((kid.ws[i] - want).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn a_trait_takes_its_components_from_the_chosen_parent_and_nothing_else() {
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let wd = m.w_dim;
+        let (name, t) = m.traits.iter().next().expect("the tiny bundle has traits");
+        let c = t.components(wd, m.num_ws).unwrap();
+        let amount = |x: &[f32], i: usize| -> f32 {
+            let r = c.rows[i];
+            (0..wd).map(|d| c.dual[i * wd + d] * x[r * wd + d]).sum()
+        };
+        // B's face (mix 1) with the trait from A (share of B 0), from B, and half way.
+        let kid_with = |share: f32| {
+            let mut traits = BTreeMap::new();
+            traits.insert(name.clone(), share);
+            let p = FamilyParams {
+                mix: 1.0,
+                traits,
+                ..Default::default()
+            };
+            make_children(&a, &b, &m, &p).unwrap().remove(0).ws
+        };
+        let kid = kid_with(0.0);
+        assert_ne!(kid, b);
+        for i in 0..c.rows.len() {
+            let (got, want, was) = (amount(&kid, i), amount(&a, i), amount(&b, i));
+            // float16 components: dual . basis is the identity to about 1e-3
+            assert!(
+                (got - want).abs() < 0.02 * (want - was).abs().max(1.0),
+                "component {i}: {got} vs A's {want} (B's {was})"
+            );
+        }
+        // Nothing else moves: rows without a component are B's bit for bit, and within a
+        // row, any direction orthogonal to the trait's basis there reads as B's.
+        for r in (0..m.num_ws).filter(|r| !c.rows.contains(r)) {
+            assert_eq!(&kid[r * wd..(r + 1) * wd], &b[r * wd..(r + 1) * wd]);
+        }
+        let r = c.rows[0];
+        let mut y: Vec<f64> = (0..wd).map(|d| ((d * 7919) % 13) as f64 - 6.0).collect();
+        let mut done: Vec<Vec<f64>> = Vec::new();
+        for i in (0..c.rows.len()).filter(|&i| c.rows[i] == r) {
+            let mut v: Vec<f64> = c.basis[i * wd..(i + 1) * wd]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            for u in &done {
+                let d: f64 = v.iter().zip(u).map(|(p, q)| p * q).sum();
+                v.iter_mut().zip(u).for_each(|(p, q)| *p -= d * q);
+            }
+            let n = v.iter().map(|p| p * p).sum::<f64>().sqrt();
+            v.iter_mut().for_each(|p| *p /= n);
+            let d: f64 = y.iter().zip(&v).map(|(p, q)| p * q).sum();
+            y.iter_mut().zip(&v).for_each(|(p, q)| *p -= d * q);
+            done.push(v);
+        }
+        assert!(
+            done.len() < wd,
+            "the test needs a row the trait does not fill"
+        );
+        let read = |x: &[f32]| -> f64 { (0..wd).map(|d| y[d] * x[r * wd + d] as f64).sum() };
+        let moved: f64 = (0..wd)
+            .map(|d| ((kid[r * wd + d] - b[r * wd + d]) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let ny = y.iter().map(|p| p * p).sum::<f64>().sqrt();
+        assert!(moved > 0.0);
+        assert!(
+            (read(&kid) - read(&b)).abs() < 1e-4 * ny * moved,
+            "{} vs {}",
+            read(&kid),
+            read(&b)
+        );
+        // From B on B's face changes nothing; half way lands half way.
+        assert_eq!(kid_with(1.0), b);
+        let half = kid_with(0.5);
+        let mid = 0.5 * (amount(&a, 0) + amount(&b, 0));
+        assert!((amount(&half, 0) - mid).abs() < 0.02 * (amount(&a, 0) - mid).abs().max(1.0));
+    }
+
+    #[test]
+    fn trait_choices_parse_and_bad_names_list_the_known_ones() {
+        let t: TraitChoice = "Face-Shape=A".parse().unwrap();
+        assert_eq!((t.name.as_str(), t.share_b), ("face_shape", 0.0));
+        assert_eq!("hair=0.3".parse::<TraitChoice>().unwrap().share_b, 0.3);
+        assert_eq!(
+            "eyes=b".parse::<TraitChoice>().unwrap().to_string(),
+            "eyes=b"
+        );
+        for bad in ["eyes", "eyes=c", "eyes=1.5", "=a"] {
+            assert!(bad.parse::<TraitChoice>().is_err(), "{bad}");
+        }
+        let m = manifest();
+        let (a, b) = parents(&m);
+        let mut traits = BTreeMap::new();
+        traits.insert("ears".to_string(), 0.0);
+        let e = make_children(
+            &a,
+            &b,
+            &m,
+            &FamilyParams {
+                traits,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ears") && e.contains("eyes") && e.contains("mouth"),
+            "{e}"
+        );
+        // Not modelled by the partner prediction.
+        let mut traits = BTreeMap::new();
+        traits.insert("eyes".to_string(), 0.0);
+        let p = FamilyParams {
+            traits,
+            ..Default::default()
+        };
+        assert!(predict_partner(&a, &b, &m, &p, 0.1).is_err());
     }
 
     #[test]

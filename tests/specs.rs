@@ -51,7 +51,7 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("generate --latent {latent} -o {out}.png"),
         format!("family {a} {b} -o {out} --mix 0.3 --coarse 0.1 --middle 0.2 --fine 0.9 --crossover \
                  --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
-                 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
+                 --trait eyes=a --trait face-shape=0.3 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
         format!("family --a {a} --a {c} --b {b} --b {a} -o {out} --outlier-distance 0.5 \
                  --fusion mean"),
@@ -333,6 +333,21 @@ fn family_sources_are_a_string_or_a_list_and_one_path_is_written_as_a_string() {
     ))
     .contains("--b"));
     assert!(err(format!("family {a} {a} --child {a} -o o")).contains("--predict-partner"));
+    // An unknown trait lists the bundle's; the partner prediction takes none.
+    let e = err(format!("family {a} {a} -o o --trait ears=a"));
+    assert!(
+        e.contains("ears") && e.contains("eyes, face_shape, hair"),
+        "{e}"
+    );
+    let e = err(format!("family {a} {a} -o o --trait eyes=a --trait eyes=b"));
+    assert!(e.contains("given twice"), "{e}");
+    let e = err(format!(
+        "family --predict-partner --child {a} --a {a} -o o --trait eyes=a"
+    ));
+    assert!(
+        e.contains("--trait") && e.contains("--predict-partner"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -408,6 +423,11 @@ fn errors_name_fields_as_their_source_spells_them() {
             format!("family {a} {a} -o /tmp/x --mix 1.5"),
             "--mix",
             "mix",
+        ),
+        (
+            format!("family {a} {a} -o /tmp/x --trait ears=a"),
+            "--trait",
+            "traits",
         ),
         (
             format!("family {a} {a} -o /tmp/x --age toddler"),

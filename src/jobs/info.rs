@@ -62,6 +62,9 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
     for (name, d) in &m.directions {
         s.push_str(&describe_direction(m, name, d));
     }
+    for (name, t) in &m.traits {
+        s.push_str(&describe_trait(name, t));
+    }
     let _ = writeln!(s, "graphs");
     for g in &present {
         let spec = &m.graphs[g.key()];
@@ -135,6 +138,47 @@ pub fn direction_words(d: &crate::model::manifest::Direction) -> String {
             _ => "an unnamed direction (no groups)".into(),
         }
     })
+}
+
+/// One trait of `family --trait`: the region, its directions and what the fit measured.
+pub fn describe_trait(name: &str, t: &crate::model::manifest::Trait) -> String {
+    let mut s = String::new();
+    let mut rows = t.rows.clone();
+    rows.sort_unstable();
+    rows.dedup();
+    let _ = writeln!(
+        s,
+        "trait       {name}: {}",
+        t.description.as_deref().unwrap_or("(no description)")
+    );
+    let ratio = match (t.ratio.first(), t.ratio.last()) {
+        (Some(hi), Some(lo)) => format!(", inside/rest ratio {hi:.0}..{lo:.0}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        s,
+        "            {} directions on W+ rows {rows:?}{ratio}",
+        t.rows.len()
+    );
+    let m = t.measured.as_ref();
+    let get =
+        |path: &[&str]| -> Option<f64> { path.iter().try_fold(m?, |v, k| v.get(k))?.as_f64() };
+    if let (Some(ok), Some(rest), Some(par), Some(swap)) = (
+        get(&["blend_child", "both_right"]),
+        get(&["blend_child", "rest_change"]),
+        get(&["parents", "rest"]),
+        get(&["rest_from_b", "closer_to_a"]),
+    ) {
+        let _ = writeln!(
+            s,
+            "            measured: on the blend, region nearer the chosen parent for {:.0}% of pairs, \
+             the rest moves {rest:.3} RMS (the parents differ there by {par:.3}); on the other \
+             parent's face nearer the giver for {:.0}%",
+            100.0 * ok,
+            100.0 * swap
+        );
+    }
+    s
 }
 
 /// One direction: what it does, how it was calibrated, which layers it moves.

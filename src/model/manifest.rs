@@ -93,6 +93,128 @@ pub struct Direction {
     pub response: Option<serde_json::Value>,
 }
 
+/// A face region that `family --trait` takes from one parent (`traits.NAME` in the
+/// manifest, written by `onnx/latentface_train/fit_traits.py`): the W+ directions that
+/// change the region most per unit of change elsewhere in the picture, measured on the
+/// generator. Taking the trait from a code `p` adds, for every component `i`,
+/// `basis[i] * (dual[i] . (p - child)[rows[i]])` to the child's row `rows[i]` (the basis
+/// and its dual are generalised eigenvectors, `dual[i] . basis[j] = [i == j]`, so the
+/// components are set independently).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trait {
+    /// What the region is, in words.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The W+ row of each component.
+    pub rows: Vec<usize>,
+    /// `[rows.len(), w_dim]` float16 little-endian, base64: each component's direction.
+    pub basis: String,
+    /// Same layout: what reads each component's amount off a code difference.
+    pub dual: String,
+    /// Each component's change inside the region over its change in the rest (per pixel,
+    /// squared), on the generator's own codes.
+    #[serde(default)]
+    pub ratio: Vec<f32>,
+    /// The region and the rest it was measured against: `[resolution, resolution]` u8
+    /// weights (255 = fully in), base64; used to measure and to show the region.
+    #[serde(default)]
+    pub mask: Option<String>,
+    #[serde(default)]
+    pub rest_mask: Option<String>,
+    /// Share of the region's change that each W+ row makes.
+    #[serde(default)]
+    pub row_energy: Vec<f32>,
+    /// What the fit measured on held-out generated parents (see the script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<serde_json::Value>,
+}
+
+/// A trait's components decoded: `basis` and `dual` are `[rows.len() * w_dim]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraitComponents {
+    pub rows: Vec<usize>,
+    pub basis: Vec<f32>,
+    pub dual: Vec<f32>,
+}
+
+impl Trait {
+    /// The decoded components, checked against the bundle's dimensions.
+    pub fn components(&self, w_dim: usize, num_ws: usize) -> Result<TraitComponents, String> {
+        let n = self.rows.len() * w_dim;
+        let decode = |what: &str, s: &str| -> Result<Vec<f32>, String> {
+            let v = f16_base64(s).map_err(|e| format!("{what}: {e}"))?;
+            if v.len() != n {
+                return Err(format!(
+                    "{what} has {} values, {} rows x w_dim {w_dim} need {n}",
+                    v.len(),
+                    self.rows.len()
+                ));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("{what} has non-finite values"));
+            }
+            Ok(v)
+        };
+        if self.rows.is_empty() {
+            return Err("rows: no component".into());
+        }
+        if let Some(r) = self.rows.iter().find(|&&r| r >= num_ws) {
+            return Err(format!("rows: row {r} >= num_ws = {num_ws}"));
+        }
+        Ok(TraitComponents {
+            rows: self.rows.clone(),
+            basis: decode("basis", &self.basis)?,
+            dual: decode("dual", &self.dual)?,
+        })
+    }
+
+    /// A mask (`mask` or `rest_mask`) as weights in [0, 1], `[side * side]`; `None` when
+    /// the manifest has none.
+    pub fn mask_weights(mask: &Option<String>, side: usize) -> Result<Option<Vec<f32>>, String> {
+        use base64::Engine as _;
+        let Some(s) = mask else { return Ok(None) };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("not base64: {e}"))?;
+        if bytes.len() != side * side {
+            return Err(format!(
+                "has {} values, resolution {side} needs {}",
+                bytes.len(),
+                side * side
+            ));
+        }
+        Ok(Some(bytes.iter().map(|&b| b as f32 / 255.0).collect()))
+    }
+}
+
+/// Base64 of little-endian float16 values, as float32.
+fn f16_base64(s: &str) -> Result<Vec<f32>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("not base64: {e}"))?;
+    if bytes.len() % 2 != 0 {
+        return Err("an odd number of bytes is not float16".into());
+    }
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+        .collect())
+}
+
+/// IEEE 754 half precision to single (subnormals, infinities and NaN included).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        31 if frac == 0.0 => f32::INFINITY,
+        31 => f32::NAN,
+        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
@@ -116,6 +238,9 @@ pub struct Manifest {
     pub layers: BTreeMap<String, [usize; 2]>,
     #[serde(default)]
     pub directions: BTreeMap<String, Direction>,
+    /// Face regions `family --trait` can take from one parent (see [`Trait`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub traits: BTreeMap<String, Trait>,
     #[serde(default)]
     pub vae_anomaly: Option<serde_json::Value>,
     /// Calibration of the VAE's Monte-Carlo reconstruction-probability score (optional;
@@ -401,6 +526,14 @@ impl Manifest {
                 ));
             }
         }
+        for (name, t) in &self.traits {
+            t.components(self.w_dim, self.num_ws)
+                .map_err(|e| err(format!("traits.{name}"), e))?;
+            for (what, m) in [("mask", &t.mask), ("rest_mask", &t.rest_mask)] {
+                Trait::mask_weights(m, self.resolution)
+                    .map_err(|e| err(format!("traits.{name}.{what}"), e))?;
+            }
+        }
         if let Some(f) = &self.faces {
             let c = f.crop.centre_fraction;
             if !(c.is_finite() && c > 0.1 && c <= 1.0) {
@@ -601,6 +734,47 @@ pub(crate) mod tests {
             Manifest::parse(&v.to_string()).unwrap_err().field,
             "graphs.mapping.file"
         );
+    }
+
+    #[test]
+    fn traits_decode_and_bad_ones_name_the_field() {
+        use base64::Engine as _;
+        let enc = |v: &[u16]| {
+            let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        // 1.0, -2.0, 0.5, 0 in float16
+        let basis = enc(&[0x3c00, 0xc000, 0x3800, 0x0000]);
+        let mut v = tiny_manifest();
+        v["traits"] = serde_json::json!({"eyes": {"rows": [1], "basis": basis, "dual": basis,
+            "mask": base64::engine::general_purpose::STANDARD.encode([255u8; 64])}});
+        let m = Manifest::parse(&v.to_string()).unwrap();
+        let c = m.traits["eyes"].components(4, 2).unwrap();
+        assert_eq!(c.basis, vec![1.0, -2.0, 0.5, 0.0]);
+        assert_eq!(
+            Trait::mask_weights(&m.traits["eyes"].mask, 8)
+                .unwrap()
+                .unwrap(),
+            vec![1.0; 64]
+        );
+        for (field, bad, want) in [
+            ("rows", serde_json::json!([2]), "row 2 >= num_ws"),
+            (
+                "basis",
+                serde_json::json!(enc(&[0x3c00])),
+                "basis has 1 values",
+            ),
+            ("dual", serde_json::json!("not base64!"), "not base64"),
+            ("mask", serde_json::json!("AAAA"), "traits.eyes.mask"),
+        ] {
+            let mut w = v.clone();
+            w["traits"]["eyes"][field] = bad;
+            let e = Manifest::parse(&w.to_string()).unwrap_err().to_string();
+            assert!(
+                e.contains("traits.eyes") && e.contains(want),
+                "{field}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,12 @@
 //! inverted again (the child is given as a photo, with the inversion's error). The
 //! predicted B is compared with the true B, against R, in W+ distance (root mean square in
 //! w_std) and in identity distance between renders.
+//!
+//! **Traits** ([`trait_trials`]; `examples/traits_eval.rs`, `tests/traits_default.rs`).
+//! Parents A and B are W codes from seeds; each trait is taken from A and from B on top of
+//! the plain blend, and from A on B's face (mix 1); the region's pixel distance (inside the
+//! manifest's mask for that trait) to each parent's render says whose it looks like, and
+//! the distance in the trait's rest mask how much else moved.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -448,4 +454,131 @@ pub fn partner_trials(
         f.identity_stranger += is / trials as f32;
     }
     Ok(f)
+}
+
+/// One trait's figures over generated parent pairs ([`trait_trials`]); distances are the
+/// root mean square pixel difference inside the trait's region mask (renders in [-1, 1]).
+#[derive(Clone, Debug, Serialize)]
+pub struct TraitFigures {
+    pub name: String,
+    pub pairs: usize,
+    /// Child = the plain blend (mix 0.5, diversity 0) with the trait from A: pairs whose
+    /// region is nearer A's than B's; the same with the trait from B (nearer B's).
+    pub from_a_wins: usize,
+    pub from_b_wins: usize,
+    /// Means: the region's distance to A and to B with the trait from A, from B, and
+    /// without the trait.
+    pub from_a: [f32; 2],
+    pub from_b: [f32; 2],
+    pub blend: [f32; 2],
+    /// The rest of the picture (the trait's rest mask): how far the child moved when the
+    /// trait was set (mean of from A and from B), against how far the parents are apart
+    /// there.
+    pub rest_change: f32,
+    pub parents_rest: f32,
+    /// Parent B's face with A's trait (mix 1, trait = a): pairs whose region is nearer A's,
+    /// the mean distances to A and B, and how far the rest moved from B's.
+    pub swap_wins: usize,
+    pub swap: [f32; 2],
+    pub swap_rest_change: f32,
+}
+
+/// Root mean square of `x - y` over the pixels of `mask` (`[R * R]` weights), `x` and `y`
+/// `[3, R, R]`.
+fn masked_rms(x: &[f32], y: &[f32], mask: &[f32]) -> f32 {
+    let px = mask.len();
+    let (mut ss, mut wsum) = (0.0f64, 0.0f64);
+    for c in 0..3 {
+        for (p, &m) in mask.iter().enumerate() {
+            let d = (x[c * px + p] - y[c * px + p]) as f64;
+            ss += m as f64 * d * d;
+            wsum += m as f64;
+        }
+    }
+    (ss / wsum.max(1e-9)).sqrt() as f32
+}
+
+/// Every trait of the bundle on `pairs` pairs of generated parents (W codes from seeds,
+/// psi 0.7, every row the same), through [`make_children`] as `family --trait` runs it.
+pub fn trait_trials(bundle: &Bundle, pairs: usize, seed: u64) -> Result<Vec<TraitFigures>> {
+    let m = bundle.manifest();
+    let (l, res) = (m.num_ws, bundle.resolution());
+    let side = 3 * res * res;
+    let mut traits = Vec::new();
+    for (name, t) in &m.traits {
+        let region = crate::model::manifest::Trait::mask_weights(&t.mask, res)
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("trait {name} has no mask to measure with"))?;
+        let rest = crate::model::manifest::Trait::mask_weights(&t.rest_mask, res)
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("trait {name} has no rest mask"))?;
+        traits.push((name.clone(), region, rest));
+    }
+    let mut figs: Vec<TraitFigures> = traits
+        .iter()
+        .map(|(n, _, _)| TraitFigures {
+            name: n.clone(),
+            pairs,
+            from_a_wins: 0,
+            from_b_wins: 0,
+            from_a: [0.0; 2],
+            from_b: [0.0; 2],
+            blend: [0.0; 2],
+            rest_change: 0.0,
+            parents_rest: 0.0,
+            swap_wins: 0,
+            swap: [0.0; 2],
+            swap_rest_change: 0.0,
+        })
+        .collect();
+    let child = |a: &[f32], b: &[f32], mix: f32, tr: Option<(&str, f32)>| -> Result<Vec<f32>> {
+        let mut p = FamilyParams {
+            mix,
+            diversity: 0.0,
+            ..FamilyParams::default()
+        };
+        if let Some((n, s)) = tr {
+            p.traits.insert(n.to_string(), s);
+        }
+        Ok(make_children(a, b, m, &p)?.remove(0).ws)
+    };
+    for pair in 0..pairs {
+        let s = seed.wrapping_mul(1_000_003).wrapping_add(2 * pair as u64);
+        let a = w_from_seed(bundle, s, 0.7)?.repeat(l);
+        let b = w_from_seed(bundle, s + 1, 0.7)?.repeat(l);
+        let mut ws = [a.clone(), b.clone(), child(&a, &b, 0.5, None)?].concat();
+        for (n, _, _) in &traits {
+            ws.extend(child(&a, &b, 0.5, Some((n, 0.0)))?);
+            ws.extend(child(&a, &b, 0.5, Some((n, 1.0)))?);
+            ws.extend(child(&a, &b, 1.0, Some((n, 0.0)))?);
+        }
+        let n = ws.len() / a.len();
+        let img = bundle
+            .synthesis(&ws, n)
+            .context("rendering the trait trials")?;
+        let pic = |i: usize| &img[i * side..(i + 1) * side];
+        let (pa, pb, blend) = (pic(0), pic(1), pic(2));
+        for (k, (_, region, rest)) in traits.iter().enumerate() {
+            let f = &mut figs[k];
+            let (ca, cb, swap) = (pic(3 + 3 * k), pic(4 + 3 * k), pic(5 + 3 * k));
+            let d = |x: &[f32], y: &[f32]| masked_rms(x, y, region);
+            let (aa, ab, ba, bb) = (d(ca, pa), d(ca, pb), d(cb, pa), d(cb, pb));
+            f.from_a_wins += (aa < ab) as usize;
+            f.from_b_wins += (bb < ba) as usize;
+            f.swap_wins += (d(swap, pa) < d(swap, pb)) as usize;
+            let add = |acc: &mut [f32; 2], x: f32, y: f32| {
+                acc[0] += x / pairs as f32;
+                acc[1] += y / pairs as f32;
+            };
+            add(&mut f.from_a, aa, ab);
+            add(&mut f.from_b, ba, bb);
+            add(&mut f.blend, d(blend, pa), d(blend, pb));
+            add(&mut f.swap, d(swap, pa), d(swap, pb));
+            f.rest_change +=
+                0.5 * (masked_rms(ca, blend, rest) + masked_rms(cb, blend, rest)) / pairs as f32;
+            f.parents_rest += masked_rms(pa, pb, rest) / pairs as f32;
+            f.swap_rest_change += masked_rms(swap, pb, rest) / pairs as f32;
+        }
+    }
+    Ok(figs)
 }

@@ -184,6 +184,9 @@ pub struct FamilySettings {
     pub row_shares: Vec<f32>,
     pub crossover: bool,
     pub edits: BTreeMap<String, String>,
+    /// Traits taken on top of the blend (`--trait`): `a`, `b`, or the share of parent B.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub traits: BTreeMap<String, String>,
     pub children: usize,
     pub mutation: f32,
     pub seed: u64,
@@ -242,6 +245,11 @@ fn settings_of(bundle: &Bundle, p: &FamilyParams) -> FamilySettings {
             .edits
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        traits: p
+            .traits
+            .iter()
+            .map(|(k, &v)| (k.clone(), crate::family::trait_source(v)))
             .collect(),
         children: p.children,
         mutation: p.mutation,

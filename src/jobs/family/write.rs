@@ -323,6 +323,9 @@ fn sheet_title(p: &FamilyParams) -> String {
     for (k, v) in &p.edits {
         title.push_str(&format!(" {k} {v}"));
     }
+    for (k, &v) in &p.traits {
+        title.push_str(&format!(" {k}={}", crate::family::trait_source(v)));
+    }
     title.push_str(&format!(" seed {}", p.seed));
     title
 }

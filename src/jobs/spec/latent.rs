@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
 use super::{defaults, Context, Fields, KindSpec, MetadataOpts, SourceOpts};
-use crate::family::{EditTarget, FamilyParams};
+use crate::family::{EditTarget, FamilyParams, TraitChoice};
 use crate::interp::{Easing, Interp, PathSpec, RowEasing};
 use crate::jobs::family::fuse::Fusion;
 use crate::jobs::family::{FamilyJob, FamilyMode};
@@ -108,6 +108,12 @@ pub struct FamilySpec {
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     #[serde(default)]
     pub gender: Option<EditTarget>,
+    /// Take a face region from one parent on top of the blend: NAME=a, NAME=b or
+    /// NAME=SHARE (share of parent B, like --mix); repeatable. Names are the bundle's
+    /// traits (`latentface info`): eyes, nose, mouth, face_shape, hair, skin
+    #[arg(long = "trait", value_name = "NAME=a|b|SHARE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traits: Vec<TraitChoice>,
     /// Number of siblings: each draws its own share of each parent per layer group and
     /// style channel (as meiosis does); children after the first also carry mutations
     #[arg(long, default_value_t = defaults::children(), value_name = "N")]
@@ -185,6 +191,12 @@ impl KindSpec for FamilySpec {
         if let Some(g) = &self.gender {
             edits.insert("gender".to_string(), normalise_edit(&f, "gender", g)?);
         }
+        let mut traits = BTreeMap::new();
+        for t in &self.traits {
+            if traits.insert(t.name.clone(), t.share_b).is_some() {
+                bail!("{} {}: given twice", f.name("traits"), t.name);
+            }
+        }
         let params = FamilyParams {
             mix: self.mix,
             coarse: self.coarse,
@@ -192,6 +204,7 @@ impl KindSpec for FamilySpec {
             fine: self.fine,
             crossover: self.crossover,
             edits,
+            traits,
             children: self.children,
             mutation: self.mutation,
             diversity: self.diversity,
@@ -219,6 +232,13 @@ impl KindSpec for FamilySpec {
                 );
             }
             f.within("partner_noise", self.partner_noise as f64, 1e-3, 10.0)?;
+            if !self.traits.is_empty() {
+                bail!(
+                    "{} is for breeding: {} does not model traits",
+                    f.name("traits"),
+                    f.name("predict_partner")
+                );
+            }
             FamilyMode::PredictPartner {
                 child: self.child.clone(),
                 noise: self.partner_noise,

@@ -124,6 +124,7 @@ pub(super) async fn family(
             "row_shares": crate::family::row_shares(s.bundle.manifest(), p),
             "crossover": p.crossover,
             "edits": p.edits.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "traits": p.traits.iter().map(|(k, &v)| (k.clone(), crate::family::trait_source(v))).collect::<std::collections::BTreeMap<_, _>>(),
             "children": p.children, "mutation": p.mutation, "diversity": p.diversity, "seed": p.seed,
         },
         "ms": {
