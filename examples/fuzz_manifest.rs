@@ -5,14 +5,17 @@
 //! Each iteration mutates a seed manifest's text (byte flips, deleted or repeated spans,
 //! swapped values, huge numbers, odd keys), writes it to a temporary file with the seed's
 //! extension and runs `batch::read_manifest` and every entry's validation into a job, as
-//! `latentface batch` does before it runs anything. Errors are expected; a panic is a
-//! finding, written to `fuzz-findings/` for replay.
+//! `latentface batch` does before it runs anything. A seed whose file name starts with
+//! `tree` is read as a `latentface tree` manifest instead (people, unions, every union's
+//! family options). Errors are expected; a panic is a finding, written to
+//! `fuzz-findings/` for replay.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use latentface::jobs::batch::read_manifest;
+use latentface::jobs::tree::read_plan;
 use latentface::rng::Rng;
 
 const TOKENS: [&str; 14] = [
@@ -82,11 +85,19 @@ fn main() -> anyhow::Result<()> {
         let (path, seed) = &seeds[(rng.next_u64() % seeds.len() as u64) as usize];
         let input = mutate(&mut rng, seed);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("json");
+        let tree = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("tree"));
         let file = dir.join(format!("m.{ext}"));
         std::fs::write(&file, &input)?;
         iters += 1;
         match catch_unwind(AssertUnwindSafe(|| {
-            read_manifest(&file).map(|m| m.entries.len())
+            if tree {
+                read_plan(&file).map(|p| p.unions.len())
+            } else {
+                read_manifest(&file).map(|m| m.entries.len())
+            }
         })) {
             Ok(Ok(n)) => {
                 parsed += 1;

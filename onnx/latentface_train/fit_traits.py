@@ -245,8 +245,8 @@ def evaluate(S, comps, inside, rest, pairs, psi_seed, G, psi):
     }
 
 
-def fit(*, bundle="default", n=512, psi=0.7, probes=2, k=64, min_ratio=2.0, pairs=64, batch=32, threads=1,
-        seed=0, traits=None, dry_run=False, log=print):
+def fit(*, bundle="default", n=512, psi=0.7, probes=2, k=64, k_for=None, min_ratio=2.0, pairs=64, batch=32,
+        threads=1, seed=0, traits=None, dry_run=False, log=print):
     """Fit every trait on `n` sampled codes, measure it on `pairs` held-out pairs, write the manifest."""
     torch.set_num_threads(threads)
     bundle = Path(bundle)
@@ -255,6 +255,7 @@ def fit(*, bundle="default", n=512, psi=0.7, probes=2, k=64, min_ratio=2.0, pair
     S = G.synthesis
     res = G.resolution
     traits = list(traits or TRAITS)
+    k_for = dict(k_for or {})  # per-trait overrides of k, e.g. {"eyes": 128}
     masks, colour = {}, {}
     for t in traits:
         inside, rest = region_masks(t, res, man)
@@ -266,8 +267,8 @@ def fit(*, bundle="default", n=512, psi=0.7, probes=2, k=64, min_ratio=2.0, pair
     out = {}
     for t in traits:
         G_in, G_rest = energy[t + ":in"], energy[t + ":rest"]
-        comps = components(G_in, G_rest, k, min_ratio)
-        coords = single_coordinates(G_in, G_rest, k)
+        comps = components(G_in, G_rest, k_for.get(t, k), min_ratio)
+        coords = single_coordinates(G_in, G_rest, k_for.get(t, k))
         if not comps:
             log(f"{t}: no direction with ratio >= {min_ratio}: left out")
             continue
@@ -298,7 +299,8 @@ def fit(*, bundle="default", n=512, psi=0.7, probes=2, k=64, min_ratio=2.0, pair
     man = json.loads((bundle / "manifest.json").read_text())
     man["traits"] = out
     line = (f".venv/bin/python -m latentface_train.fit_traits --bundle {bundle.name} --n {n} --k {k} "
-            f"--min-ratio {min_ratio} --probes {probes}")
+            + "".join(f"--k-for {t}={v} " for t, v in sorted(k_for.items()))
+            + f"--min-ratio {min_ratio} --probes {probes}")
     man["rebuild"] = [r for r in man.get("rebuild", []) if "fit_traits" not in r] + [line]
     path = bundle / "manifest.json"
     tmp = path.with_name(path.name + ".tmp")
@@ -308,6 +310,13 @@ def fit(*, bundle="default", n=512, psi=0.7, probes=2, k=64, min_ratio=2.0, pair
     return out
 
 
+def _trait_k(text):
+    name, _, k = text.partition("=")
+    if name not in TRAITS or not k.isdigit() or int(k) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TRAIT=K with TRAIT one of {', '.join(TRAITS)}")
+    return name, int(k)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle")
@@ -315,6 +324,8 @@ def main():
     ap.add_argument("--psi", type=float, help="truncation of the sampled codes")
     ap.add_argument("--probes", type=int, help="random probes per code and mask")
     ap.add_argument("--k", type=int, help="components kept per trait (over all rows)")
+    ap.add_argument("--k-for", action="append", type=_trait_k, metavar="TRAIT=K",
+                    help="a trait that keeps K components instead of --k (repeatable)")
     ap.add_argument("--min-ratio", type=float, help="smallest inside/rest energy ratio kept")
     ap.add_argument("--pairs", type=int, help="held-out parent pairs the traits are measured on")
     ap.add_argument("--traits", nargs="+", choices=TRAITS)
@@ -322,7 +333,9 @@ def main():
     ap.add_argument("--seed", type=int)
     ap.add_argument("--dry-run", action="store_true", help="measure, write nothing")
     ap.set_defaults(**step_defaults(fit))
-    fit(**vars(ap.parse_args()))
+    args = vars(ap.parse_args())
+    args["k_for"] = dict(args["k_for"] or [])
+    fit(**args)
 
 
 if __name__ == "__main__":
