@@ -95,6 +95,7 @@ seed = 1
 a = "dora"
 b = "gus"
 children = 1
+traits = ["eyes=a"]
 
 [[unions]]
 a = "ivy"
@@ -207,6 +208,40 @@ fn grandchildren_come_from_their_parents_codes_and_reruns_skip_what_is_done() {
         std::fs::read(fam.join("child_01.npy")).unwrap(),
         std::fs::read(&ivy).unwrap(),
         "ivy is the child of carl's and erin's codes"
+    );
+    // A union's trait is the family job's: dora+gus/1 takes dora's eyes.
+    let with_trait = d.join("fam_trait");
+    let family_of_dora = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "family".to_string(),
+            "--bundle".into(),
+            tiny_arg(),
+            "--device".into(),
+            "cpu".into(),
+            by_name["dora"]["latent"].as_str().unwrap().into(),
+            by_name["gus"]["latent"].as_str().unwrap().into(),
+            "-o".into(),
+            s(out).into(),
+            "--children".into(),
+            "1".into(),
+            "--mutation".into(),
+            "0.2".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (code, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+        std::fs::read(out.join("child_01.npy")).unwrap()
+    };
+    let tree_child = std::fs::read(by_name["dora+gus/1"]["latent"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        family_of_dora(&with_trait, &["--trait", "eyes=a"]),
+        tree_child,
+        "dora+gus/1 is `family dora gus --trait eyes=a`"
+    );
+    assert_ne!(
+        family_of_dora(&d.join("fam_plain"), &[]),
+        tree_child,
+        "the trait changed the child"
     );
     // And by distance: each child is nearer both parents than unrelated people.
     for (child, parents, strangers) in [

@@ -226,7 +226,7 @@ command again to resume. Manifest format and outputs: docs/tree.md."
 pub struct TreeArgs {
     /// Tree manifest, TOML (.toml) or JSON: [[people]] (name, photo or latent) and
     /// [[unions]] (a, b, names or children, and family options: mix, coarse, middle, fine,
-    /// crossover, age, gender, mutation, diversity, seed); see docs/tree.md
+    /// crossover, age, gender, mutation, diversity, seed, traits); see docs/tree.md
     #[arg(value_name = "TREE")]
     pub manifest: PathBuf,
     /// Output folder: unions/ID/ (each union's family folder, as `family` writes it),

@@ -26,6 +26,7 @@ pub const UNION_OPTIONS: &[&str] = &[
     "mutation",
     "diversity",
     "seed",
+    "traits",
 ];
 
 /// Where a person comes from.
