@@ -34,7 +34,10 @@ fn main() -> anyhow::Result<()> {
     let p = &photos;
     println!(
         "several photos: {} generated people, 3 photos vs 1, {} steps ({:.0} s)\n  identity \
-         distance to the held-out 4th photo (mean over people):\n    fusion joint {:.3}  fusion \
+         distance to the held-out 4th photo (mean over people):\n    fusion pick {:.3} (closer \
+         than the best single for {}/{}, the mean single for {}/{}; kept consensus/joint/joint_w \
+         {:?}, {:.1} s per person)\n    fusion joint {:.3} (W-tied {:.3}, closer than the best single \
+         for {}/{})  fusion \
          consensus {:.3} (the default)  fusion mean {:.3}  mean photo inverted {:.3}\n    best \
          single photo {:.3} (oracle)  mean single photo {:.3}\n  closer than the best single / \
          the mean single: joint {}/{} and {}/{}, consensus {}/{} and {}/{}, mean fusion {}/{} and \
@@ -43,7 +46,17 @@ fn main() -> anyhow::Result<()> {
         p.people,
         p.steps,
         t.elapsed().as_secs_f64(),
+        p.pick,
+        p.pick_beats_best,
+        p.people,
+        p.pick_beats_mean,
+        p.people,
+        p.picked,
+        p.pick_seconds / p.people.max(1) as f64,
         p.joint_fit,
+        p.joint_w,
+        p.joint_w_beats_best,
+        p.people,
         p.consensus,
         p.fused,
         p.mean_photo,
@@ -66,6 +79,15 @@ fn main() -> anyhow::Result<()> {
         p.invert_seconds / (3 * p.people.max(1)) as f64,
         p.joint_seconds / p.people.max(1) as f64,
     );
+    if trials == 0 {
+        if let Some(path) = args.get(4) {
+            std::fs::write(
+                path,
+                serde_json::to_string_pretty(&serde_json::json!({"several_photos": photos}))?,
+            )?;
+        }
+        return Ok(());
+    }
     let t = std::time::Instant::now();
     let partner = partner_trials(&bundle, trials, steps, noise, seed)?;
     println!(

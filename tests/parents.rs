@@ -214,4 +214,35 @@ fn a_joint_fit_explains_all_photos_better_than_any_single_code() {
         &ws(&consensus.join("parent_a.npy")),
     );
     assert!(d > 1e-4, "the joint fit did not move the code ({d})");
+
+    // `--fusion pick` (the default): the photos choose between the consensus code and
+    // the joint fits; the kept code is the candidate with the smallest agreement figure,
+    // and it is exactly that candidate's code.
+    let (printed, picked) = run_with("pick");
+    assert!(
+        printed.contains("pick: mean identity distance"),
+        "{printed}"
+    );
+    let r = report(&picked);
+    let src = r["parents"][0]["sources"].as_array().unwrap();
+    let pick: Vec<_> = src.iter().filter(|s| !s["pick"].is_null()).collect();
+    assert_eq!(pick.len(), 1, "{r}");
+    let p = &pick[0]["pick"];
+    let fig = |k: &str| p[k].as_f64().unwrap();
+    let kept = p["kept"].as_str().unwrap();
+    let least = ["consensus", "joint", "joint_w"]
+        .into_iter()
+        .min_by(|a, b| fig(a).total_cmp(&fig(b)))
+        .unwrap();
+    assert_eq!(kept, least, "{p}");
+    let code = ws(&picked.join("parent_a.npy"));
+    match kept {
+        "consensus" => assert!(rms(&code, &ws(&consensus.join("parent_a.npy"))) < 1e-7),
+        "joint" => assert!(rms(&code, &ws(&joint.join("parent_a.npy"))) < 1e-7),
+        _ => {
+            // Tied to one W vector: every row of the code is the same.
+            let n = code.len() / 8;
+            assert!(code.chunks(n).all(|row| rms(row, &code[..n]) < 1e-7), "{p}");
+        }
+    }
 }

@@ -44,13 +44,13 @@ fn a_predicted_partner_is_closer_to_the_true_one_than_a_stranger_most_times() {
 #[test]
 fn three_photos_give_a_code_closer_to_a_fourth_than_a_single_photo_does() {
     // 8 generated people, 4 photos each (the 4th held out), 100 steps. Measured on 24
-    // people: consensus 0.297, a single photo 0.333 on average (closer for 23/24 people),
-    // the best single photo (an oracle) 0.294, the joint fit 0.307.
+    // people (seed 1, step-4,546 bundle): pick 0.364, consensus 0.380, the best single
+    // photo (an oracle) 0.377, a single photo 0.419 on average, the joint fit 0.387.
     let b = default_bundle();
     let f = several_photos(&b, 8, 100, 3).unwrap();
     eprintln!(
-        "consensus {} mean fusion {} best single {} mean single {}",
-        f.consensus, f.fused, f.best_single, f.mean_single
+        "pick {} consensus {} joint {} joint W {} mean fusion {} best single {} mean single {}",
+        f.pick, f.consensus, f.joint_fit, f.joint_w, f.fused, f.best_single, f.mean_single
     );
     assert!(f.consensus < f.mean_single - 0.01, "{f:?}");
     assert!(
@@ -61,9 +61,12 @@ fn three_photos_give_a_code_closer_to_a_fourth_than_a_single_photo_does() {
     // It is one of the three codes: never further than the worst, at best the best.
     assert!(f.consensus >= f.best_single - 1e-6, "{f:?}");
     // `--fusion joint` fits one code to the three photos from the consensus code: its
-    // summed loss over them is below every single code's (24/24 people measured), and it
-    // is still closer to the held-out photo than a single photo on average (0.307 vs 0.333).
-    eprintln!("joint {}", f.joint_fit);
+    // summed loss over them is below every single code's (24/24 people measured).
     assert!(f.joint_loss_below_singles >= 7, "{f:?}");
     assert!(f.joint_fit < f.mean_single, "{f:?}");
+    // `--fusion pick` (the default) keeps the joint fit only where the photos agree with
+    // it more: closer than a single photo for nearly everyone, and on average no further
+    // than the best single photo an oracle would choose (24 people: 0.364 vs 0.377).
+    assert!(f.pick_beats_mean >= 7, "{}/8 ({f:?})", f.pick_beats_mean);
+    assert!(f.pick < f.best_single + 0.01, "{f:?}");
 }

@@ -372,6 +372,17 @@ fn print_sources(sources: &[family::fuse::SourceUse]) {
             own.join(", ")
         );
     }
+    if let Some(k) = sources.iter().find_map(|s| s.pick.as_ref()) {
+        let f = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "  pick: mean identity distance of each code's render to the kept photos: consensus \
+             {}, joint {}, joint in W {}; kept {}",
+            f(k.consensus),
+            f(k.joint),
+            f(k.joint_w),
+            k.kept
+        );
+    }
 }
 
 pub fn morph(common: &Common, spec: &MorphSpec) -> Result<()> {

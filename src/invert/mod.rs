@@ -510,12 +510,23 @@ struct JointObjective<'a> {
     num_ws: usize,
     w_dim: usize,
     w_std: f32,
+    /// The code is one W vector (`[w_dim]`, broadcast to every row) rather than W+.
+    in_w: bool,
     /// Per [`Objective::evaluate`] call (the starts, then the results): per group, the
     /// per-photo losses.
     evaluated: Vec<Vec<Vec<f32>>>,
 }
 
 impl JointObjective<'_> {
+    /// The W+ code of an optimised variable.
+    fn ws_of(&self, param: &[f32]) -> Vec<f32> {
+        if self.in_w {
+            broadcast(param, self.num_ws)
+        } else {
+            param.to_vec()
+        }
+    }
+
     /// `synthesis_grad` of `codes[k]` on every photo of group `idx[k]`, one call.
     fn graph(&self, idx: &[usize], codes: &[Vec<f32>]) -> Result<crate::model::GradOutput> {
         let photos = || idx.iter().flat_map(|&i| self.groups[i].photos.iter());
@@ -526,8 +537,9 @@ impl JointObjective<'_> {
         );
         let mut ws = Vec::with_capacity(photos().count() * self.num_ws * self.w_dim);
         for (&i, c) in idx.iter().zip(codes) {
+            let c = self.ws_of(c);
             for _ in &self.groups[i].photos {
-                ws.extend_from_slice(c);
+                ws.extend_from_slice(&c);
             }
         }
         self.bundle
@@ -563,6 +575,14 @@ impl Objective for JointObjective<'_> {
                     }
                 }
                 at += n;
+                if self.in_w {
+                    // Every row is the same variable: its gradient is the rows' sum.
+                    let grad = layer_mean(&grad, self.num_ws, self.w_dim)
+                        .iter()
+                        .map(|v| v * self.num_ws as f32)
+                        .collect();
+                    return (loss, grad);
+                }
                 let reg = add_spread(
                     &samples[i].param,
                     &mut grad,
@@ -597,12 +617,13 @@ impl Objective for JointObjective<'_> {
     }
 }
 
-/// Fits one W+ code per group to all of the group's photos at once: the inversion loop
+/// Fits one code per group to all of the group's photos at once: the inversion loop
 /// ([`run`]: Adam, NVIDIA's schedule, latent noise scaled by `w_std`, plateau stop, the
 /// spread term) with the group's photos in one batch sharing one code, whose gradient is
-/// the sum of the per-photo gradients. Starts from each group's `start` (W+; `params`
-/// must be W+ without a W stage, and its `init` is not used). All groups run in one
-/// graph call per step.
+/// the sum of the per-photo gradients. Starts from each group's `start` (a W+ code);
+/// with `params.space = W` the code is one W vector broadcast to every row, starting from
+/// the mean of the start's rows (no W stage either way; `init` is not used). All groups
+/// run in one graph call per step. The result is always the W+ code (`[num_ws * w_dim]`).
 pub fn invert_joint(
     bundle: &Bundle,
     groups: &[JointTarget<'_>],
@@ -610,8 +631,8 @@ pub fn invert_joint(
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<Vec<JointFit>> {
     params.validate()?;
-    if params.space != LatentSpace::WPlus || params.w_stage_steps > 0 {
-        bail!("a joint fit optimises the W+ code it starts from (space w+, no W stage)");
+    if params.w_stage_steps > 0 {
+        bail!("a joint fit optimises the code it starts from (no W stage)");
     }
     let (res, num_ws, w_dim) = (bundle.resolution(), bundle.num_ws(), bundle.w_dim());
     for (i, g) in groups.iter().enumerate() {
@@ -641,9 +662,19 @@ pub fn invert_joint(
         num_ws,
         w_dim,
         w_std: bundle.manifest().w_std_scalar(),
+        in_w: params.space == LatentSpace::W,
         evaluated: Vec::new(),
     };
-    let starts = groups.iter().map(|g| g.start.clone()).collect();
+    let starts = groups
+        .iter()
+        .map(|g| {
+            if objective.in_w {
+                layer_mean(&g.start, num_ws, w_dim)
+            } else {
+                g.start.clone()
+            }
+        })
+        .collect();
     let out = run(starts, &params.optim, &mut objective, progress)?;
     let (initial, last) = match objective.evaluated.as_slice() {
         [first, .., last] => (first.clone(), last.clone()),
@@ -658,7 +689,7 @@ pub fn invert_joint(
         .enumerate()
         .map(|(i, ((s, initial_losses), final_losses))| JointFit {
             early_stopped: s.early_stopped(),
-            ws: s.param,
+            ws: objective.ws_of(&s.param),
             initial_losses,
             final_losses,
             loss_history: s.history,

@@ -13,9 +13,11 @@
 //!    weight `1 / max(fit, 0.1)^2`, `fit` the identity distance photo <-> reconstruction
 //!    (a latent is its own reconstruction: fit 0, so the floor).
 //! 3. **Fusion** ([`Fusion`]): the consensus code (the kept source's code that explains
-//!    the other photos best), the fit-weighted mean of the kept codes, or a joint fit: one
-//!    W+ code optimised against all kept photos at once, starting from the consensus code
-//!    (`crate::invert::invert_joint`). Measured: `examples/parents_eval.rs`, docs/parents.md.
+//!    the other photos best), the fit-weighted mean of the kept codes, a joint fit (one
+//!    W+ code optimised against all kept photos at once, starting from the consensus code,
+//!    `crate::invert::invert_joint`), or (the default) a pick: the photos choose between
+//!    the consensus code and two joint fits (W+, and tied to one W vector) by how close
+//!    each code's render is to them. Measured: `examples/parents_eval.rs`, docs/parents.md.
 //!
 //! Without the face graphs every source is kept with equal weight, and the report says why.
 
@@ -49,8 +51,7 @@ pub const FIT_FLOOR: f32 = 0.1;
 pub enum Fusion {
     /// The code of the kept source whose render is closest to the *other* sources' photos
     /// (leave-one-out identity distance): the photos vote for the code that explains them
-    /// all best (measured best on the default bundle).
-    #[default]
+    /// all best.
     Consensus,
     /// The mean of the kept codes, weighted by fit (`1 / max(fit, 0.1)^2`).
     Mean,
@@ -58,6 +59,13 @@ pub enum Fusion {
     /// photos in one batch sharing the code; the gradient is the sum of theirs), starting
     /// from the consensus code, with the inversion's steps and schedule.
     Joint,
+    /// The joint fit twice, in W+ and tied to one W vector, then whichever of those two
+    /// codes and the consensus code has the render the kept photos agree with most (the
+    /// smallest mean identity distance to them). Without the face graphs: the W+ joint fit.
+    /// Measured best on the default bundle (closer to a held-out photo than the best
+    /// single photo's code).
+    #[default]
+    Pick,
 }
 
 impl std::fmt::Display for Fusion {
@@ -66,6 +74,7 @@ impl std::fmt::Display for Fusion {
             Fusion::Consensus => "consensus",
             Fusion::Mean => "mean",
             Fusion::Joint => "joint",
+            Fusion::Pick => "pick",
         })
     }
 }
@@ -98,8 +107,23 @@ pub struct SourceUse {
     /// against the sum of `joint_loss` (the joint fit lowers it below every single code's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub own_code_total_loss: Option<f32>,
+    /// `fusion = pick`, on the source the fits started from: the codes the photos chose
+    /// between and which was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pick: Option<Pick>,
     /// How it was weighted, or why it was dropped.
     pub note: String,
+}
+
+/// `fusion = pick`: each candidate code's mean identity distance between its render and
+/// the kept photos (`null` without the face graphs), and the one kept.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pick {
+    pub consensus: Option<f32>,
+    pub joint: Option<f32>,
+    pub joint_w: Option<f32>,
+    /// `consensus`, `joint` or `joint_w`.
+    pub kept: &'static str,
 }
 
 /// One person from several sources.
@@ -154,7 +178,7 @@ pub fn fusion_weights(
         .map(|(i, (f, &drop))| match rule {
             _ if drop => 0.0,
             Fusion::Mean => 1.0 / f.unwrap_or(0.0).max(FIT_FLOOR).powi(2),
-            Fusion::Consensus | Fusion::Joint => (Some(i) == chosen) as u8 as f32,
+            Fusion::Consensus | Fusion::Joint | Fusion::Pick => (Some(i) == chosen) as u8 as f32,
         })
         .collect();
     let total: f32 = raw.iter().sum();
@@ -180,7 +204,13 @@ pub fn fusion_weights(
                      is the closest to the other photos, mean identity distance {:.2})",
                     cross_fits[i]
                 )
-            } else if rule == Fusion::Joint {
+            } else if rule == Fusion::Pick && Some(i) == chosen {
+                format!(
+                    "the consensus code (its reconstruction is the closest to the other photos, \
+                     mean identity distance {:.2}) and the start of the joint fits",
+                    cross_fits[i]
+                )
+            } else if rule == Fusion::Joint || rule == Fusion::Pick {
                 "fitted jointly".to_string()
             } else if Some(i) == centre {
                 "used: the most central source".to_string()
@@ -227,9 +257,12 @@ pub fn fuse(
         used: true,
         joint_loss: None,
         own_code_total_loss: None,
+        pick: None,
         note: "used (equal weights: no face judge)".into(),
     };
     let mut uses: Vec<SourceUse> = faces.iter().map(use_of).collect();
+    // The judge and the sources' descriptors, for `pick`.
+    let mut judged: Option<(FaceJudge, Vec<Vec<f32>>)> = None;
     match FaceJudge::new(bundle) {
         Err(note) => warn(&format!(
             "{who}: {note}; every source kept with equal weight"
@@ -289,10 +322,14 @@ pub fn fuse(
                 u.used = !note.starts_with("dropped");
                 u.note = note;
             }
+            judged = Some((judge, descriptors));
         }
     }
     if rule == Fusion::Joint {
         return joint_fit(bundle, who, faces, uses, invert, seed);
+    }
+    if rule == Fusion::Pick {
+        return pick(bundle, who, faces, uses, invert, seed, judged);
     }
     let len = faces[0].ws.len();
     let mut ws = vec![0.0f32; len];
@@ -317,6 +354,83 @@ pub fn fuse(
     })
 }
 
+/// `fusion = pick`: the W+ and the W joint fits, then the candidate (those two and the
+/// consensus code) whose render is closest, in mean identity distance, to the kept
+/// sources' photos (a latent: its render). Measured (`examples/parents_eval.rs`,
+/// docs/parents.md): closer to a person's held-out photo than the best single photo's code.
+fn pick(
+    bundle: &Bundle,
+    who: &str,
+    faces: Vec<Resolved>,
+    uses: Vec<SourceUse>,
+    invert: &InvertParams,
+    seed: u64,
+    judged: Option<(FaceJudge, Vec<Vec<f32>>)>,
+) -> Result<Fused> {
+    let start = start_of(&uses);
+    let consensus = faces[start].ws.clone();
+    let joint = joint_fit(bundle, who, faces.clone(), uses, invert, seed)?;
+    let Some((judge, descriptors)) = judged else {
+        let mut joint = joint;
+        joint.sources[start].pick = Some(Pick {
+            consensus: None,
+            joint: None,
+            joint_w: None,
+            kept: "joint",
+        });
+        return Ok(joint);
+    };
+    let in_w = InvertParams {
+        space: crate::latent::LatentSpace::W,
+        ..invert.clone()
+    };
+    let joint_w = joint_fit(bundle, who, faces, joint.sources.clone(), &in_w, seed)?;
+    let codes = [&consensus, &joint.face.ws, &joint_w.face.ws];
+    let ws: Vec<f32> = codes.iter().flat_map(|c| c.iter().copied()).collect();
+    let renders = bundle
+        .synthesis(&ws, codes.len())
+        .with_context(|| format!("rendering the candidate codes of {who}"))?;
+    let read = judge.read(&renders, bundle.resolution())?;
+    let kept: Vec<&Vec<f32>> = descriptors
+        .iter()
+        .zip(&joint.sources)
+        .filter(|(_, u)| u.used)
+        .map(|(d, _)| d)
+        .collect();
+    let agreement: Vec<f32> = read
+        .iter()
+        .map(|r| {
+            kept.iter()
+                .map(|d| faces::distance(&r.descriptor, d))
+                .sum::<f32>()
+                / kept.len().max(1) as f32
+        })
+        .collect();
+    let best = (0..codes.len())
+        .min_by(|&i, &j| agreement[i].total_cmp(&agreement[j]))
+        .expect("candidates");
+    let names = ["consensus", "joint", "joint_w"];
+    let mut out = if best == 2 { joint_w } else { joint };
+    if best == 0 {
+        out.face.ws = consensus;
+    }
+    out.sources[start].pick = Some(Pick {
+        consensus: Some(agreement[0]),
+        joint: Some(agreement[1]),
+        joint_w: Some(agreement[2]),
+        kept: names[best],
+    });
+    Ok(out)
+}
+
+/// The source the joint fits start from: the heaviest (the consensus code; the first
+/// source without the face graphs).
+fn start_of(uses: &[SourceUse]) -> usize {
+    (0..uses.len())
+        .max_by(|&i, &j| uses[i].weight.total_cmp(&uses[j].weight).then(j.cmp(&i)))
+        .expect("sources")
+}
+
 /// `fusion = joint`: one code fitted to every kept source's photo (a latent's render
 /// stands for its photo), from the heaviest source's code: the consensus code, or the
 /// first source's without the face graphs (equal weights).
@@ -329,9 +443,7 @@ fn joint_fit(
     seed: u64,
 ) -> Result<Fused> {
     let n = faces.len();
-    let start = (0..n)
-        .max_by(|&i, &j| uses[i].weight.total_cmp(&uses[j].weight).then(j.cmp(&i)))
-        .expect("sources");
+    let start = start_of(&uses);
     let kept: Vec<usize> = (0..n).filter(|&i| uses[i].used).collect();
     let mut pictures: Vec<Vec<f32>> = Vec::with_capacity(kept.len());
     for &i in &kept {

@@ -49,6 +49,8 @@ pub struct PersonFigures {
     pub mean_photo: f32,
     /// `fusion = joint`: one code fitted to the three photos, from the consensus code.
     pub joint_fit: f32,
+    /// The same fit with the code tied to one W vector (`space = w`).
+    pub joint_w: f32,
     /// The joint code's summed loss over the three photos, and each single code's.
     pub joint_total_loss: f32,
     pub single_total_losses: Vec<f32>,
@@ -57,6 +59,9 @@ pub struct PersonFigures {
     pub consensus: f32,
     pub consensus_check: f32,
     pub singles: Vec<f32>,
+    /// `fusion = pick` (the default), and which candidate it kept.
+    pub pick: f32,
+    pub picked: &'static str,
     pub used: usize,
 }
 
@@ -70,6 +75,8 @@ pub struct PhotosFigures {
     pub fused: f32,
     pub mean_photo: f32,
     pub joint_fit: f32,
+    pub joint_w: f32,
+    pub pick: f32,
     pub consensus: f32,
     pub best_single: f32,
     pub mean_single: f32,
@@ -82,12 +89,20 @@ pub struct PhotosFigures {
     /// The same for `joint`.
     pub joint_fit_beats_best: usize,
     pub joint_fit_beats_mean: usize,
+    /// The same for the W-tied joint fit and for `pick`.
+    pub joint_w_beats_best: usize,
+    pub joint_w_beats_mean: usize,
+    pub pick_beats_best: usize,
+    pub pick_beats_mean: usize,
+    /// How often `pick` kept each candidate: consensus, joint, joint_w.
+    pub picked: [usize; 3],
     /// People whose joint code's summed loss over their photos is below every single
     /// photo's code's.
     pub joint_loss_below_singles: usize,
     /// Wall time of the single inversions (all photos) and of the joint fits (all people).
     pub invert_seconds: f64,
     pub joint_seconds: f64,
+    pub pick_seconds: f64,
     pub per_person: Vec<PersonFigures>,
 }
 
@@ -196,7 +211,12 @@ pub fn several_photos(
     let inv = invert_all(bundle, &targets, steps).context("inverting the photos")?;
     let invert_seconds = t.elapsed().as_secs_f64();
     let params = InvertParams::with_steps(steps);
+    let params_w = InvertParams {
+        space: crate::latent::LatentSpace::W,
+        ..params.clone()
+    };
     let mut joint_seconds = 0.0;
+    let mut pick_seconds = 0.0;
     let mut per_person = Vec::with_capacity(people);
     let mut means: Vec<Vec<f32>> = Vec::new();
     let mut fused_all = Vec::new();
@@ -217,23 +237,27 @@ pub fn several_photos(
                 alignment: None,
             })
             .collect();
-        let with = |rule, faces| {
+        let with = |rule, faces, params: &InvertParams| {
             fuse::fuse(
                 bundle,
                 "person",
                 faces,
                 None,
                 rule,
-                &params,
+                params,
                 seed,
                 &mut |_| {},
             )
         };
-        let fused = with(fuse::Fusion::Mean, faces.clone())?;
-        let chosen = with(fuse::Fusion::Consensus, faces.clone())?;
+        let fused = with(fuse::Fusion::Mean, faces.clone(), &params)?;
+        let chosen = with(fuse::Fusion::Consensus, faces.clone(), &params)?;
         let t = std::time::Instant::now();
-        let joint_fit = with(fuse::Fusion::Joint, faces)?;
+        let joint_fit = with(fuse::Fusion::Joint, faces.clone(), &params)?;
         joint_seconds += t.elapsed().as_secs_f64();
+        let joint_w = with(fuse::Fusion::Joint, faces.clone(), &params_w)?;
+        let t = std::time::Instant::now();
+        let picked = with(fuse::Fusion::Pick, faces, &params)?;
+        pick_seconds += t.elapsed().as_secs_f64();
         let used = fused.sources.iter().filter(|s| s.used).count();
         let mut mean = vec![0.0f32; ph[0].len()];
         for (u, img) in fused.sources.iter().zip(ph) {
@@ -242,7 +266,7 @@ pub fn several_photos(
             }
         }
         means.push(mean);
-        fused_all.push((fused, used, chosen, joint_fit));
+        fused_all.push((fused, used, chosen, joint_fit, joint_w, picked));
     }
     let mt: Vec<Target<'_>> = means
         .iter()
@@ -256,7 +280,7 @@ pub fn several_photos(
     let joint = invert_all(bundle, &mt, steps)?;
     for (p, ph) in photos.iter().enumerate() {
         let codes = &inv[p * (PHOTOS - 1)..(p + 1) * (PHOTOS - 1)];
-        let (fused, used, chosen, joint_fit) = &fused_all[p];
+        let (fused, used, chosen, joint_fit, joint_w, picked) = &fused_all[p];
         let used = *used;
         let mut ws: Vec<f32> = fused.face.ws.clone();
         for c in codes {
@@ -265,7 +289,9 @@ pub fn several_photos(
         ws.extend_from_slice(&joint[p].ws);
         ws.extend_from_slice(&chosen.face.ws);
         ws.extend_from_slice(&joint_fit.face.ws);
-        let renders = bundle.synthesis(&ws, PHOTOS + 3)?;
+        ws.extend_from_slice(&joint_w.face.ws);
+        ws.extend_from_slice(&picked.face.ws);
+        let renders = bundle.synthesis(&ws, PHOTOS + 5)?;
         let read = judge.read(&renders, res)?;
         let held = judge.read(&ph[PHOTOS - 1], res)?.remove(0);
         let given = judge.read(&ph[..PHOTOS - 1].concat(), res)?;
@@ -289,11 +315,18 @@ pub fn several_photos(
             fused: d[0],
             mean_photo: d[PHOTOS],
             joint_fit: d[PHOTOS + 2],
+            joint_w: d[PHOTOS + 3],
             joint_total_loss: kept.iter().filter_map(|s| s.joint_loss).sum(),
             single_total_losses: kept.iter().filter_map(|s| s.own_code_total_loss).collect(),
             consensus: d[PHOTOS + 1],
             consensus_check: d[1 + pick],
             singles: d[1..PHOTOS].to_vec(),
+            pick: d[PHOTOS + 4],
+            picked: picked
+                .sources
+                .iter()
+                .find_map(|u| u.pick.as_ref().map(|k| k.kept))
+                .unwrap_or("none"),
             used,
         });
     }
@@ -306,6 +339,8 @@ pub fn several_photos(
         fused: per_person.iter().map(|p| p.fused).sum::<f32>() / n,
         mean_photo: per_person.iter().map(|p| p.mean_photo).sum::<f32>() / n,
         joint_fit: per_person.iter().map(|p| p.joint_fit).sum::<f32>() / n,
+        joint_w: per_person.iter().map(|p| p.joint_w).sum::<f32>() / n,
+        pick: per_person.iter().map(|p| p.pick).sum::<f32>() / n,
         consensus: per_person.iter().map(|p| p.consensus).sum::<f32>() / n,
         best_single: per_person.iter().map(best).sum::<f32>() / n,
         mean_single: per_person.iter().map(mean).sum::<f32>() / n,
@@ -315,6 +350,12 @@ pub fn several_photos(
         consensus_beats_mean: per_person.iter().filter(|p| p.consensus < mean(p)).count(),
         joint_fit_beats_best: per_person.iter().filter(|p| p.joint_fit < best(p)).count(),
         joint_fit_beats_mean: per_person.iter().filter(|p| p.joint_fit < mean(p)).count(),
+        joint_w_beats_best: per_person.iter().filter(|p| p.joint_w < best(p)).count(),
+        joint_w_beats_mean: per_person.iter().filter(|p| p.joint_w < mean(p)).count(),
+        pick_beats_best: per_person.iter().filter(|p| p.pick < best(p)).count(),
+        pick_beats_mean: per_person.iter().filter(|p| p.pick < mean(p)).count(),
+        picked: ["consensus", "joint", "joint_w"]
+            .map(|k| per_person.iter().filter(|p| p.picked == k).count()),
         joint_loss_below_singles: per_person
             .iter()
             .filter(|p| {
@@ -325,6 +366,7 @@ pub fn several_photos(
             .count(),
         invert_seconds,
         joint_seconds,
+        pick_seconds,
         per_person,
     })
 }

@@ -65,11 +65,13 @@ pub struct FamilySpec {
     #[arg(long, value_name = "D")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_distance: Option<f32>,
-    /// Several sources of one person: consensus (the kept source's code that best
-    /// explains the other photos), mean (the kept codes' mean, weighted by fit) or joint
-    /// (one code fitted to all kept photos at once, from the consensus code, with the
-    /// inversion's --steps; slower: about one more inversion of every photo)
-    #[arg(long, default_value_t = Fusion::default(), value_name = "consensus|mean|joint")]
+    /// Several sources of one person: pick (fit one code to all kept photos at once, in
+    /// W+ and tied to one W vector, then keep whichever of these two and the consensus code
+    /// the photos agree with most; about two more inversions of every photo), consensus
+    /// (the kept source's code that best explains the other photos), mean (the kept codes'
+    /// mean, weighted by fit) or joint (the W+ joint fit alone, from the consensus code,
+    /// with the inversion's --steps)
+    #[arg(long, default_value_t = Fusion::default(), value_name = "pick|consensus|mean|joint")]
     #[serde(default, skip_serializing_if = "is_default_fusion")]
     pub fusion: Fusion,
     /// Output folder (children's PNG + .npy + .json, parents' latents and
