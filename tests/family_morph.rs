@@ -249,6 +249,34 @@ fn family_edits_and_crossover_follow_the_manifest() {
     assert!(files_under(&bad).is_empty(), "{:?}", files_under(&bad));
 }
 
+/// `--dir NAME=S` is the same edit as the named flag (`--dir gender=-1` is `--gender -1`),
+/// so any direction of the manifest (the unsupervised `pc1`, ...) reaches `family`.
+#[test]
+fn family_dir_edits_any_named_direction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, a) = face(tmp.path(), "a", 31);
+    let (_, b) = face(tmp.path(), "b", 32);
+    let child = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let bundle = tiny_arg();
+        let mut args = vec!["family", "--bundle", &bundle, s(&a), s(&b), "-o", s(&out)];
+        args.extend_from_slice(extra);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        ws(&out.join("child_01.npy"))
+    };
+    let plain = child("plain", &[]);
+    let flag = child("flag", &["--gender", "-1"]);
+    let dir = child("dir", &["--dir", "gender=-1"]);
+    assert_eq!(flag, dir);
+    let moved = plain
+        .iter()
+        .zip(&dir)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(moved > 1e-3, "{moved}");
+}
+
 #[test]
 fn photo_parents_are_inverted_once_and_cached() {
     let tmp = tempfile::tempdir().unwrap();

@@ -53,6 +53,7 @@ fn command_lines() -> Vec<Vec<String>> {
                  --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
                  --trait eyes=a --trait face-shape=0.3 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
         format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
+        format!("family {a} {b} -o {out} --no-align --no-cache --dir gender=1 --dir age=child"),
         format!("family --a {a} --a {c} --b {b} --b {a} -o {out} --outlier-distance 0.5 \
                  --fusion mean"),
         format!("family {a} --a {c} {b} -o {out} --fusion joint"),
@@ -478,6 +479,16 @@ fn errors_name_fields_as_their_source_spells_them() {
             format!("vae impute {a} --box 1,1,2,2 -o /tmp/x.png --restarts 0"),
             "--restarts",
             "restarts",
+        ),
+        (
+            format!("family {a} {a} -o /tmp/x --dir smile=1"),
+            "--dir smile",
+            "dir smile",
+        ),
+        (
+            format!("family {a} {a} -o /tmp/x --age 1 --dir age=2"),
+            "--dir age",
+            "dir age",
         ),
         (
             format!("edit {a} -o /tmp/x --dir smile=1"),

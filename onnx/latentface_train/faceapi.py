@@ -407,6 +407,14 @@ def judge_input(img, size, fraction=1.0):
                          align_corners=False)
 
 
+def attributes(net, img):
+    """Predicted (age, logit of woman) of renders in [-1, 1], fed as the Rust side does
+    (the whole crop: `faces.crop.centre_fraction` 1.0)."""
+    age, gender = net(judge_input(img, FACE_ATTRIBUTES_SIZE))
+    p = gender[:, 1].clamp(1e-6, 1 - 1e-6)
+    return age, torch.log(p / (1 - p))
+
+
 @torch.no_grad()
 def randomize(module, seed=0):
     """Deterministic random weights for the tiny test bundle, with outputs of a plausible

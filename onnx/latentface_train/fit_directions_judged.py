@@ -28,17 +28,10 @@ import numpy as np
 import torch
 
 from . import data, from_bundle
-from .faceapi import judge_input, load_face_attributes
+from .faceapi import attributes, load_face_attributes
 from .util import step_defaults
 
 AGE_TARGETS = {"child": 7.0, "teen": 16.0, "young": 26.0, "adult": 45.0, "senior": 70.0}
-
-
-def attributes(net, img):
-    """Predicted (age, logit of woman) of renders in [-1, 1], fed as the Rust side does."""
-    age, gender = net(judge_input(img, 112))
-    p = gender[:, 1].clamp(1e-6, 1 - 1e-6)
-    return age, torch.log(p / (1 - p))
 
 
 def mean_gradient(G, net, ws, layers, which, batch=32):

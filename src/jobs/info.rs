@@ -59,7 +59,13 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
             .collect();
         let _ = writeln!(s, "layers      {}", l.join(", "));
     }
-    for (name, d) in &m.directions {
+    // pc2 before pc10: names that end in a number are ordered by it
+    let mut dirs: Vec<_> = m.directions.iter().collect();
+    dirs.sort_by_key(|(name, _)| {
+        let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        (stem, name[stem.len()..].parse::<u64>().ok(), name.as_str())
+    });
+    for (name, d) in dirs {
         s.push_str(&describe_direction(m, name, d));
     }
     for (name, t) in &m.traits {
@@ -221,8 +227,13 @@ pub fn describe_direction(
         _ => {}
     }
     if let Some(p) = d.projection_std {
+        // a principal component's spread is over the generator's own w, not over photos
+        let over = match &d.fitted {
+            Some(serde_json::Value::String(f)) if f == "ganspace" => "the generator's random w",
+            _ => "the training faces",
+        };
         cal.push(format!(
-            "1 unit = {p} of projection (its spread on the training faces)"
+            "1 unit = {p} of projection (its spread over {over})"
         ));
     } else {
         cal.push("1 unit = 1 of projection (no spread recorded)".into());

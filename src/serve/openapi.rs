@@ -66,6 +66,7 @@ fn family_body() -> Value {
             "crossover": {"type": "boolean", "default": false},
             "age": {"description": "a group of the bundle's `age` direction (`child`, ...) or a signed strength", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
             "gender": {"description": "a group of the `gender` direction (`female`, `male`) or a signed strength", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
+            "dir": {"description": "any direction of the bundle by name (`pc1`, ...): a table {NAME: STRENGTH or GROUP} or a list of `NAME=STRENGTH`", "oneOf": [{"type": "object", "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]}}, {"type": "array", "items": {"type": "string"}}]},
             "traits": {"type": "array", "items": {"type": "string"}, "description": "face regions taken from one parent on top of the blend: `NAME=a`, `NAME=b` or `NAME=SHARE` (share of B); names from the bundle's `traits` (eyes, nose, mouth, face_shape, hair, skin)"},
             "children": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
             "mutation": {"type": "number", "minimum": 0, "default": 0.25},

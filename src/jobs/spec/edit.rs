@@ -44,8 +44,8 @@ impl std::fmt::Display for DirEdit {
 }
 
 /// `dir` in a manifest: a table `{ age = 1.5, smile = -1 }` or a list `["age=1.5"]`;
-/// written as the list (the command line's order kept).
-mod dir_list {
+/// written as the list (the command line's order kept). `family` takes the same field.
+pub(super) mod dir_list {
     use super::{DirEdit, EditTarget};
     use serde::{Deserialize, Deserializer, Serializer};
     use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
+use super::edit::DirEdit;
 use super::{defaults, Context, Fields, KindSpec, MetadataOpts, SourceOpts};
 use crate::family::{EditTarget, FamilyParams, TraitChoice};
 use crate::interp::{Easing, Interp, PathSpec, RowEasing};
@@ -110,6 +111,22 @@ pub struct FamilySpec {
     #[arg(long, value_name = "GROUP|STRENGTH", allow_hyphen_values = true)]
     #[serde(default)]
     pub gender: Option<EditTarget>,
+    /// Any direction of the bundle by name (`latentface info` lists them, the unsupervised
+    /// pc1, pc2, ... included): NAME=STRENGTH or NAME=GROUP, applied to every child with
+    /// --age/--gender; repeatable (manifest: a table `{ NAME = STRENGTH }` or a list of
+    /// "NAME=STRENGTH")
+    #[arg(
+        long = "dir",
+        id = "dir",
+        value_name = "NAME=STRENGTH",
+        allow_hyphen_values = true
+    )]
+    #[serde(
+        default,
+        with = "super::edit::dir_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dir: Vec<DirEdit>,
     /// Take a face region from one parent on top of the blend: NAME=a, NAME=b or
     /// NAME=SHARE (share of parent B, like --mix); repeatable. Names are the bundle's
     /// traits (`latentface info`): eyes, nose, mouth, face_shape, hair, skin
@@ -193,6 +210,25 @@ impl KindSpec for FamilySpec {
         if let Some(g) = &self.gender {
             edits.insert("gender".to_string(), normalise_edit(&f, "gender", g)?);
         }
+        for d in &self.dir {
+            let t = normalise_edit(&f, "dir", &d.target)?;
+            if edits.insert(d.name.clone(), t).is_some() {
+                bail!(
+                    "{} {}: the `{}` direction is edited twice",
+                    f.name("dir"),
+                    d.name,
+                    d.name
+                );
+            }
+        }
+        // a direction given with --dir is named as the user wrote it in messages
+        let name_of = |id: &str| {
+            if self.dir.iter().any(|d| d.name == id) {
+                format!("{} {id}", f.name("dir"))
+            } else {
+                f.name(id)
+            }
+        };
         let mut traits = BTreeMap::new();
         for t in &self.traits {
             if traits.insert(t.name.clone(), t.share_b).is_some() {
@@ -268,7 +304,7 @@ impl KindSpec for FamilySpec {
         if let Some(d) = self.outlier_distance {
             f.positive("outlier_distance", d as f64)?;
         }
-        params.validate_named(ctx.manifest()?, &|id| f.name(id))?;
+        params.validate_named(ctx.manifest()?, &name_of)?;
         Ok(FamilyJob {
             parent_a: self.parent_a.clone(),
             parent_b: self.parent_b.clone(),

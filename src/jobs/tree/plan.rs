@@ -23,6 +23,7 @@ pub const UNION_OPTIONS: &[&str] = &[
     "crossover",
     "age",
     "gender",
+    "dir",
     "mutation",
     "diversity",
     "seed",
