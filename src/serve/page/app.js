@@ -437,7 +437,10 @@ function buildEditSliders(h) {
   const box = $('#edit-sliders');
   const max = Math.min(3, h.bundle.max_edit_strength || 3);
   const rows = [];
-  for (const [name, words] of Object.entries(h.bundle.direction_words || {})) {
+  // pc2 before pc10: names compared with their numbers as numbers.
+  const named = Object.entries(h.bundle.direction_words || {})
+    .sort(([a], [b]) => a.localeCompare(b, undefined, { numeric: true }));
+  for (const [name, words] of named) {
     const label = document.createElement('label');
     const input = document.createElement('input');
     Object.assign(input, { type: 'range', min: -max, max, step: 0.1, value: 0, id: `edit-${name}` });
