@@ -249,3 +249,48 @@ fn eval_prints_all_four_blocks_and_skips_bad_photos() {
     assert!((0.0..=1.0).contains(&fam["kinship_rate"].as_f64().unwrap()));
     assert!(fam["child_age_mean_age_child"].as_f64().is_some());
 }
+
+#[test]
+fn eval_leaves_out_a_block_it_has_no_faces_for_and_says_why() {
+    // `--edit-faces 0 --samples 0`: no NaN figures, a note per block left out instead.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("photos");
+    std::fs::create_dir_all(&folder).unwrap();
+    for seed in 0..8 {
+        face(&folder, &format!("f{seed:02}"), 200 + seed);
+        std::fs::remove_file(folder.join(format!("f{seed:02}.npy"))).unwrap();
+        let _ = std::fs::remove_file(folder.join(format!("f{seed:02}.json")));
+    }
+    let out = tmp.path().join("eval.json");
+    let (code, stdout, err) = run(&[
+        "eval",
+        "--bundle",
+        &tiny_arg(),
+        "--device",
+        "cpu",
+        s(&folder),
+        "--no-align",
+        "--steps",
+        "3",
+        "--samples",
+        "0",
+        "--edit-faces",
+        "0",
+        "--pairs",
+        "2",
+        "--children",
+        "2",
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    assert!(!stdout.contains("[edit age]"), "{stdout}");
+    assert!(stdout.contains("[families]"), "{stdout}");
+    let r = json(&out);
+    assert!(r["edits"].as_object().is_none_or(|e| e.is_empty()), "{r}");
+    assert!(r["notes"]["edits.age"]
+        .as_str()
+        .unwrap()
+        .contains("--edit-faces"));
+}

@@ -172,6 +172,9 @@ pub(super) fn eval_direction(
     let m = bundle.manifest();
     let res = bundle.resolution();
     let subset = &faces[..faces.len().min(job.edit_faces)];
+    if subset.is_empty() {
+        bail!("the edits block needs at least 1 inverted face (--edit-faces)");
+    }
     let strengths = [-2.0, -1.0, 0.0, 1.0, 2.0];
     obs.stage(&format!("editing {name}"), strengths.len());
     let edit = |ws: &[f32], t: EditTarget| -> Result<Vec<f32>> {
