@@ -131,6 +131,15 @@ def add_to_bundle(bundle_dir, refiner, info, log=print):
     return manifest
 
 
+def add_random(bundle_dir, *, seed=0, ch=8, blocks=1, log=print):
+    """A random-weight refiner (not bicubic, so a test can tell the graph ran) for test bundles."""
+    torch.manual_seed(seed)
+    r = Refiner(ch=ch, blocks=blocks).eval()
+    for p in r.parameters():
+        nn.init.normal_(p, std=0.05)
+    return add_to_bundle(bundle_dir, r, {"training": "none: random weights (test bundle)"}, log=log)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True, help="bundle folder to add the refiner to")
@@ -141,12 +150,8 @@ def main():
     args = ap.parse_args()
     if not args.random:
         raise SystemExit("only --random is built here; train_refiner exports trained weights")
-    torch.manual_seed(args.seed)
-    r = Refiner(ch=args.ch, blocks=args.blocks).eval()
-    for p in r.parameters():  # random, not bicubic: a test can tell the graph ran
-        nn.init.normal_(p, std=0.05)
     t = time.time()
-    add_to_bundle(args.bundle, r, {"training": "none: random weights (test bundle)"})
+    add_random(args.bundle, seed=args.seed, ch=args.ch, blocks=args.blocks)
     print(f"refiner added to {args.bundle} in {time.time() - t:.1f} s")
 
 
