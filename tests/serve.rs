@@ -1112,6 +1112,7 @@ fn the_studio_renders_the_family_jobs_children() {
         &parents.faces,
         [None, None],
         &job.params,
+        job.size,
         false,
     )
     .unwrap();

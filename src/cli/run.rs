@@ -44,12 +44,7 @@ pub fn info_file(path: &std::path::Path) -> Result<()> {
 pub fn generate(common: &Common, spec: &GenerateSpec) -> Result<()> {
     let job = job_of(spec, None)?;
     let bundle = common.open_bundle()?;
-    let g = generate::generate(
-        &bundle,
-        &job.source,
-        &job.output,
-        job.save_latent.as_deref(),
-    )?;
+    let g = generate::generate(&bundle, &job)?;
     report_provider(&bundle, GraphKind::Synthesis);
     for w in &g.warnings {
         eprintln!("warning: {w}");

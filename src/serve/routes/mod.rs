@@ -117,6 +117,7 @@ impl Shared {
         for g in [
             crate::model::GraphKind::Encoder,
             crate::model::GraphKind::Lpips,
+            crate::model::GraphKind::Refiner,
         ] {
             if bundle.has(g) {
                 graphs.push(g);
