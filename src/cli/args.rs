@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::jobs::spec::{
     defaults, AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FaceOpts, FamilySpec,
-    GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MetadataOpts, MorphSpec, PictureOpts,
-    ReconstructSpec, SampleSpec, SourceOpts,
+    GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MetadataOpts, MorphSpec,
+    PictureOpts, ReconstructSpec, SampleSpec, SourceOpts,
 };
 use crate::model::Device;
 

@@ -74,7 +74,11 @@ pub fn render(bundle: &Bundle, latent: &Latent) -> Result<Vec<f32>> {
 
 /// Runs the job. Inputs are checked before anything is written.
 pub fn generate(bundle: &Bundle, job: &GenerateJob) -> Result<Generated> {
-    let (source, output, save_latent) = (&job.source, job.output.as_path(), job.save_latent.as_deref());
+    let (source, output, save_latent) = (
+        &job.source,
+        job.output.as_path(),
+        job.save_latent.as_deref(),
+    );
     for p in std::iter::once(output).chain(save_latent) {
         super::io::check_output_file(p, "output")?;
     }

@@ -258,7 +258,12 @@ fn target_at(p: &Prepared, aligner: Option<&Aligner>, side: u32) -> Result<image
             .with_context(|| format!("aligning {} at {side} px", p.path.display())),
         _ => {
             let mut quiet = Vec::new();
-            Ok(imageio::square_photo(&photo.image, side, &p.path, &mut quiet))
+            Ok(imageio::square_photo(
+                &photo.image,
+                side,
+                &p.path,
+                &mut quiet,
+            ))
         }
     }
 }
@@ -393,7 +398,10 @@ pub fn run_invert(
                 (imageio::tensor_to_rgb(&p.tensor, side, side)?, None)
             } else {
                 let target = target_at(p, aligner.as_ref(), side)?;
-                let (t, got) = (imageio::rgb_to_tensor(&target), imageio::rgb_to_tensor(recon_img));
+                let (t, got) = (
+                    imageio::rgb_to_tensor(&target),
+                    imageio::rgb_to_tensor(recon_img),
+                );
                 let native = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
                 let plain = imageio::rgb_to_tensor(&image::imageops::resize(
                     &native,

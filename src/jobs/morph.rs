@@ -384,23 +384,31 @@ fn render_morph(
         },
     )?;
     let (mut done, mut rendered, total) = (0usize, 0usize, plan.len());
-    let rendering = render_batches(bundle, job.picture, plan, job.batch_size, &mut |first, pic, copies| {
-        rendered += 1;
-        let frame = framer.frame(pic, &plan.position(first))?;
-        for _ in 0..copies {
-            writer.push(&frame)?;
-            done += 1;
-            observer.progress(done, total);
-        }
-        Ok(())
-    })?;
+    let rendering = render_batches(
+        bundle,
+        job.picture,
+        plan,
+        job.batch_size,
+        &mut |first, pic, copies| {
+            rendered += 1;
+            let frame = framer.frame(pic, &plan.position(first))?;
+            for _ in 0..copies {
+                writer.push(&frame)?;
+                done += 1;
+                observer.progress(done, total);
+            }
+            Ok(())
+        },
+    )?;
     Ok((writer.finish()?, rendering, rendered))
 }
 
 /// Turns the model's pictures (already at the job's picture size) into output frames.
 enum Framer {
     /// The pictures themselves, `side x side`.
-    Model { side: u32 },
+    Model {
+        side: u32,
+    },
     /// Pasted into one photo.
     FirstPhoto {
         photo: RgbImage,

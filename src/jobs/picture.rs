@@ -91,7 +91,12 @@ pub fn pictures(
         return Ok(Vec::new());
     }
     src.chunks(3 * r * r)
-        .map(|t| Ok(resized(imageio::tensor_to_rgb(t, r as u32, r as u32)?, side)))
+        .map(|t| {
+            Ok(resized(
+                imageio::tensor_to_rgb(t, r as u32, r as u32)?,
+                side,
+            ))
+        })
         .collect()
 }
 

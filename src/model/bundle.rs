@@ -220,7 +220,9 @@ impl Bundle {
     /// The side of the full-size picture users see: the `refiner`'s output when the
     /// bundle has one, else the native resolution.
     pub fn full_resolution(&self) -> usize {
-        self.manifest.refined_resolution().unwrap_or(self.manifest.resolution)
+        self.manifest
+            .refined_resolution()
+            .unwrap_or(self.manifest.resolution)
     }
     pub fn num_ws(&self) -> usize {
         self.manifest.num_ws

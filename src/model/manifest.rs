@@ -445,10 +445,7 @@ impl Manifest {
                     Dim::Fixed(n) => *n,
                     Dim::Symbolic(_) => 0,
                 };
-                (
-                    vec![n("image", img)],
-                    vec![n("refined", vec![-1, 3, s, s])],
-                )
+                (vec![n("image", img)], vec![n("refined", vec![-1, 3, s, s])])
             }
             "face_id" => {
                 let s = FACE_ID_SIDE as i64;

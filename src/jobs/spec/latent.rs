@@ -8,12 +8,14 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
-use super::{defaults, picture_size, Context, Fields, KindSpec, MetadataOpts, PictureOpts, SourceOpts};
-use crate::jobs::picture::PictureSize;
+use super::{
+    defaults, picture_size, Context, Fields, KindSpec, MetadataOpts, PictureOpts, SourceOpts,
+};
 use crate::family::{EditTarget, FamilyParams, TraitChoice};
 use crate::interp::{Easing, Interp, PathSpec, RowEasing};
 use crate::jobs::family::fuse::Fusion;
 use crate::jobs::family::{FamilyJob, FamilyMode};
+use crate::jobs::picture::PictureSize;
 use crate::model::Manifest;
 
 fn is_default_fusion(f: &Fusion) -> bool {

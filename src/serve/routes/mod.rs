@@ -446,6 +446,8 @@ async fn health(State(s): State<AppState>) -> Json<Value> {
         "bundle": {
             "name": s.bundle.name(),
             "resolution": s.bundle.resolution(),
+            // The side of the pictures the API returns (the refiner's output, or native).
+            "full_resolution": s.bundle.full_resolution(),
             "num_ws": s.bundle.num_ws(),
             "w_dim": s.bundle.w_dim(),
             "directions": directions,
