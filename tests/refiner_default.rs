@@ -34,7 +34,10 @@ fn full_size_pictures_are_the_same_faces() {
     let (r, full) = (b.resolution(), b.full_resolution());
     if !b.has(latentface::model::GraphKind::Refiner) {
         assert_eq!(full, r);
-        eprintln!("{}: no refiner, pictures are native ({r} px)", dir.display());
+        eprintln!(
+            "{}: no refiner, pictures are native ({r} px)",
+            dir.display()
+        );
         return;
     }
     assert!(full >= 192, "full size {full} px: issue 11 asks for >= 192");
@@ -66,7 +69,10 @@ fn full_size_pictures_are_the_same_faces() {
             r as u32,
             image::imageops::FilterType::Lanczos3,
         );
-        let p = psnr(&imageio::rgb_to_tensor(&down), &native[i * il..(i + 1) * il]);
+        let p = psnr(
+            &imageio::rgb_to_tensor(&down),
+            &native[i * il..(i + 1) * il],
+        );
         let dist = faces::distance(&read_native[i].descriptor, &read_full[i].descriptor);
         psnrs.push(p);
         dists.push(dist);

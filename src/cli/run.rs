@@ -90,8 +90,16 @@ fn summary_line(r: &PhotoReport) -> String {
         ),
         None => String::new(),
     };
+    // Native figures first (what the optimiser fits), then the written full-size picture's.
+    let full = match &r.full_size {
+        Some(f) => format!(
+            "  at {} px: PSNR {:.2} dB (bicubic {:.2})  SSIM {:.3}",
+            f.side, f.psnr_db, f.psnr_db_bicubic, f.ssim
+        ),
+        None => String::new(),
+    };
     format!(
-        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}{face}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
+        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}{full}{face}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
         r.photo.display(),
         r.outputs.latent.display(),
         r.psnr_db,

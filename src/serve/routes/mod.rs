@@ -534,6 +534,15 @@ fn build_job<T: KindSpec>(
     mut obj: Map<String, Value>,
     server: Vec<(&str, Value)>,
 ) -> ApiResult<Built<T::Job>> {
+    // Any kind's picture side (`size`) is bounded here as a morph's frames are: a client
+    // must not make the server enlarge pictures to thousands of pixels.
+    if let Some(v) = obj.get("size").and_then(Value::as_u64) {
+        if v > MAX_MORPH_SIZE as u64 {
+            return Err(ApiError::invalid(format!(
+                "size: at most {MAX_MORPH_SIZE} px here"
+            )));
+        }
+    }
     for (k, v) in server {
         obj.insert(k.to_string(), v);
     }
