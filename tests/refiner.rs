@@ -129,9 +129,11 @@ fn a_bundle_without_a_refiner_keeps_native_pictures() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = tiny_copy(dir.path(), |m| {
         m["graphs"].as_object_mut().unwrap().remove("refiner");
+        m["graphs"].as_object_mut().unwrap().remove("lpips_full");
         m.as_object_mut().unwrap().remove("refiner");
     });
     std::fs::remove_file(bundle.join("refiner.onnx")).unwrap();
+    std::fs::remove_file(bundle.join("lpips_full.onnx")).unwrap();
     let out = dir.path().join("face.png");
     let (code, err) = generate(s(&bundle), &out, &[]);
     assert_eq!(code, 0, "{err}");
@@ -171,6 +173,7 @@ fn a_refiner_that_does_not_match_its_manifest_entry_is_named() {
     let bundle = tiny_copy(dir.path(), |m| {
         m["graphs"]["refiner"]["outputs"][0]["shape"] = serde_json::json!(["batch", 3, 64, 64]);
         m["refiner"]["resolution"] = serde_json::json!(64);
+        m["graphs"].as_object_mut().unwrap().remove("lpips_full"); // sized for 96 px
     });
     let (code, err) = generate(s(&bundle), &dir.path().join("a.png"), &[]);
     assert_ne!(code, 0);
@@ -187,11 +190,25 @@ fn a_refiner_that_does_not_match_its_manifest_entry_is_named() {
     let bundle = tiny_copy(dir2.path(), |m| {
         m["graphs"]["refiner"]["outputs"][0]["shape"] = serde_json::json!(["batch", 3, 32, 32]);
         m["refiner"]["resolution"] = serde_json::json!(32);
+        m["graphs"].as_object_mut().unwrap().remove("lpips_full"); // sized for 96 px
     });
     let (code, err) = generate(s(&bundle), &dir2.path().join("a.png"), &["--native"]);
     assert_ne!(code, 0);
     assert!(
         err.contains("graphs.refiner.outputs[0] (refined).shape"),
+        "{err}"
+    );
+
+    // LPIPS at the refined size without a refiner.
+    let dir4 = tempfile::tempdir().unwrap();
+    let bundle = tiny_copy(dir4.path(), |m| {
+        m["graphs"].as_object_mut().unwrap().remove("refiner");
+        m.as_object_mut().unwrap().remove("refiner");
+    });
+    let (code, err) = generate(s(&bundle), &dir4.path().join("a.png"), &["--native"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("graphs.lpips_full") && err.contains("graphs.refiner"),
         "{err}"
     );
 
@@ -342,6 +359,18 @@ fn morph_family_edit_and_invert_write_full_size_pictures() {
     assert_eq!(fs["refined"], true);
     assert!(
         fs["psnr_db"].as_f64().unwrap().is_finite() && fs["psnr_db_bicubic"].as_f64().is_some()
+    );
+    // LPIPS at 96 px through the bundle's `lpips_full` graph: what that graph makes of the
+    // two written pictures.
+    let (t, g) = (
+        imageio::rgb_to_tensor(&left),
+        imageio::rgb_to_tensor(&rgb(&inv.join("a_recon.png"))),
+    );
+    let want = tiny().lpips_full(&g, &t, 1).unwrap()[0];
+    let got = fs["lpips"].as_f64().unwrap() as f32;
+    assert!(
+        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "{got} vs {want}"
     );
     assert!(rep["psnr_db"].as_f64().unwrap().is_finite());
     let inv_n = d.join("inv_native");

@@ -89,6 +89,7 @@ def build(out_dir, *, seed=0, verify=True, log=print):
         report["ok"] = False
     # the optional refiner (32 -> 96 px), random weights like the rest
     refiner.add_random(out_dir, seed=seed, log=log)
+    refiner.add_lpips_full(out_dir, lp, log=log)  # LPIPS at the refined size (the same weights)
     # detail, neg-ELBO and percentiles as Python computes them, for tests/golden.rs
     golden.write(out_dir, vae=vae, log=log)
     return report

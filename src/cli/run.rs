@@ -93,8 +93,14 @@ fn summary_line(r: &PhotoReport) -> String {
     // Native figures first (what the optimiser fits), then the written full-size picture's.
     let full = match &r.full_size {
         Some(f) => format!(
-            "  at {} px: PSNR {:.2} dB (bicubic {:.2})  SSIM {:.3}",
-            f.side, f.psnr_db, f.psnr_db_bicubic, f.ssim
+            "  at {} px: PSNR {:.2} dB (bicubic {:.2})  SSIM {:.3}{}",
+            f.side,
+            f.psnr_db,
+            f.psnr_db_bicubic,
+            f.ssim,
+            f.lpips
+                .map(|v| format!("  LPIPS {v:.3}"))
+                .unwrap_or_default()
         ),
         None => String::new(),
     };

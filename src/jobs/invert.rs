@@ -127,8 +127,8 @@ pub struct FullSizeFigures {
     /// PSNR of a plain bicubic (Catmull-Rom) enlargement of the native picture against the
     /// same photo: what the refiner is measured against.
     pub psnr_db_bicubic: f64,
-    /// LPIPS at this size: `null`, the bundle's `lpips` graph takes `R x R` pictures only
-    /// (the native `lpips` figure above is the one LPIPS).
+    /// LPIPS-alex at this size via the bundle's `lpips_full` graph (the `lpips` network at
+    /// the refiner's output size); `null` without that graph or at another size.
     pub lpips: Option<f32>,
 }
 
@@ -314,6 +314,11 @@ pub fn run_invert(
     if bundle.has(GraphKind::Lpips) {
         graphs.push(GraphKind::Lpips);
     }
+    if bundle.has(GraphKind::LpipsFull)
+        && job.size.side(bundle) as usize == bundle.full_resolution()
+    {
+        graphs.push(GraphKind::LpipsFull);
+    }
     graphs.extend(job.size.graphs(bundle));
     bundle.prepare(&graphs)?;
     let side = job.size.side(bundle);
@@ -388,36 +393,66 @@ pub fn run_invert(
             .collect();
         let recon_pics = picture::pictures(bundle, job.size, &recon_native, chunk.len())
             .context("the reconstruction pictures")?;
+        // The photos at the picture size (read again), and LPIPS there when the bundle has
+        // the `lpips_full` graph and the pictures are full size.
+        let targets_at: Vec<Option<image::RgbImage>> = chunk
+            .iter()
+            .map(|p| {
+                (side != res as u32)
+                    .then(|| target_at(p, aligner.as_ref(), side))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let lpips_at: Option<Vec<f32>> = match targets_at.first() {
+            Some(Some(_))
+                if bundle.has(GraphKind::LpipsFull)
+                    && side as usize == bundle.full_resolution() =>
+            {
+                let t: Vec<f32> = targets_at
+                    .iter()
+                    .flatten()
+                    .flat_map(imageio::rgb_to_tensor)
+                    .collect();
+                let g: Vec<f32> = recon_pics.iter().flat_map(imageio::rgb_to_tensor).collect();
+                Some(
+                    bundle
+                        .lpips_full(&g, &t, chunk.len())
+                        .context("LPIPS of the full-size reconstructions")?,
+                )
+            }
+            _ => None,
+        };
 
         super::io::create_dir(&job.out_dir)?;
         let mut batch_reports = Vec::with_capacity(chunk.len());
         for (k, (p, r)) in chunk.iter().zip(&results).enumerate() {
             let out = output_paths(&job.out_dir, &p.stem, job.paste_back);
             let recon_img = &recon_pics[k];
-            let (target_img, full_size) = if side == res as u32 {
-                (imageio::tensor_to_rgb(&p.tensor, side, side)?, None)
-            } else {
-                let target = target_at(p, aligner.as_ref(), side)?;
-                let (t, got) = (
-                    imageio::rgb_to_tensor(&target),
-                    imageio::rgb_to_tensor(recon_img),
-                );
-                let native = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
-                let plain = imageio::rgb_to_tensor(&image::imageops::resize(
-                    &native,
-                    side,
-                    side,
-                    image::imageops::FilterType::CatmullRom,
-                ));
-                let figures = FullSizeFigures {
-                    side,
-                    refined: job.size.refines(bundle),
-                    psnr_db: metrics::psnr(&t, &got),
-                    ssim: metrics::ssim(&t, &got, side as usize),
-                    psnr_db_bicubic: metrics::psnr(&t, &plain),
-                    lpips: None,
-                };
-                (target, Some(figures))
+            let (target_img, full_size) = match &targets_at[k] {
+                None => (imageio::tensor_to_rgb(&p.tensor, side, side)?, None),
+                Some(target) => {
+                    let target = target.clone();
+                    let (t, got) = (
+                        imageio::rgb_to_tensor(&target),
+                        imageio::rgb_to_tensor(recon_img),
+                    );
+                    let native = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
+                    let plain = imageio::rgb_to_tensor(&image::imageops::resize(
+                        &native,
+                        side,
+                        side,
+                        image::imageops::FilterType::CatmullRom,
+                    ));
+                    let figures = FullSizeFigures {
+                        side,
+                        refined: job.size.refines(bundle),
+                        psnr_db: metrics::psnr(&t, &got),
+                        ssim: metrics::ssim(&t, &got, side as usize),
+                        psnr_db_bicubic: metrics::psnr(&t, &plain),
+                        lpips: lpips_at.as_ref().map(|v| v[k]),
+                    };
+                    (target, Some(figures))
+                }
             };
             r.latent.write_npy(&out.latent, bundle.num_ws())?;
             let sidecar = LatentSidecar {

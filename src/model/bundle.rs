@@ -40,10 +40,11 @@ pub enum GraphKind {
     FaceId,
     FaceAttributes,
     Refiner,
+    LpipsFull,
 }
 
 impl GraphKind {
-    pub const ALL: [GraphKind; 11] = [
+    pub const ALL: [GraphKind; 12] = [
         GraphKind::Mapping,
         GraphKind::Synthesis,
         GraphKind::SynthesisGrad,
@@ -55,6 +56,7 @@ impl GraphKind {
         GraphKind::FaceId,
         GraphKind::FaceAttributes,
         GraphKind::Refiner,
+        GraphKind::LpipsFull,
     ];
 
     /// The key in `manifest.graphs`.
@@ -71,6 +73,7 @@ impl GraphKind {
             GraphKind::FaceId => "face_id",
             GraphKind::FaceAttributes => "face_attributes",
             GraphKind::Refiner => "refiner",
+            GraphKind::LpipsFull => "lpips_full",
         }
     }
 }
@@ -470,6 +473,22 @@ impl Bundle {
             vec![("image".into(), self.image_shape(batch), images.to_vec())],
         )?;
         Self::take(out, "refined")
+    }
+
+    /// LPIPS distance `[B]` between two full-size batches `[B, 3, S, S]` in [-1, 1], `S` =
+    /// [`Bundle::full_resolution`] (needs `lpips_full`: the `lpips` network at that size).
+    pub fn lpips_full(&self, a: &[f32], b: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let s = self.full_resolution() as i64;
+        let shape = vec![batch as i64, 3, s, s];
+        let out = self.run(
+            GraphKind::LpipsFull,
+            batch,
+            vec![
+                ("a".into(), shape.clone(), a.to_vec()),
+                ("b".into(), shape, b.to_vec()),
+            ],
+        )?;
+        Self::take(out, "distance")
     }
 
     /// LPIPS distance `[B]` between two image batches in [-1, 1] (needs `lpips`).

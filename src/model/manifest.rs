@@ -447,6 +447,15 @@ impl Manifest {
                 };
                 (vec![n("image", img)], vec![n("refined", vec![-1, 3, s, s])])
             }
+            "lpips_full" => {
+                // LPIPS at the refiner's output size (a bundle without a refiner has none).
+                let s = self.refined_resolution().unwrap_or(0) as i64;
+                let full = vec![-1, 3, s, s];
+                (
+                    vec![n("a", full.clone()), n("b", full)],
+                    vec![n("distance", vec![-1])],
+                )
+            }
             "face_id" => {
                 let s = FACE_ID_SIDE as i64;
                 (
@@ -573,6 +582,12 @@ impl Manifest {
             if !self.graphs.contains_key(g) {
                 return Err(err(format!("graphs.{g}"), "is required but missing"));
             }
+        }
+        if self.graphs.contains_key("lpips_full") && !self.graphs.contains_key("refiner") {
+            return Err(err(
+                "graphs.lpips_full",
+                "is LPIPS at the refiner's output size, but there is no graphs.refiner",
+            ));
         }
         for (key, g) in &self.graphs {
             let Some((ins, outs)) = self.expected_io(key) else {
