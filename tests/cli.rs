@@ -121,9 +121,12 @@ fn generate_then_invert_writes_every_output() {
         Latent::WPlus { num_ws, w_dim, .. } => assert_eq!((num_ws, w_dim), (l, d)),
         other => panic!("unexpected {other:?}"),
     }
+    // Photo | reconstruction at the full picture size (the tiny bundle's refiner: 96 px).
     let cmp = image::open(outdir.join("face_compare.png")).unwrap();
-    let res = m["resolution"].as_u64().unwrap() as u32;
-    assert_eq!((cmp.width(), cmp.height()), (2 * res, res));
+    let full = m["refiner"]["resolution"].as_u64().unwrap() as u32;
+    assert!(full > m["resolution"].as_u64().unwrap() as u32);
+    assert_eq!((cmp.width(), cmp.height()), (2 * full, full));
+    assert_eq!(report["full_size"]["side"], full);
 }
 
 #[test]

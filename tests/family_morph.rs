@@ -451,7 +451,9 @@ fn morph_gif_reads_back_with_the_gif_crate() {
     let mut opts = gif::DecodeOptions::new();
     opts.set_color_output(gif::ColorOutput::RGBA);
     let mut dec = opts.read_info(std::fs::File::open(&out).unwrap()).unwrap();
-    assert_eq!((dec.width(), dec.height()), (32, 32));
+    // Frames at the full picture size (the tiny bundle's refiner: 32 -> 96 px), the keys'
+    // own pictures (`generate`'s default) at the ends.
+    assert_eq!((dec.width(), dec.height()), (96, 96));
     let mut frames = Vec::new();
     while let Some(f) = dec.read_next_frame().unwrap() {
         assert_eq!(f.delay, 5, "20 fps = 5 cs per frame");
@@ -494,7 +496,7 @@ fn morph_mp4_reads_back_with_mp4_and_openh264() {
         "--fps",
         "30",
         "--size",
-        "64",
+        "96",
         "--no-cache",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -504,7 +506,7 @@ fn morph_mp4_reads_back_with_mp4_and_openh264() {
     let (track_id, sps, pps, count) = {
         let (id, t) = mp4.tracks().iter().next().expect("a track");
         assert_eq!(t.media_type().unwrap(), mp4::MediaType::H264);
-        assert_eq!((t.width(), t.height()), (64, 64));
+        assert_eq!((t.width(), t.height()), (96, 96));
         assert!((t.frame_rate() - 30.0).abs() < 0.5, "{}", t.frame_rate());
         (
             *id,
@@ -534,23 +536,27 @@ fn morph_mp4_reads_back_with_mp4_and_openh264() {
             rest = &rest[4 + n..];
         }
         if let Some(yuv) = decoder.decode(&annexb).unwrap() {
-            let mut rgb = vec![0u8; 64 * 64 * 3];
+            let mut rgb = vec![0u8; 96 * 96 * 3];
             yuv.write_rgb8(&mut rgb);
             decoded.push(rgb);
         }
     }
     for yuv in decoder.flush_remaining().unwrap() {
-        let mut rgb = vec![0u8; 64 * 64 * 3];
+        let mut rgb = vec![0u8; 96 * 96 * 3];
         yuv.write_rgb8(&mut rgb);
         decoded.push(rgb);
     }
     assert_eq!(decoded.len(), 10);
-    let big =
-        |p: &Path| image::imageops::resize(&rgb(p), 64, 64, image::imageops::FilterType::Lanczos3);
+    // The keys' pictures are `generate`'s full-size ones: the frames at the ends.
+    let big = |p: &Path| rgb(p);
     let first = mean_abs_diff(&decoded[0], big(&ka).as_raw());
     let last = mean_abs_diff(&decoded[9], big(&kb).as_raw());
     let cross = mean_abs_diff(&decoded[0], big(&kb).as_raw());
-    assert!(first < 8.0 && last < 8.0, "first {first}, last {last}");
+    // The tiny bundle's random refiner makes noise-like 96 px pictures: H.264 at its
+    // default rate costs ~12 levels on them (8 was the bound on the smooth enlargements of
+    // the 32 px renders that frames were before); that the ends are clearly the keys is
+    // the check below.
+    assert!(first < 14.0 && last < 14.0, "first {first}, last {last}");
     assert!(
         cross > 2.0 * first,
         "first frame not clearly key 1: {first} vs key 2 {cross}"

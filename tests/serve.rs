@@ -354,6 +354,8 @@ fn photos_to_children_to_morph() {
     let h = get(&s, "/api/health").json();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["bundle"]["resolution"], 32);
+    assert_eq!(h["bundle"]["full_resolution"], 96);
+    let full = 96;
     assert_eq!(h["samples"].as_array().unwrap().len(), 6);
 
     // Two photos inverted in one request: a latent each, with the report's figures.
@@ -390,9 +392,10 @@ fn photos_to_children_to_morph() {
         let face = &l["report"]["face"];
         assert!(face["identity_distance"].as_f64().unwrap() >= 0.0, "{face}");
         assert!(face["age_photo"].is_number() && face["female_result"].is_number());
+        // Both at the full picture size (the tiny refiner's 96 px), as the health says.
         for key in ["image", "crop"] {
             let img = image::load_from_memory(&decode_b64(&l[key])).unwrap();
-            assert_eq!((img.width(), img.height()), (32, 32));
+            assert_eq!((img.width(), img.height()), (full, full));
         }
     }
     let (ia, ib) = (
@@ -1112,6 +1115,7 @@ fn the_studio_renders_the_family_jobs_children() {
         &parents.faces,
         [None, None],
         &job.params,
+        job.size,
         false,
     )
     .unwrap();

@@ -43,17 +43,20 @@ fn command_lines() -> Vec<Vec<String>> {
                  --w-steps 10 --batch-size 3 --seed 7 --lr 0.05 --noise-strength 0.01 --pixel-weight 0.5 \
                  --lpips-weight 2 --spread-weight 0.3 --init mean --mask {a} --mask {b} --patience 9 \
                  --min-improvement 0.01 --fail-fast --no-metadata"),
-        format!("invert {a} -o {out} --no-align --space w"),
+        format!("invert {a} -o {out} --no-align --space w --size 80"),
+        format!("invert {a} -o {out} --native"),
         format!("invert {a} -o {out} --all"),
         format!("align {a} {b} -o {out} --size 128 --face 2 --detector {det} --min-score 0.5 --fail-fast"),
         format!("align {a} -o {out} --all"),
         format!("generate --seed 5 --psi 0.5 -o {out}.png --save-latent {out}.npy --no-metadata"),
-        format!("generate --latent {latent} -o {out}.png"),
+        format!("generate --latent {latent} -o {out}.png --size 100"),
+        format!("generate --seed 1 -o {out}.png --native"),
         format!("family {a} {b} -o {out} --mix 0.3 --coarse 0.1 --middle 0.2 --fine 0.9 --crossover \
                  --age child --gender -1.5 --children 3 --mutation 0.5 --diversity 0.7 --seed 4 \
                  --trait eyes=a --trait face-shape=0.3 --paste-back --steps 50 --invert-seed 3 --cache {out}.cache --face 1 --detector {det} --no-metadata"),
-        format!("family {a} {b} -o {out} --no-align --no-cache --age 2"),
+        format!("family {a} {b} -o {out} --no-align --no-cache --age 2 --size 48"),
         format!("family {a} {b} -o {out} --no-align --no-cache --dir gender=1 --dir age=child"),
+        format!("family {a} {b} -o {out} --native"),
         format!("family --a {a} --a {c} --b {b} --b {a} -o {out} --outlier-distance 0.5 \
                  --fusion mean"),
         format!("family {a} --a {c} {b} -o {out} --fusion joint"),
@@ -62,14 +65,15 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("morph {a} {b} {c} -o {out}.gif --interp slerp --easing ease-in --frames-per-key 5 \
                  --fps 10 --loop --batch-size 2 --size 32 --paste-back --steps 40 --invert-seed 2 \
                  --cache {out}.cache --face 1 --detector {det} --no-metadata"),
-        format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline --hold 3"),
+        format!("morph {a} {b} -o {out} --no-align --no-cache --interp spline --hold 3 --native"),
         format!("morph {a} {b} {c} -o {out}.mp4 --paste-each --durations 3,4 --hold 2,0,5 \
                  --coarse-easing sine --middle-easing ease-in --fine-easing bounce"),
         format!("edit {a} {b} -o {out} --age -1.5 --sweep gender=-2:2:5 \
                  --sweep-format mp4 --fps 4 --paste-back --steps 30 --invert-seed 2 --cache {out}.cache \
                  --face 1 --detector {det} --no-metadata"),
         format!("edit {latent} -o {out} --no-align --no-cache --dir gender=1 --dir age=child"),
-        format!("edit {latent} -o {out} --gender male"),
+        format!("edit {latent} -o {out} --gender male --size 40"),
+        format!("edit {latent} -o {out} --gender male --native"),
         format!("vae encode {a} {b} -o {out} --batch-size 2 --fail-fast --face 2 --detector {det}"),
         format!("vae encode {a} -o {out} --no-align"),
         format!("vae decode {latent} -o {out}.png --size 100 --no-metadata"),

@@ -48,7 +48,8 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Writes `n` pictures of the tiny generator into `dir` (UTKFace-style names).
+/// Writes `n` pictures of the tiny generator into `dir` (UTKFace-style names), at its
+/// native 32 px (`--native`): the VAE's own input size, which the masks below assume.
 fn faces(dir: &Path, n: usize) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     let tiny = tiny_dir().display().to_string();
@@ -65,6 +66,7 @@ fn faces(dir: &Path, n: usize) -> Vec<PathBuf> {
                 "generate",
                 "--seed",
                 &i.to_string(),
+                "--native",
                 "-o",
                 s(&p),
             ]);

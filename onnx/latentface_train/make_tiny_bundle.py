@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import bundle, face_graphs, golden
+from . import bundle, face_graphs, golden, refiner
 from .lpips import LPIPS, tiny_lpips_weights
 from .networks import Encoder, Generator
 from .util import save_grid
@@ -87,6 +87,9 @@ def build(out_dir, *, seed=0, verify=True, log=print):
     faces = face_graphs.convert(bundle_dir=out_dir, tiny=True, seed=seed, verify=verify, log=log)
     if verify and not faces["verification"]["ok"]:
         report["ok"] = False
+    # the optional refiner (32 -> 96 px), random weights like the rest
+    refiner.add_random(out_dir, seed=seed, log=log)
+    refiner.add_lpips_full(out_dir, lp, log=log)  # LPIPS at the refined size (the same weights)
     # detail, neg-ELBO and percentiles as Python computes them, for tests/golden.rs
     golden.write(out_dir, vae=vae, log=log)
     return report

@@ -11,6 +11,8 @@ manifest's top-level `refiner` says the output resolution, the scale, the parame
 and how it was trained. Rust reads the output size from the graph's output shape.
 
     python -m latentface_train.refiner --bundle tiny --random    # a random-weight refiner (tests)
+    python -m latentface_train.refiner --bundle tiny --random --lpips-full   # + LPIPS at 96 px
+    python -m latentface_train.refiner --bundle default --lpips-full        # + LPIPS at 192 px
 """
 import argparse
 import json
@@ -131,6 +133,48 @@ def add_to_bundle(bundle_dir, refiner, info, log=print):
     return manifest
 
 
+def add_lpips_full(bundle_dir, lpips, log=print):
+    """Export `lpips` (the bundle's own LPIPS network: the same weights as its `lpips` graph)
+    at the refiner's output size as graph `lpips_full` (a, b [batch, 3, S, S] -> distance
+    [batch]), checked against torch in ONNX Runtime: what full-size inversion reports use."""
+    import onnxruntime as ort
+    from .graphs import LpipsGraph
+
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    side = int(manifest["refiner"]["resolution"])
+    path = bundle_dir / "lpips_full.onnx"
+    graph = LpipsGraph(lpips.eval()).eval()
+    g = torch.Generator().manual_seed(2)
+    example = [torch.rand(2, 3, side, side, generator=g) * 2 - 1 for _ in range(2)]
+    model = export_module(graph, example, ["a", "b"], ["distance"], path)
+    ins, outs = io_spec(model)
+    a = torch.rand(3, 3, side, side, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(3, 3, side, side, generator=g)).clamp(-1, 1)
+    with torch.no_grad():
+        want = graph(a, b).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"a": a.numpy(), "b": b.numpy()})[0]
+    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+    if not err < FORWARD_TOL:
+        raise SystemExit(f"{path}: ONNX Runtime differs from torch by {err:.2e} (relative, > {FORWARD_TOL})")
+    log(f"exported lpips_full at {side} px: {len(model.graph.node)} nodes, relative |ort - torch| {err:.1e}")
+    manifest["graphs"]["lpips_full"] = {"file": path.name, "sha256": sha256_file(path), "inputs": ins,
+                                        "outputs": outs, "nodes": len(model.graph.node)}
+    manifest["refiner"]["lpips_full"] = {"verification": {"max_rel_ort_vs_torch": err, "tolerance": FORWARD_TOL}}
+    bundle_mod.write_manifest(bundle_dir, manifest, extra_files=list(manifest.get("files", {})))
+    return manifest
+
+
+def add_random(bundle_dir, *, seed=0, ch=8, blocks=1, log=print):
+    """A random-weight refiner (not bicubic, so a test can tell the graph ran) for test bundles."""
+    torch.manual_seed(seed)
+    r = Refiner(ch=ch, blocks=blocks).eval()
+    for p in r.parameters():
+        nn.init.normal_(p, std=0.05)
+    return add_to_bundle(bundle_dir, r, {"training": "none: random weights (test bundle)"}, log=log)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True, help="bundle folder to add the refiner to")
@@ -138,15 +182,19 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ch", type=int, default=8)
     ap.add_argument("--blocks", type=int, default=1)
+    ap.add_argument("--lpips-full", action="store_true",
+                    help="only add the `lpips_full` graph (LPIPS at the refiner's size) to a bundle that "
+                         "has a refiner: the official alex weights, or the tiny test weights with --random")
     args = ap.parse_args()
+    if args.lpips_full:
+        from .lpips import LPIPS, tiny_lpips_weights
+        lp = LPIPS(weights=tiny_lpips_weights(args.seed), resize=1) if args.random else LPIPS()
+        add_lpips_full(args.bundle, lp)
+        return
     if not args.random:
         raise SystemExit("only --random is built here; train_refiner exports trained weights")
-    torch.manual_seed(args.seed)
-    r = Refiner(ch=args.ch, blocks=args.blocks).eval()
-    for p in r.parameters():  # random, not bicubic: a test can tell the graph ran
-        nn.init.normal_(p, std=0.05)
     t = time.time()
-    add_to_bundle(args.bundle, r, {"training": "none: random weights (test bundle)"})
+    add_random(args.bundle, seed=args.seed, ch=args.ch, blocks=args.blocks)
     print(f"refiner added to {args.bundle} in {time.time() - t:.1f} s")
 
 

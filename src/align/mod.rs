@@ -305,21 +305,14 @@ impl Aligner {
             }
             FaceChoice::All => (0..faces.len()).collect(),
         };
-        let work = self.settings.work_size.max(size);
         let mut out = Vec::with_capacity(chosen.len());
         for i in chosen {
             let Some((t, face)) = self.fit_refined(photo, &faces[i]) else {
                 bail!("{name}: face {} has degenerate landmarks", i + 1);
             };
             let face = &face;
-            let crop_px = t.scaled(work as f64);
-            let Some(crop) = warp::warp_crop(photo, &crop_px, work, &self.settings.pad) else {
+            let Some(crop) = self.cut(photo, &t, size) else {
                 bail!("{name}: face {} cannot be warped", i + 1);
-            };
-            let crop = if work == size {
-                crop
-            } else {
-                image::imageops::resize(&crop, size, size, FilterType::Lanczos3)
             };
             let inv = t.inverse().unwrap_or(Similarity::IDENTITY);
             let tpl = detector_target(&self.template);
@@ -366,6 +359,26 @@ impl Aligner {
 }
 
 impl Aligner {
+    /// The `size x size` crop of `photo` under `t` (photo pixels -> crop fractions):
+    /// warped at the work size (at least `size`), then reduced.
+    fn cut(&self, photo: &RgbImage, t: &Similarity, size: u32) -> Option<RgbImage> {
+        let work = self.settings.work_size.max(size);
+        let crop = warp::warp_crop(photo, &t.scaled(work as f64), work, &self.settings.pad)?;
+        Some(if work == size {
+            crop
+        } else {
+            image::imageops::resize(&crop, size, size, FilterType::Lanczos3)
+        })
+    }
+
+    /// The face `record` was cut from `photo` as, cut again at `size` px (e.g. the photo
+    /// at a refined picture's size, for full-size quality figures).
+    pub fn crop_at(&self, photo: &RgbImage, record: &AlignRecord, size: u32) -> Result<RgbImage> {
+        self.cut(photo, &record.transform, size).ok_or_else(|| {
+            anyhow::anyhow!("face {} cannot be warped at {size} px", record.face_index)
+        })
+    }
+
     /// Fits the transform, then measures the landmarks again on a [`REFINE_SIZE`] crop cut
     /// with it (the scale the template was measured at: RetinaFace's landmarks shift by
     /// up to ~2.5% of the face with the scale it sees the face at) and fits once more.

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::jobs::spec::{
     defaults, AlignSpec, AnomalySpec, DecodeSpec, EditSpec, EncodeSpec, FaceOpts, FamilySpec,
     GenerateSpec, ImputeSpec, InterpolateSpec, InvertSpec, MapSpec, MetadataOpts, MorphSpec,
-    ReconstructSpec, SampleSpec, SourceOpts,
+    PictureOpts, ReconstructSpec, SampleSpec, SourceOpts,
 };
 use crate::model::Device;
 
@@ -238,6 +238,10 @@ pub struct TreeArgs {
     pub force: bool,
     #[command(flatten)]
     pub sources: SourceOpts,
+    /// Pictures of the tree sheet and of every union's family (a union's own `size` /
+    /// `native` is used when this is not given)
+    #[command(flatten)]
+    pub picture: PictureOpts,
     #[command(flatten)]
     pub meta: MetadataOpts,
 }

@@ -44,12 +44,7 @@ pub fn info_file(path: &std::path::Path) -> Result<()> {
 pub fn generate(common: &Common, spec: &GenerateSpec) -> Result<()> {
     let job = job_of(spec, None)?;
     let bundle = common.open_bundle()?;
-    let g = generate::generate(
-        &bundle,
-        &job.source,
-        &job.output,
-        job.save_latent.as_deref(),
-    )?;
+    let g = generate::generate(&bundle, &job)?;
     report_provider(&bundle, GraphKind::Synthesis);
     for w in &g.warnings {
         eprintln!("warning: {w}");
@@ -95,8 +90,22 @@ fn summary_line(r: &PhotoReport) -> String {
         ),
         None => String::new(),
     };
+    // Native figures first (what the optimiser fits), then the written full-size picture's.
+    let full = match &r.full_size {
+        Some(f) => format!(
+            "  at {} px: PSNR {:.2} dB (bicubic {:.2})  SSIM {:.3}{}",
+            f.side,
+            f.psnr_db,
+            f.psnr_db_bicubic,
+            f.ssim,
+            f.lpips
+                .map(|v| format!("  LPIPS {v:.3}"))
+                .unwrap_or_default()
+        ),
+        None => String::new(),
+    };
     format!(
-        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}{face}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
+        "{} -> {}  PSNR {:.2} dB  SSIM {:.3}  LPIPS {}{full}{face}  loss {:.4} -> {:.4}  {} steps{}  {:.1} s",
         r.photo.display(),
         r.outputs.latent.display(),
         r.psnr_db,

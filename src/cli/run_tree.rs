@@ -45,6 +45,10 @@ pub fn run_tree(common: &Common, a: &TreeArgs) -> Result<()> {
         sources: a.sources.options(&fields, &ctx)?,
         force: a.force,
         metadata: !a.meta.no_metadata,
+        picture: {
+            a.picture.size(&fields)?; // checked here, before any work
+            a.picture.clone()
+        },
     };
 
     // First Ctrl-C or SIGTERM: stop after the running step. Second: stop now. Either way

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::batch::{self, BatchOptions, Status};
 use super::generate::w_from_seed;
 use super::morph::render_batches;
+use super::picture::PictureSize;
 use super::sources::LatentCache;
 use crate::interp::{Easing, FramePlan, Interp, PathSpec};
 use crate::latent::Latent;
@@ -25,6 +26,9 @@ use crate::model::{Bundle, GraphKind};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MorphBenchRow {
+    /// Frame side in pixels, and whether the frames came through the refiner.
+    pub side: u32,
+    pub refined: bool,
     pub batch_size: usize,
     pub frames: usize,
     pub seconds: f64,
@@ -42,7 +46,8 @@ pub struct FamilyBench {
 }
 
 /// Frames per second rendering a `frames`-frame lerp morph at each batch size (median
-/// of `repeats` runs, after one untimed warm-up run per batch size).
+/// of `repeats` runs, after one untimed warm-up run per batch size), at the native size
+/// and, when the bundle's full size differs (a refiner), at the full size too.
 pub fn morph_bench(
     bundle: &Bundle,
     frames: usize,
@@ -53,6 +58,11 @@ pub fn morph_bench(
         bail!("the morph benchmark needs >= 2 frames and batch sizes >= 1");
     }
     bundle.prepare(&[GraphKind::Mapping, GraphKind::Synthesis])?;
+    let mut sizes = vec![PictureSize::Native];
+    if bundle.full_resolution() != bundle.resolution() {
+        sizes.push(PictureSize::Full);
+        bundle.prepare(&PictureSize::Full.graphs(bundle))?;
+    }
     let (l, d) = (bundle.num_ws(), bundle.w_dim());
     let keys: Vec<Vec<f32>> = [7u64, 8]
         .iter()
@@ -61,23 +71,27 @@ pub fn morph_bench(
     let spec = PathSpec::uniform(Interp::Lerp, Easing::Linear, frames - 1, false);
     let plan = FramePlan::new(&keys, &bundle.manifest().w_avg, &spec)?;
     let mut rows = Vec::new();
-    for &b in batch_sizes {
-        render_batches(bundle, &plan, b, &mut |_, _, _| Ok(()))?;
-        let mut times = Vec::new();
-        for _ in 0..repeats.max(1) {
-            let t = Instant::now();
-            render_batches(bundle, &plan, b, &mut |_, _, _| Ok(()))
-                .with_context(|| format!("morph benchmark at batch size {b}"))?;
-            times.push(t.elapsed().as_secs_f64());
+    for size in sizes {
+        for &b in batch_sizes {
+            render_batches(bundle, size, &plan, b, &mut |_, _, _| Ok(()))?;
+            let mut times = Vec::new();
+            for _ in 0..repeats.max(1) {
+                let t = Instant::now();
+                render_batches(bundle, size, &plan, b, &mut |_, _, _| Ok(()))
+                    .with_context(|| format!("morph benchmark at batch size {b}"))?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let s = times[times.len() / 2];
+            rows.push(MorphBenchRow {
+                side: size.side(bundle),
+                refined: size.refines(bundle),
+                batch_size: b,
+                frames: plan.len(),
+                seconds: s,
+                frames_per_second: plan.len() as f64 / s,
+            });
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let s = times[times.len() / 2];
-        rows.push(MorphBenchRow {
-            batch_size: b,
-            frames: plan.len(),
-            seconds: s,
-            frames_per_second: plan.len() as f64 / s,
-        });
     }
     Ok(rows)
 }
@@ -160,18 +174,20 @@ pub fn family_bench(
 pub fn format_tables(morph: Option<&[MorphBenchRow]>, family: Option<&FamilyBench>) -> String {
     let mut s = String::new();
     if let Some(rows) = morph {
-        s.push_str("morph rendering (synthesis + tensor->RGB, no encoder)\n");
+        s.push_str("morph rendering (synthesis [+ refiner] + tensor->RGB, no encoder)\n");
         s.push_str(&format!(
-            "{:>6} {:>8} {:>10} {:>10} {:>9}\n",
-            "batch", "frames", "seconds", "frames/s", "vs B=1"
+            "{:>9} {:>6} {:>8} {:>10} {:>10} {:>9}\n",
+            "size", "batch", "frames", "seconds", "frames/s", "vs B=1"
         ));
-        let base = rows
-            .iter()
-            .find(|r| r.batch_size == 1)
-            .map(|r| r.frames_per_second);
         for r in rows {
+            let base = rows
+                .iter()
+                .find(|o| o.batch_size == 1 && o.side == r.side)
+                .map(|o| o.frames_per_second);
+            let size = format!("{}{}", r.side, if r.refined { " ref" } else { " px" });
             s.push_str(&format!(
-                "{:>6} {:>8} {:>10.3} {:>10.1} {:>9}\n",
+                "{:>9} {:>6} {:>8} {:>10.3} {:>10.1} {:>9}\n",
+                size,
                 r.batch_size,
                 r.frames,
                 r.seconds,

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::generate::render_pictures;
+use super::picture::{render_pictures, PictureSize};
 use super::sources::{self, Resolved, SourceKind, SourceOptions};
 use super::Observer;
 use crate::faces::{self, FaceJudge, FaceReading};
@@ -162,6 +162,8 @@ pub struct EditJob {
     pub fps: f64,
     pub paste_back: bool,
     pub sources: SourceOptions,
+    /// Size of the pictures (full size by default: through the refiner).
+    pub size: PictureSize,
 }
 
 /// How one output looks to the face judge.
@@ -260,6 +262,7 @@ pub fn run_edit(bundle: &Bundle, job: &EditJob, observer: &mut dyn Observer) -> 
         );
     }
     bundle.prepare(&[GraphKind::Synthesis])?;
+    bundle.prepare(&job.size.graphs(bundle))?;
     let faces = sources::resolve(bundle, &job.inputs, &job.sources, &mut |w| {
         observer.warning(w)
     })?;
@@ -392,7 +395,7 @@ pub fn render_edits(
     let res = bundle.resolution();
     let codes = edit_codes(bundle, job, &face.ws)?;
     let flat: Vec<f32> = codes.iter().flatten().copied().collect();
-    let (tensors, pictures) = render_pictures(bundle, &flat, codes.len())
+    let (tensors, pictures) = render_pictures(bundle, job.size, &flat, codes.len())
         .with_context(|| format!("rendering the edits of {}", face.path.display()))?;
     let mut note = None;
     let readings = match judge {

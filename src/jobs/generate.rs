@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use image::RgbImage;
-
+use super::picture::{picture, PictureSize};
 use crate::imageio;
 use crate::latent::{Latent, LatentSidecar, SIDECAR_FORMAT};
 use crate::model::{Bundle, GraphKind};
@@ -28,6 +27,8 @@ pub struct GenerateJob {
     pub output: PathBuf,
     /// Also write the latent used here (`.npy` + `.json` sidecar).
     pub save_latent: Option<PathBuf>,
+    /// The picture's size (full size by default: through the bundle's refiner).
+    pub size: PictureSize,
 }
 
 /// What was written.
@@ -71,25 +72,13 @@ pub fn render(bundle: &Bundle, latent: &Latent) -> Result<Vec<f32>> {
     bundle.synthesis(&ws, 1).context("synthesis")
 }
 
-/// Renders `n` W+ codes (`ws`: `[n, num_ws, w_dim]`, flat) in one synthesis call; returns
-/// the tensors (`[n, 3, R, R]` in [-1, 1]) and the same as `R x R` pictures.
-pub fn render_pictures(bundle: &Bundle, ws: &[f32], n: usize) -> Result<(Vec<f32>, Vec<RgbImage>)> {
-    let r = bundle.resolution() as u32;
-    let tensors = bundle.synthesis(ws, n)?;
-    let pictures = tensors
-        .chunks(3 * (r as usize) * (r as usize))
-        .map(|t| imageio::tensor_to_rgb(t, r, r))
-        .collect::<Result<_>>()?;
-    Ok((tensors, pictures))
-}
-
 /// Runs the job. Inputs are checked before anything is written.
-pub fn generate(
-    bundle: &Bundle,
-    source: &GenerateSource,
-    output: &Path,
-    save_latent: Option<&Path>,
-) -> Result<Generated> {
+pub fn generate(bundle: &Bundle, job: &GenerateJob) -> Result<Generated> {
+    let (source, output, save_latent) = (
+        &job.source,
+        job.output.as_path(),
+        job.save_latent.as_deref(),
+    );
     for p in std::iter::once(output).chain(save_latent) {
         super::io::check_output_file(p, "output")?;
     }
@@ -115,8 +104,8 @@ pub fn generate(
             l
         }
     };
-    let r = bundle.resolution() as u32;
-    let image = imageio::tensor_to_rgb(&render(bundle, &latent)?, r, r)?;
+    bundle.prepare(&job.size.graphs(bundle))?;
+    let image = picture(bundle, job.size, &render(bundle, &latent)?)?;
     for p in std::iter::once(output).chain(save_latent) {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)

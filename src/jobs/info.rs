@@ -23,7 +23,27 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
     }
     let _ = writeln!(s, "format      {}", m.format);
     let _ = writeln!(s, "manifest    sha256 {}", bundle.manifest_sha256());
-    let _ = writeln!(s, "resolution  {0}x{0}", m.resolution);
+    match m.refined_resolution() {
+        Some(full) => {
+            let how = m
+                .refiner
+                .as_ref()
+                .and_then(|r| r.get("training"))
+                .map(|t| match t.as_str() {
+                    Some(t) => t.to_string(),
+                    None => t.to_string(),
+                })
+                .unwrap_or_else(|| "no training record".into());
+            let _ = writeln!(
+                s,
+                "resolution  {0}x{0} native; pictures {1}x{1} through the refiner ({how})",
+                m.resolution, full
+            );
+        }
+        None => {
+            let _ = writeln!(s, "resolution  {0}x{0}", m.resolution);
+        }
+    }
     let _ = writeln!(
         s,
         "latents     z_dim {}, w_dim {}, num_ws {}{}",

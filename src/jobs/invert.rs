@@ -27,6 +27,7 @@ use crate::metrics;
 use crate::model::{Bundle, GraphKind};
 use crate::rng::derive_seed;
 
+use super::picture::{self, PictureSize};
 use super::{record_failure, Failure, Outcome};
 
 /// Everything an inversion run needs besides the bundle.
@@ -47,6 +48,8 @@ pub struct InvertJob {
     /// Stop at the first photo that cannot be read or aligned (nothing written) instead
     /// of going on with the others.
     pub fail_fast: bool,
+    /// Size of the reconstruction pictures (full size by default: through the refiner).
+    pub size: PictureSize,
 }
 
 /// Invert reports warnings, then per batch one stage (`batch I/N (K photos)`) of as many
@@ -86,10 +89,15 @@ pub struct PhotoReport {
     pub batch_seconds: f64,
     pub loss_initial: f32,
     pub loss_final: f32,
+    /// PSNR, SSIM and LPIPS of the native reconstruction (the generator's `R x R`
+    /// picture) against the photo aligned at `R`.
     pub psnr_db: f64,
     pub ssim: f64,
     /// LPIPS-alex via the bundle's `lpips` graph; `null` when the bundle has none.
     pub lpips: Option<f32>,
+    /// The same for the picture the user sees (`NAME_recon.png`) when it is not the
+    /// native one; `null` at native size.
+    pub full_size: Option<FullSizeFigures>,
     /// Identity distance, same-person verdict, predicted age and gender of the aligned
     /// photo vs the reconstruction (`crate::faces`); `null` when they cannot be judged,
     /// and then `face_note` says why.
@@ -105,6 +113,23 @@ pub struct PhotoReport {
     /// How the face was cut from the photo; `null` with alignment off.
     pub alignment: Option<AlignRecord>,
     pub outputs: OutputPaths,
+}
+
+/// Quality of the written reconstruction picture against the photo aligned at its size.
+#[derive(Clone, Debug, Serialize)]
+pub struct FullSizeFigures {
+    /// Picture side in pixels.
+    pub side: u32,
+    /// Whether the picture came through the bundle's refiner (else resized).
+    pub refined: bool,
+    pub psnr_db: f64,
+    pub ssim: f64,
+    /// PSNR of a plain bicubic (Catmull-Rom) enlargement of the native picture against the
+    /// same photo: what the refiner is measured against.
+    pub psnr_db_bicubic: f64,
+    /// LPIPS-alex at this size via the bundle's `lpips_full` graph (the `lpips` network at
+    /// the refiner's output size); `null` without that graph or at another size.
+    pub lpips: Option<f32>,
 }
 
 struct Prepared {
@@ -134,7 +159,7 @@ fn prepare_inputs(
     bundle: &Bundle,
     job: &InvertJob,
     observer: &mut dyn InvertObserver,
-) -> Result<(Vec<Prepared>, Vec<Failure>)> {
+) -> Result<(Vec<Prepared>, Vec<Failure>, Option<Aligner>)> {
     if job.photos.is_empty() {
         bail!("no photos given");
     }
@@ -220,7 +245,27 @@ fn prepare_inputs(
             });
         }
     }
-    Ok((prepared, failed))
+    Ok((prepared, failed, aligner))
+}
+
+/// The photo `p` came from, aligned (or centre-cropped) again at `side` px: what the
+/// full-size reconstruction is compared with. Read again rather than kept in memory.
+fn target_at(p: &Prepared, aligner: Option<&Aligner>, side: u32) -> Result<image::RgbImage> {
+    let photo = imageio::load_photo(&p.path, &imageio::PhotoLimits::default())?;
+    match (aligner, &p.alignment) {
+        (Some(a), Some(rec)) => a
+            .crop_at(&photo.image, rec, side)
+            .with_context(|| format!("aligning {} at {side} px", p.path.display())),
+        _ => {
+            let mut quiet = Vec::new();
+            Ok(imageio::square_photo(
+                &photo.image,
+                side,
+                &p.path,
+                &mut quiet,
+            ))
+        }
+    }
 }
 
 /// Photo vs reconstruction for a batch, or why it cannot be told (never fails the job).
@@ -251,7 +296,7 @@ pub fn run_invert(
     job: &InvertJob,
     observer: &mut dyn InvertObserver,
 ) -> Result<Outcome<PhotoReport>> {
-    let (prepared, failed) = prepare_inputs(bundle, job, observer)?;
+    let (prepared, failed, aligner) = prepare_inputs(bundle, job, observer)?;
     if prepared.is_empty() {
         return Ok(Outcome {
             done: Vec::new(),
@@ -269,7 +314,14 @@ pub fn run_invert(
     if bundle.has(GraphKind::Lpips) {
         graphs.push(GraphKind::Lpips);
     }
+    if bundle.has(GraphKind::LpipsFull)
+        && job.size.side(bundle) as usize == bundle.full_resolution()
+    {
+        graphs.push(GraphKind::LpipsFull);
+    }
+    graphs.extend(job.size.graphs(bundle));
     bundle.prepare(&graphs)?;
+    let side = job.size.side(bundle);
     let judge = FaceJudge::new(bundle).and_then(|j| {
         j.prepare().map_err(|e| format!("{e:#}"))?;
         Ok(j)
@@ -335,13 +387,73 @@ pub fn run_invert(
         };
 
         let faces = judge_batch(&judge, chunk, &results, res);
+        let recon_native: Vec<f32> = results
+            .iter()
+            .flat_map(|r| r.image.iter().copied())
+            .collect();
+        let recon_pics = picture::pictures(bundle, job.size, &recon_native, chunk.len())
+            .context("the reconstruction pictures")?;
+        // The photos at the picture size (read again), and LPIPS there when the bundle has
+        // the `lpips_full` graph and the pictures are full size.
+        let targets_at: Vec<Option<image::RgbImage>> = chunk
+            .iter()
+            .map(|p| {
+                (side != res as u32)
+                    .then(|| target_at(p, aligner.as_ref(), side))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let lpips_at: Option<Vec<f32>> = match targets_at.first() {
+            Some(Some(_))
+                if bundle.has(GraphKind::LpipsFull)
+                    && side as usize == bundle.full_resolution() =>
+            {
+                let t: Vec<f32> = targets_at
+                    .iter()
+                    .flatten()
+                    .flat_map(imageio::rgb_to_tensor)
+                    .collect();
+                let g: Vec<f32> = recon_pics.iter().flat_map(imageio::rgb_to_tensor).collect();
+                Some(
+                    bundle
+                        .lpips_full(&g, &t, chunk.len())
+                        .context("LPIPS of the full-size reconstructions")?,
+                )
+            }
+            _ => None,
+        };
 
         super::io::create_dir(&job.out_dir)?;
         let mut batch_reports = Vec::with_capacity(chunk.len());
         for (k, (p, r)) in chunk.iter().zip(&results).enumerate() {
             let out = output_paths(&job.out_dir, &p.stem, job.paste_back);
-            let target_img = imageio::tensor_to_rgb(&p.tensor, res as u32, res as u32)?;
-            let recon_img = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
+            let recon_img = &recon_pics[k];
+            let (target_img, full_size) = match &targets_at[k] {
+                None => (imageio::tensor_to_rgb(&p.tensor, side, side)?, None),
+                Some(target) => {
+                    let target = target.clone();
+                    let (t, got) = (
+                        imageio::rgb_to_tensor(&target),
+                        imageio::rgb_to_tensor(recon_img),
+                    );
+                    let native = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
+                    let plain = imageio::rgb_to_tensor(&image::imageops::resize(
+                        &native,
+                        side,
+                        side,
+                        image::imageops::FilterType::CatmullRom,
+                    ));
+                    let figures = FullSizeFigures {
+                        side,
+                        refined: job.size.refines(bundle),
+                        psnr_db: metrics::psnr(&t, &got),
+                        ssim: metrics::ssim(&t, &got, side as usize),
+                        psnr_db_bicubic: metrics::psnr(&t, &plain),
+                        lpips: lpips_at.as_ref().map(|v| v[k]),
+                    };
+                    (target, Some(figures))
+                }
+            };
             r.latent.write_npy(&out.latent, bundle.num_ws())?;
             let sidecar = LatentSidecar {
                 format: SIDECAR_FORMAT.into(),
@@ -360,15 +472,15 @@ pub fn run_invert(
                 created_unix: crate::latent::unix_now(),
             };
             fsutil::write_json_atomic(&out.sidecar, &sidecar)?;
-            imageio::save_png(&out.reconstruction, &recon_img)?;
+            imageio::save_png(&out.reconstruction, recon_img)?;
             imageio::save_png(
                 &out.comparison,
-                &imageio::side_by_side(&[&target_img, &recon_img])?,
+                &imageio::side_by_side(&[&target_img, recon_img])?,
             )?;
             if let (Some(pasted), Some(rec)) = (&out.pasted, &p.alignment) {
                 // Read again rather than keeping every full-size photo in memory.
                 let photo = imageio::load_photo(&p.path, &imageio::PhotoLimits::default())?;
-                let composite = align::paste_into(&photo.image, &recon_img, rec)
+                let composite = align::paste_into(&photo.image, recon_img, rec)
                     .with_context(|| format!("pasting back into {}", p.path.display()))?;
                 imageio::save_png(pasted, &composite)?;
             }
@@ -392,6 +504,7 @@ pub fn run_invert(
                 psnr_db: metrics::psnr(&p.tensor, &r.image),
                 ssim: metrics::ssim(&p.tensor, &r.image, res),
                 lpips: lpips.as_ref().map(|v| v[k]),
+                full_size,
                 face: faces.as_ref().ok().map(|v| v[k].clone()),
                 face_note: faces.as_ref().err().cloned(),
                 seed: job.seed,

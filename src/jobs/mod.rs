@@ -21,6 +21,7 @@ pub mod info;
 pub mod invert;
 pub mod io;
 pub mod morph;
+pub mod picture;
 pub mod sources;
 pub mod spec;
 pub mod tree;

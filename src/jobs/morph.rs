@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::generate::render_pictures;
+use super::picture::{render_pictures, PictureSize};
 use super::sources::{self, is_latent_path, Resolved, SourceKind, SourceOptions};
 use crate::align::{AlignRecord, Similarity, Template};
 use crate::faces::{FaceJudge, Resemblance};
@@ -62,9 +62,11 @@ pub struct MorphJob {
     pub fps: f64,
     /// Frames rendered per synthesis call.
     pub batch_size: usize,
-    /// Output frame size in pixels (square); `None` = the model's resolution. With
-    /// photo frames (`paste`), the longer side [default: the photo's, at most 1024].
+    /// With photo frames (`paste`), the frames' longer side [default: the photo's, at most
+    /// 1024]; else the same as `picture` (kept for the report and the checks).
     pub size: Option<u32>,
+    /// The model's pictures: the frames without paste-back, the pasted face with it.
+    pub picture: PictureSize,
     pub sources: SourceOptions,
     pub paste: PasteBack,
 }
@@ -188,6 +190,10 @@ pub struct MorphReport {
     pub looped: bool,
     pub paste_back: PasteBack,
     pub batch_size: usize,
+    /// Side of the model's pictures (the frames, or the pasted face) and whether they
+    /// came through the bundle's refiner.
+    pub picture_side: u32,
+    pub refined: bool,
     pub output: MediaSummary,
     pub report: PathBuf,
     pub seconds_resolving_keys: f64,
@@ -210,12 +216,14 @@ pub fn report_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// Renders `plan` `batch` distinct frames per graph call, handing every picture (`R x R`
-/// RGB) to `sink` in order as `(first frame, picture, copies)`: frames `first..first +
-/// copies` are that picture (a held key is rendered once). Only one batch of latents and
-/// pictures exists at a time. Returns the seconds spent in synthesis.
+/// Renders `plan` `batch` distinct frames per graph call (synthesis, then the refiner when
+/// `size` needs it, once per batch), handing every picture (`size`, RGB) to `sink` in
+/// order as `(first frame, picture, copies)`: frames `first..first + copies` are that
+/// picture (a held key is rendered once). Only one batch of latents and pictures exists at
+/// a time. Returns the seconds spent making pictures (graphs and tensor -> picture).
 pub fn render_batches(
     bundle: &Bundle,
+    size: PictureSize,
     plan: &FramePlan<'_>,
     batch: usize,
     sink: &mut dyn FnMut(usize, RgbImage, usize) -> Result<()>,
@@ -238,7 +246,7 @@ pub fn render_batches(
             runs.push((first, i - first));
         }
         let t = Instant::now();
-        let (_, pics) = render_pictures(bundle, &ws, runs.len())
+        let (_, pics) = render_pictures(bundle, size, &ws, runs.len())
             .with_context(|| format!("rendering frames from {start}"))?;
         seconds += t.elapsed().as_secs_f64();
         for ((first, copies), p) in runs.into_iter().zip(pics) {
@@ -290,6 +298,7 @@ pub fn run_morph(
         same_photo_size(&job.keys)?;
     }
     bundle.prepare(&[GraphKind::Synthesis])?;
+    bundle.prepare(&job.picture.graphs(bundle))?;
     let keys = sources::resolve(bundle, &job.keys, &job.sources, &mut |w| {
         observer.warning(w)
     })?;
@@ -340,6 +349,8 @@ pub fn run_morph(
         looped: job.path.looped,
         paste_back: job.paste,
         batch_size: job.batch_size,
+        picture_side: job.picture.side(bundle),
+        refined: job.picture.refines(bundle),
         report: report_path(&job.output),
         output,
         seconds_resolving_keys: resolving,
@@ -373,25 +384,30 @@ fn render_morph(
         },
     )?;
     let (mut done, mut rendered, total) = (0usize, 0usize, plan.len());
-    let rendering = render_batches(bundle, plan, job.batch_size, &mut |first, pic, copies| {
-        rendered += 1;
-        let frame = framer.frame(pic, &plan.position(first))?;
-        for _ in 0..copies {
-            writer.push(&frame)?;
-            done += 1;
-            observer.progress(done, total);
-        }
-        Ok(())
-    })?;
+    let rendering = render_batches(
+        bundle,
+        job.picture,
+        plan,
+        job.batch_size,
+        &mut |first, pic, copies| {
+            rendered += 1;
+            let frame = framer.frame(pic, &plan.position(first))?;
+            for _ in 0..copies {
+                writer.push(&frame)?;
+                done += 1;
+                observer.progress(done, total);
+            }
+            Ok(())
+        },
+    )?;
     Ok((writer.finish()?, rendering, rendered))
 }
 
-/// Turns the model's pictures into output frames.
+/// Turns the model's pictures (already at the job's picture size) into output frames.
 enum Framer {
-    /// Resized to `side` (when it is not the model's resolution).
+    /// The pictures themselves, `side x side`.
     Model {
         side: u32,
-        res: u32,
     },
     /// Pasted into one photo.
     FirstPhoto {
@@ -403,11 +419,9 @@ enum Framer {
 
 impl Framer {
     fn new(bundle: &Bundle, job: &MorphJob, keys: &[Resolved]) -> Result<Framer> {
-        let res = bundle.resolution() as u32;
         Ok(match job.paste {
             PasteBack::Off => Framer::Model {
-                side: job.size.unwrap_or(res),
-                res,
+                side: job.picture.side(bundle),
             },
             PasteBack::FirstPhoto => {
                 let (photo, record) = paste_host(keys, job.size)?;
@@ -427,12 +441,6 @@ impl Framer {
 
     fn frame(&mut self, pic: RgbImage, at: &FramePos) -> Result<RgbImage> {
         match self {
-            Framer::Model { side, res } if side != res => Ok(image::imageops::resize(
-                &pic,
-                *side,
-                *side,
-                image::imageops::FilterType::Lanczos3,
-            )),
             Framer::Model { .. } => Ok(pic),
             Framer::FirstPhoto { photo, record } => crate::align::paste_into(photo, &pic, record),
             Framer::EachPhoto(p) => p.frame(&pic, at),

@@ -39,10 +39,12 @@ pub enum GraphKind {
     Lpips,
     FaceId,
     FaceAttributes,
+    Refiner,
+    LpipsFull,
 }
 
 impl GraphKind {
-    pub const ALL: [GraphKind; 10] = [
+    pub const ALL: [GraphKind; 12] = [
         GraphKind::Mapping,
         GraphKind::Synthesis,
         GraphKind::SynthesisGrad,
@@ -53,6 +55,8 @@ impl GraphKind {
         GraphKind::Lpips,
         GraphKind::FaceId,
         GraphKind::FaceAttributes,
+        GraphKind::Refiner,
+        GraphKind::LpipsFull,
     ];
 
     /// The key in `manifest.graphs`.
@@ -68,6 +72,8 @@ impl GraphKind {
             GraphKind::Lpips => "lpips",
             GraphKind::FaceId => "face_id",
             GraphKind::FaceAttributes => "face_attributes",
+            GraphKind::Refiner => "refiner",
+            GraphKind::LpipsFull => "lpips_full",
         }
     }
 }
@@ -210,8 +216,16 @@ impl Bundle {
     pub fn name(&self) -> &str {
         &self.manifest.name
     }
+    /// The generator's native picture side (`synthesis` output).
     pub fn resolution(&self) -> usize {
         self.manifest.resolution
+    }
+    /// The side of the full-size picture users see: the `refiner`'s output when the
+    /// bundle has one, else the native resolution.
+    pub fn full_resolution(&self) -> usize {
+        self.manifest
+            .refined_resolution()
+            .unwrap_or(self.manifest.resolution)
     }
     pub fn num_ws(&self) -> usize {
         self.manifest.num_ws
@@ -448,6 +462,33 @@ impl Bundle {
             vec![("image".into(), self.image_shape(batch), image.to_vec())],
         )?;
         Self::take(out, "ws")
+    }
+
+    /// Native pictures `[B, 3, R, R]` in [-1, 1] -> full-size pictures `[B, 3, S, S]` in
+    /// [-1, 1], `S` = [`Bundle::full_resolution`] (needs `refiner`).
+    pub fn refine(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let out = self.run(
+            GraphKind::Refiner,
+            batch,
+            vec![("image".into(), self.image_shape(batch), images.to_vec())],
+        )?;
+        Self::take(out, "refined")
+    }
+
+    /// LPIPS distance `[B]` between two full-size batches `[B, 3, S, S]` in [-1, 1], `S` =
+    /// [`Bundle::full_resolution`] (needs `lpips_full`: the `lpips` network at that size).
+    pub fn lpips_full(&self, a: &[f32], b: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let s = self.full_resolution() as i64;
+        let shape = vec![batch as i64, 3, s, s];
+        let out = self.run(
+            GraphKind::LpipsFull,
+            batch,
+            vec![
+                ("a".into(), shape.clone(), a.to_vec()),
+                ("b".into(), shape, b.to_vec()),
+            ],
+        )?;
+        Self::take(out, "distance")
     }
 
     /// LPIPS distance `[B]` between two image batches in [-1, 1] (needs `lpips`).

@@ -267,6 +267,10 @@ pub struct Manifest {
     pub training: Option<serde_json::Value>,
     #[serde(default)]
     pub rebuild: Vec<String>,
+    /// How the optional `refiner` graph was made (`resolution`, `scale`, `training`, ...);
+    /// the output side itself is read from the graph's declared output shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refiner: Option<serde_json::Value>,
 }
 
 /// The face judge's settings (`faces` in the manifest; provenance fields are ignored here).
@@ -349,6 +353,17 @@ impl Manifest {
         })
     }
 
+    /// The side of the `refiner` graph's output (`graphs.refiner.outputs[0]`'s last axis),
+    /// `None` without a refiner. [`Manifest::check`] has made sure it is a fixed square
+    /// larger than `resolution`.
+    pub fn refined_resolution(&self) -> Option<usize> {
+        let g = self.graphs.get("refiner")?;
+        match g.outputs.first()?.shape.last()? {
+            Dim::Fixed(n) if *n > 0 => Some(*n as usize),
+            _ => None,
+        }
+    }
+
     /// The `[batch, ...]` shapes each graph must declare, derived from the dimensions.
     pub fn expected_io(&self, graph: &str) -> Option<(ExpectedTensors, ExpectedTensors)> {
         let (r, z, w, l) = (
@@ -424,6 +439,23 @@ impl Manifest {
                 vec![n("a", img.clone()), n("b", img)],
                 vec![n("distance", vec![-1])],
             ),
+            "refiner" => {
+                // The output side is the refiner's own choice (checked in `check`).
+                let s = match self.graphs.get("refiner")?.outputs.first()?.shape.last()? {
+                    Dim::Fixed(n) => *n,
+                    Dim::Symbolic(_) => 0,
+                };
+                (vec![n("image", img)], vec![n("refined", vec![-1, 3, s, s])])
+            }
+            "lpips_full" => {
+                // LPIPS at the refiner's output size (a bundle without a refiner has none).
+                let s = self.refined_resolution().unwrap_or(0) as i64;
+                let full = vec![-1, 3, s, s];
+                (
+                    vec![n("a", full.clone()), n("b", full)],
+                    vec![n("distance", vec![-1])],
+                )
+            }
             "face_id" => {
                 let s = FACE_ID_SIDE as i64;
                 (
@@ -551,6 +583,12 @@ impl Manifest {
                 return Err(err(format!("graphs.{g}"), "is required but missing"));
             }
         }
+        if self.graphs.contains_key("lpips_full") && !self.graphs.contains_key("refiner") {
+            return Err(err(
+                "graphs.lpips_full",
+                "is LPIPS at the refiner's output size, but there is no graphs.refiner",
+            ));
+        }
         for (key, g) in &self.graphs {
             let Some((ins, outs)) = self.expected_io(key) else {
                 if key.starts_with("vae_") {
@@ -562,6 +600,33 @@ impl Manifest {
             check_specs(&format!("graphs.{key}.outputs"), &g.outputs, &outs)?;
             check_sha(&format!("graphs.{key}.sha256"), &g.sha256)?;
             check_rel_path(&format!("graphs.{key}.file"), &g.file)?;
+        }
+        if self.graphs.contains_key("refiner") {
+            let side = self.refined_resolution().unwrap_or(0);
+            if side <= self.resolution {
+                return Err(err(
+                    "graphs.refiner.outputs[0] (refined).shape",
+                    format!(
+                        "must be [batch, 3, S, S] with a fixed S above resolution {} (the \
+                         full-size picture), got side {side}",
+                        self.resolution
+                    ),
+                ));
+            }
+            let said = self
+                .refiner
+                .as_ref()
+                .and_then(|r| r.get("resolution"))
+                .and_then(|v| v.as_u64());
+            if matches!(said, Some(r) if r as usize != side) {
+                return Err(err(
+                    "refiner.resolution",
+                    format!(
+                        "is {}, but graphs.refiner declares a {side} px output",
+                        said.unwrap_or_default()
+                    ),
+                ));
+            }
         }
         for (file, sha) in &self.files {
             check_sha(&format!("files.{file}"), sha)?;

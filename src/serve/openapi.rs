@@ -72,6 +72,8 @@ fn family_body() -> Value {
             "mutation": {"type": "number", "minimum": 0, "default": 0.25},
             "diversity": {"type": "number", "minimum": 0, "maximum": 4, "default": 1.0},
             "seed": {"type": "integer", "minimum": 0, "default": 0},
+            "size": {"type": ["integer", "null"], "minimum": 8, "maximum": 512, "description": "picture side in px (default: the bundle's full size, health's full_resolution)"},
+            "native": {"type": "boolean", "default": false, "description": "the generator's own pictures, without the refiner"},
             "figures": {"type": "boolean", "default": true, "description": "/api/family only: compute the resemblance figures (the face judge costs several times the render)"}
         }
     })
@@ -111,7 +113,7 @@ pub fn document() -> Value {
                     "properties": {
                         "photo": {"type": "string", "format": "binary", "description": "repeat for several photos"},
                         "job": {"type": "string", "enum": ["true", "false"], "description": "true: answer 202 with a job id at once; /api/jobs/{id} then reports the optimisation steps done and, when done, the answer as its `report`"},
-                        "options": {"type": "string", "description": "JSON object of invert settings: the `invert` job description (InvertSpec, as in batch manifests: steps, space, w_steps, batch_size, seed, lr, noise_strength, pixel_weight, lpips_weight, spread_weight, init, patience, min_improvement, align, face) without the fields that name files or change the job's shape (photos, output, mask, detector, all, paste_back)"}
+                        "options": {"type": "string", "description": "JSON object of invert settings: the `invert` job description (InvertSpec, as in batch manifests: steps, space, w_steps, batch_size, seed, lr, noise_strength, pixel_weight, lpips_weight, spread_weight, init, patience, min_improvement, align, face, size, native) without the fields that name files or change the job's shape (photos, output, mask, detector, all, paste_back)"}
                     }
                 }}}},
                 "responses": {
@@ -157,6 +159,8 @@ pub fn document() -> Value {
                         "age": {"description": "a group of the bundle's `age` direction or a signed strength in standard deviations (within ±20)", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
                         "gender": {"description": "a group of the `gender` direction or a signed strength", "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
                         "dir": {"description": "any direction of the bundle by name (/api/health lists them with their words): a table {NAME: STRENGTH or GROUP} or a list of \"NAME=STRENGTH\"", "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "string"}}]},
+"size": {"type": ["integer", "null"], "minimum": 8, "maximum": 512, "description": "picture side in px (default: the bundle's full size, health's full_resolution)"},
+                        "native": {"type": "boolean", "default": false, "description": "the generator's own pictures, without the refiner"},
                         "no_metadata": {"type": "boolean", "default": false, "description": "leave the provenance record out of the PNG"},
                         "figures": {"type": "boolean", "default": true, "description": "judge the edited face (age, gender, identity distance); false while a slider moves"}
                     }
@@ -214,7 +218,8 @@ pub fn document() -> Value {
                         "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": 240, "default": 25},
                         "loop": {"type": "boolean", "default": false},
                         "batch_size": {"type": "integer", "minimum": 1, "default": 8},
-                        "size": {"type": ["integer", "null"], "minimum": 8, "maximum": 512}
+                        "size": {"type": ["integer", "null"], "minimum": 8, "maximum": 512, "description": "frame side in px (default: the bundle's full size, health's full_resolution)"},
+                        "native": {"type": "boolean", "default": false, "description": "frames are the generator's own pictures, without the refiner"}
                     }
                 }}}},
                 "responses": {

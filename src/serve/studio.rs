@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::faces::{self, FaceJudge, FaceReading};
 use crate::family::{Child, FamilyParams};
 use crate::jobs::family::{make_children, ChildFace};
-use crate::jobs::generate::render_pictures;
+use crate::jobs::picture::{render_pictures, PictureSize};
 use crate::jobs::sources::Resolved;
 use crate::model::Bundle;
 
@@ -73,6 +73,7 @@ pub fn render_children(
     parents: &[Resolved; 2],
     readings: [Option<&FaceReading>; 2],
     params: &FamilyParams,
+    size: PictureSize,
     judge: bool,
 ) -> Result<Rendered> {
     let t0 = std::time::Instant::now();
@@ -80,7 +81,7 @@ pub fn render_children(
     let t1 = std::time::Instant::now();
     let ws: Vec<f32> = children.iter().flat_map(|c| c.ws.iter().copied()).collect();
     let (images, pictures) =
-        render_pictures(bundle, &ws, children.len()).context("rendering the children")?;
+        render_pictures(bundle, size, &ws, children.len()).context("rendering the children")?;
     let pngs: Vec<Vec<u8>> = pictures.iter().map(preview_png).collect::<Result<_>>()?;
     let t2 = std::time::Instant::now();
     let (readings, face_note) = match (FaceJudge::new(bundle), readings) {

@@ -92,7 +92,7 @@ fn run_job_inner(
             all_done(&outcome, j.photos.len())?;
         }
         Job::Generate(j) => {
-            let g = generate::generate(bundle, &j.source, &j.output, j.save_latent.as_deref())?;
+            let g = generate::generate(bundle, &j)?;
             for w in &g.warnings {
                 (observer.0)(w);
             }

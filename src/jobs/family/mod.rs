@@ -40,7 +40,7 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::generate::render_pictures;
+use super::picture::{render_pictures, PictureSize};
 use super::sources::{self, Resolved, SourceKind, SourceOptions};
 use crate::faces::{self, FaceJudge, FaceReading, Resemblance};
 use crate::family::{Child, FamilyParams};
@@ -67,6 +67,8 @@ pub struct FamilyJob {
     /// Also paste each child's face into parent A's photo (`child_NN_pasted.png`; parent B's
     /// when A is a latent). Needs a parent that is an aligned photo.
     pub paste_back: bool,
+    /// Size of the rendered pictures (full size by default: through the refiner).
+    pub size: PictureSize,
 }
 
 /// What the job makes.
@@ -342,10 +344,11 @@ pub fn run_family(
     job.validate(bundle.manifest())?;
     crate::jobs::io::check_out_dir(&job.out_dir)?;
     bundle.prepare(&[GraphKind::Synthesis])?;
+    bundle.prepare(&job.size.graphs(bundle))?;
     let resolved = resolve_parents(bundle, job, observer)?;
     let parents = &resolved.faces;
     let children = make_children(bundle, &job.params, parents)?;
-    let pictures = render_family(bundle, parents, &children)?;
+    let pictures = render_family(bundle, job.size, parents, &children)?;
     let judged = judge_family(
         bundle,
         &pictures.tensors,
@@ -462,6 +465,7 @@ pub fn make_children(
 /// Stage 3: parents and children rendered in one synthesis call.
 pub fn render_family(
     bundle: &Bundle,
+    size: PictureSize,
     parents: &[Resolved; 2],
     children: &[Child],
 ) -> Result<FamilyPictures> {
@@ -472,7 +476,7 @@ pub fn render_family(
         .flatten()
         .copied()
         .collect();
-    let (tensors, mut pics) = render_pictures(bundle, &ws, 2 + children.len())
+    let (tensors, mut pics) = render_pictures(bundle, size, &ws, 2 + children.len())
         .context("rendering parents and children")?;
     let children = pics.split_off(2);
     let parents: [RgbImage; 2] = pics.try_into().expect("two parents rendered");

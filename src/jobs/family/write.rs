@@ -102,11 +102,14 @@ pub(super) fn write_family(
         child_reports.push(out.write_child(c, pic, info, job.params.seed, host.as_ref(), face)?);
     }
     let given = match &resolved.partner {
-        Some(g) => Some(imageio::tensor_to_rgb(
+        // A given child's photo crop stays as it is; a latent child is rendered like the
+        // others (through the refiner).
+        Some(g) if g.face.face.photo.is_some() => Some(imageio::tensor_to_rgb(
             &g.picture,
             bundle.resolution() as u32,
             bundle.resolution() as u32,
         )?),
+        Some(g) => Some(crate::jobs::picture::picture(bundle, job.size, &g.picture)?),
         None => None,
     };
     let sheet = out.write_sheet(

@@ -11,6 +11,7 @@ use super::{defaults, Context, Fields, MAX_EDIT_STRENGTH};
 use crate::align::{AlignSettings, FaceChoice};
 use crate::family::EditTarget;
 use crate::invert::{EarlyStop, InvertParams, OptimParams, Schedule};
+use crate::jobs::picture::{PictureSize, SIDE_RANGE};
 use crate::jobs::sources::{LatentCache, SourceOptions};
 
 /// How photos are aligned before the model sees them.
@@ -214,5 +215,45 @@ impl OptimFields {
             }),
             ..OptimParams::default()
         })
+    }
+}
+
+/// The size of the pictures a job writes (see `crate::jobs::picture`).
+#[derive(Clone, Debug, Default, PartialEq, Args, Serialize, Deserialize)]
+pub struct PictureOpts {
+    /// Picture side in pixels [default: the bundle's full size: its refiner's output (e.g.
+    /// 192), or the generator's resolution when it has no refiner]. Above the generator's
+    /// resolution the picture is cut from the refined one; at or below it, from the
+    /// generator's own (so --size 64 on a 64 px model is exactly its pixels)
+    #[arg(long, value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    /// The generator's own native picture, without the refiner (the same as --size with
+    /// the model's resolution, e.g. 64)
+    #[arg(long, conflicts_with = "size")]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub native: bool,
+}
+
+impl PictureOpts {
+    /// The checked picture size.
+    pub fn size(&self, f: &Fields) -> Result<PictureSize> {
+        picture_size(f, self.size, self.native)
+    }
+}
+
+/// `size` / `native` fields as a [`PictureSize`] (checked, named as `f` spells them).
+pub fn picture_size(f: &Fields, size: Option<u32>, native: bool) -> Result<PictureSize> {
+    match (size, native) {
+        (Some(_), true) => bail!("give {} or {}, not both", f.name("size"), f.name("native")),
+        (_, true) => Ok(PictureSize::Native),
+        (None, false) => Ok(PictureSize::Full),
+        (Some(s), false) if !SIDE_RANGE.contains(&s) => bail!(
+            "{} must be in [{}, {}] pixels, got {s}",
+            f.name("size"),
+            SIDE_RANGE.start(),
+            SIDE_RANGE.end()
+        ),
+        (Some(s), false) => Ok(PictureSize::Side(s)),
     }
 }

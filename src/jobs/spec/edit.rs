@@ -8,7 +8,9 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
-use super::{defaults, Context, KindSpec, MetadataOpts, SourceOpts, MAX_EDIT_STRENGTH};
+use super::{
+    defaults, Context, KindSpec, MetadataOpts, PictureOpts, SourceOpts, MAX_EDIT_STRENGTH,
+};
 use crate::family::EditTarget;
 use crate::jobs::edit::{EditJob, Sweep, SweepFormat};
 use crate::jobs::sources::{check_paste_back, is_latent_path};
@@ -130,6 +132,11 @@ pub struct EditSpec {
     #[command(flatten)]
     #[serde(flatten)]
     pub sources: SourceOpts,
+    /// Pictures (NAME_original.png, NAME_edited.png, the sweep's sheet and video, the
+    /// pasted photo's face)
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub picture: PictureOpts,
     #[command(flatten)]
     #[serde(flatten)]
     pub meta: MetadataOpts,
@@ -284,6 +291,7 @@ impl KindSpec for EditSpec {
             fps: self.fps,
             paste_back: self.paste_back,
             sources,
+            size: self.picture.size(&f)?,
         })
     }
 }

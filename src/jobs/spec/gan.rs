@@ -7,7 +7,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::common::OptimFields;
-use super::{defaults, Context, FaceOpts, KindSpec, MetadataOpts};
+use super::{defaults, Context, FaceOpts, KindSpec, MetadataOpts, PictureOpts};
 use crate::align::Template;
 use crate::invert::{InitStrategy, InvertParams};
 use crate::jobs::align::AlignJob;
@@ -114,6 +114,11 @@ pub struct InvertSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "defaults::is_false")]
     pub fail_fast: bool,
+    /// Reconstruction pictures (NAME_recon.png, NAME_compare.png, NAME_pasted.png); the
+    /// report's `full_size` figures compare them with the photo aligned at that size
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub picture: PictureOpts,
     #[command(flatten)]
     #[serde(flatten)]
     pub meta: MetadataOpts,
@@ -215,6 +220,7 @@ impl KindSpec for InvertSpec {
             seed: self.seed,
             params,
             fail_fast: self.fail_fast,
+            size: self.picture.size(&f)?,
         })
     }
 }
@@ -242,6 +248,9 @@ pub struct GenerateSpec {
     #[arg(long, value_name = "FILE")]
     #[serde(default)]
     pub save_latent: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub picture: PictureOpts,
     #[command(flatten)]
     #[serde(flatten)]
     pub meta: MetadataOpts,
@@ -298,6 +307,7 @@ impl KindSpec for GenerateSpec {
             source,
             output: self.output.clone(),
             save_latent: self.save_latent.clone(),
+            size: self.picture.size(&f)?,
         })
     }
 }

@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::common::normalise_edit;
 use super::edit::DirEdit;
-use super::{defaults, Context, Fields, KindSpec, MetadataOpts, SourceOpts};
+use super::{
+    defaults, picture_size, Context, Fields, KindSpec, MetadataOpts, PictureOpts, SourceOpts,
+};
 use crate::family::{EditTarget, FamilyParams, TraitChoice};
 use crate::interp::{Easing, Interp, PathSpec, RowEasing};
 use crate::jobs::family::fuse::Fusion;
 use crate::jobs::family::{FamilyJob, FamilyMode};
+use crate::jobs::picture::PictureSize;
 use crate::model::Manifest;
 
 fn is_default_fusion(f: &Fusion) -> bool {
@@ -163,6 +166,11 @@ pub struct FamilySpec {
     #[command(flatten)]
     #[serde(flatten)]
     pub sources: SourceOpts,
+    /// Pictures of the parents' reconstructions and the children (and their tiles on the
+    /// sheet)
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub picture: PictureOpts,
     #[command(flatten)]
     #[serde(flatten)]
     pub meta: MetadataOpts,
@@ -315,6 +323,7 @@ impl KindSpec for FamilySpec {
             params,
             sources: self.sources.options(&f, ctx)?,
             paste_back: self.paste_back,
+            size: self.picture.size(&f)?,
         })
     }
 }
@@ -389,11 +398,19 @@ pub struct MorphSpec {
     #[arg(long, default_value_t = defaults::batch_size(), value_name = "N")]
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
-    /// Output frame size in pixels [default: the model's resolution; with --paste-back or
-    /// --paste-each the longer side, default the photo's, at most 1024]
+    /// Output frame size in pixels [default: the bundle's full size: its refiner's output
+    /// (e.g. 192), or the model's resolution without one; at or below the model's
+    /// resolution frames come from the generator's own pictures]. With --paste-back or
+    /// --paste-each: the longer side, default the photo's, at most 1024 (the pasted face is
+    /// the full-size picture)
     #[arg(long, value_name = "PX")]
     #[serde(default)]
     pub size: Option<u32>,
+    /// Frames (or the pasted faces) are the generator's own native pictures, without the
+    /// refiner (without paste-back the same as --size with the model's resolution)
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub native: bool,
     /// Frames are the first photo key with the morphing face pasted in
     #[arg(long, conflicts_with = "align")]
     #[serde(default, skip_serializing_if = "defaults::is_false")]
@@ -547,6 +564,16 @@ impl KindSpec for MorphSpec {
             fps: self.fps,
             batch_size: self.batch_size,
             size: self.size,
+            picture: if self.paste_each || self.paste_back {
+                // `size` is the photo frame's; the face is pasted at full or native size.
+                if self.native {
+                    PictureSize::Native
+                } else {
+                    PictureSize::Full
+                }
+            } else {
+                picture_size(&f, self.size, self.native)?
+            },
             sources: self.sources.options(&f, ctx)?,
             paste: if self.paste_each {
                 PasteBack::EachPhoto

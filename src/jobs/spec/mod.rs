@@ -32,7 +32,7 @@ use serde::Serialize;
 use super::sources::LatentCache;
 use crate::model::Manifest;
 
-pub use common::{FaceOpts, MetadataOpts, SourceOpts};
+pub use common::{picture_size, FaceOpts, MetadataOpts, PictureOpts, SourceOpts};
 pub use edit::{DirEdit, EditSpec};
 pub use gan::{AlignSpec, GenerateSpec, InvertSpec};
 pub use latent::{FamilySpec, MorphSpec};

@@ -58,6 +58,8 @@ pub struct TreeJob {
     pub force: bool,
     /// Pictures carry provenance metadata.
     pub metadata: bool,
+    /// The pictures' size (of the sheet; of every union too when given).
+    pub picture: crate::jobs::spec::PictureOpts,
 }
 
 /// One person in `tree.json`.
@@ -181,6 +183,9 @@ impl TreeJob {
         spec.parent_b = vec![self.latent_of(un.b)];
         spec.output = self.paths().unions.join(&un.folder);
         spec.meta.no_metadata = !self.metadata;
+        if self.picture != crate::jobs::spec::PictureOpts::default() {
+            spec.picture = self.picture.clone();
+        }
         spec
     }
 
@@ -530,6 +535,12 @@ fn caption(p: &PersonReport) -> String {
 /// faces' boxes filled in).
 fn write_sheet(bundle: &Bundle, job: &TreeJob, report: &mut TreeReport) -> Result<()> {
     let (num_ws, w_dim) = (bundle.num_ws(), bundle.w_dim());
+    let size = crate::jobs::spec::picture_size(
+        &crate::jobs::spec::Fields::of::<crate::jobs::spec::PictureOpts>(SpecOrigin::CommandLine),
+        job.picture.size,
+        job.picture.native,
+    )?;
+    bundle.prepare(&size.graphs(bundle))?;
     let mut pictures = Vec::new();
     // A few faces per synthesis call: large trees need not fit in one batch.
     for chunk in report.people.chunks(16) {
@@ -537,7 +548,7 @@ fn write_sheet(bundle: &Bundle, job: &TreeJob, report: &mut TreeReport) -> Resul
         for p in chunk {
             ws.extend(Latent::read(&p.latent)?.to_ws(num_ws, w_dim)?);
         }
-        let (_, pics) = super::generate::render_pictures(bundle, &ws, chunk.len())
+        let (_, pics) = crate::jobs::picture::render_pictures(bundle, size, &ws, chunk.len())
             .context("rendering the tree's faces")?;
         pictures.extend(pics);
     }

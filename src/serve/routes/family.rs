@@ -79,6 +79,7 @@ pub(super) async fn family(
                     &parents,
                     [a.reading.as_ref(), b.reading.as_ref()],
                     &j.params,
+                    j.size,
                     figures,
                 )
             })

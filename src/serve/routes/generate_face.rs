@@ -33,9 +33,7 @@ pub(super) async fn generate_face(
     let face = s
         .light
         .run(ticket, move || {
-            let made = job.scoped(|j| {
-                generate::generate(&s2.bundle, &j.source, &j.output, j.save_latent.as_deref())
-            })?;
+            let made = job.scoped(|j| generate::generate(&s2.bundle, j))?;
             let png = std::fs::read(&png_path)?;
             let ws = made.latent.to_ws(s2.bundle.num_ws(), s2.bundle.w_dim())?;
             let _ = std::fs::remove_dir_all(&dir);

@@ -307,21 +307,27 @@ fn invert_uploads(
         let ws = Latent::read(&r.outputs.latent)?.to_ws(bundle.num_ws(), bundle.w_dim())?;
         let png = std::fs::read(&r.outputs.reconstruction)
             .with_context(|| format!("reading {}", r.outputs.reconstruction.display()))?;
-        // The crop the model saw: the left half of the job's `NAME_compare.png` (target |
-        // reconstruction, both at the model's resolution), so the detector runs once.
+        // The aligned photo: the left half of the job's `NAME_compare.png` (target |
+        // reconstruction, both at the picture size), so the detector runs once. The
+        // page shows it at that size; the model's tensor is it at the model's resolution.
         let compare = image::open(&r.outputs.comparison)
             .with_context(|| format!("reading {}", r.outputs.comparison.display()))?
             .to_rgb8();
-        if compare.height() != res || compare.width() < 2 * res {
+        let side = compare.height();
+        if side == 0 || compare.width() != 2 * side {
             anyhow::bail!(
-                "{} is {}x{}, not two {res} px pictures side by side",
+                "{} is {}x{}, not two square pictures side by side",
                 r.outputs.comparison.display(),
                 compare.width(),
                 compare.height()
             );
         }
-        let crop_img = image::imageops::crop_imm(&compare, 0, 0, res, res).to_image();
-        let crop = imageio::rgb_to_tensor(&crop_img);
+        let crop_img = image::imageops::crop_imm(&compare, 0, 0, side, side).to_image();
+        let crop = imageio::rgb_to_tensor(&if side == res {
+            crop_img.clone()
+        } else {
+            image::imageops::resize(&crop_img, res, res, image::imageops::FilterType::Lanczos3)
+        });
         let crop_png = studio::png_bytes(&crop_img)?;
         // A crop the judge cannot read (too few pixels) only leaves the figures out.
         let reading = judge

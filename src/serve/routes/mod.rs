@@ -117,6 +117,7 @@ impl Shared {
         for g in [
             crate::model::GraphKind::Encoder,
             crate::model::GraphKind::Lpips,
+            crate::model::GraphKind::Refiner,
         ] {
             if bundle.has(g) {
                 graphs.push(g);
@@ -445,6 +446,8 @@ async fn health(State(s): State<AppState>) -> Json<Value> {
         "bundle": {
             "name": s.bundle.name(),
             "resolution": s.bundle.resolution(),
+            // The side of the pictures the API returns (the refiner's output, or native).
+            "full_resolution": s.bundle.full_resolution(),
             "num_ws": s.bundle.num_ws(),
             "w_dim": s.bundle.w_dim(),
             "directions": directions,
@@ -531,6 +534,15 @@ fn build_job<T: KindSpec>(
     mut obj: Map<String, Value>,
     server: Vec<(&str, Value)>,
 ) -> ApiResult<Built<T::Job>> {
+    // Any kind's picture side (`size`) is bounded here as a morph's frames are: a client
+    // must not make the server enlarge pictures to thousands of pixels.
+    if let Some(v) = obj.get("size").and_then(Value::as_u64) {
+        if v > MAX_MORPH_SIZE as u64 {
+            return Err(ApiError::invalid(format!(
+                "size: at most {MAX_MORPH_SIZE} px here"
+            )));
+        }
+    }
     for (k, v) in server {
         obj.insert(k.to_string(), v);
     }
