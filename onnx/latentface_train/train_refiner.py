@@ -20,12 +20,12 @@ After --early-minutes an early copy of the bundle with the refiner is written to
 OUT/early/ and its path to OUT/EARLY_READY. Progress sheets (held-out faces, so they stay
 out of the repository): OUT/progress_*.png, rows bicubic | refined | real.
 
-    python -m latentface_train.train_refiner --bundle default --minutes 90 --threads 1
+    python -m latentface_train.train_refiner --bundle default --minutes 85 --threads 1
+    python -m latentface_train.train_refiner --export --bundle default --eval-json EVAL.json
 """
 import argparse
 import io
 import json
-import math
 import os
 import shutil
 import time
@@ -38,10 +38,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data
-from .checkpoint import save as save_ckpt
+from . import bundle as bundle_mod
+from .checkpoint import load as load_ckpt, save as save_ckpt
 from .lpips import LPIPS
 from .refiner import Refiner, add_to_bundle
-from .util import save_grid
+from .util import RunLog, save_grid, step_defaults
 
 HERE = Path(__file__).resolve().parent
 ONNX_DIR = HERE.parent
@@ -174,68 +175,83 @@ def export_early(bundle, out, ema, info, log):
     log(f"early refiner bundle written to {early}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default=str(ONNX_DIR / "default"), help="bundle whose encoder/generator make the renders")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint / progress folder (resumed if it has ckpt.pt)")
-    ap.add_argument("--data", default=None, help="UTKFace images folder (default: data.py's)")
-    ap.add_argument("--minutes", type=float, default=90.0, help="total training minutes over all runs")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--crop", type=int, default=32, help="input crop side (target: 3x)")
-    ap.add_argument("--ch", type=int, default=32)
-    ap.add_argument("--blocks", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--lpips-weight", type=float, default=1.0)
-    ap.add_argument("--adv-weight", type=float, default=0.005, help="0 = no discriminator")
-    ap.add_argument("--adv-start", type=float, default=25.0, help="minutes before the adversarial term starts")
-    ap.add_argument("--render-share", type=float, default=0.25, help="share of inputs that are generator renders")
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--ckpt-every", type=float, default=4.0, help="minutes")
-    ap.add_argument("--sheet-every", type=float, default=10.0, help="minutes")
-    ap.add_argument("--early-minutes", type=float, default=10.0, help="write OUT/early after this (0 = never)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out).expanduser()
+REBUILD = [
+    ".venv/bin/python -m latentface_train.train_refiner --bundle default --minutes 85 --threads 1   "
+    "# resumes ~/.cache/latentface-train/refiner/ckpt.pt",
+    ".venv/bin/python -m latentface_train.eval_refiner --bundle default --ckpt ~/.cache/latentface-train/refiner/ckpt.pt",
+    ".venv/bin/python -m latentface_train.train_refiner --export --bundle default "
+    "--eval-json ~/.cache/latentface-train/refiner/eval/eval.json",
+]
+
+
+def rng_state(rng):
+    """numpy RandomState state as plain data (checkpoint.load reads tensors and plain data only)."""
+    s = rng.get_state()
+    return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
+
+
+def set_rng_state(rng, s):
+    rng.set_state((s[0], np.array(s[1], np.uint32), s[2], s[3], s[4]))
+
+
+def training_info(*, n_train, render_share, lpips_weight, adv_weight, adv_start, step, batch, crop, elapsed,
+                  ema, threads):
+    """The manifest's `refiner.training` (also kept in the checkpoint)."""
+    return {"training": {"data": f"UTKFace aligned crops, {n_train} training faces "
+                         "(500 held out by data.split_indices(seed=0) not used); inputs: the face at 64 px "
+                         "(Lanczos, as the generator's data) with light blur/noise/JPEG, "
+                         f"{render_share:.0%} generator renders of the encoder's code; "
+                         "targets: the face at 192 px (Lanczos from 200 px)",
+                         "licence": "UTKFace: non-commercial research use only; the weights inherit that",
+                         "loss": f"L1 + {lpips_weight} LPIPS-alex"
+                         + (f" + {adv_weight} adversarial (patch D, from minute {adv_start:g})"
+                            if adv_weight > 0 else ""),
+                         "steps": step, "batch": batch, "crop": f"{crop} px -> {SCALE * crop} px",
+                         "minutes": round(elapsed / 60, 1), "hardware": f"{threads} CPU thread(s)",
+                         "weights": "EMA", "ema": ema}}
+
+
+def train(*, bundle=str(ONNX_DIR / "default"), out=str(DEFAULT_OUT), data_dir=None, minutes=90.0, threads=1,
+          batch=16, crop=32, ch=32, blocks=4, lr=2e-4, lpips_weight=1.0, adv_weight=0.005, adv_start=25.0,
+          render_share=0.25, ema_decay=0.999, ckpt_every=4.0, sheet_every=10.0, early_minutes=10.0, seed=0,
+          log=None):
+    """Train (or resume) the refiner in `out` until `minutes` of training in all; -> the checkpoint path."""
+    torch.set_num_threads(threads)
+    out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "log.txt", "a")
+    if log is None:
+        run_log = RunLog(out / "log.txt")
 
-    def log(msg):
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+        def log(msg):
+            run_log(f"{time.strftime('%H:%M:%S')} {msg}")
 
-    in64, names, _ = data.load_faces(64, args.data)
-    tgt192, names192, _ = data.load_faces(3 * 64, args.data)
+    in64, names, _ = data.load_faces(64, data_dir)
+    tgt192, names192, _ = data.load_faces(3 * 64, data_dir)
     if list(names) != list(names192):
         raise SystemExit("64 px and 192 px caches list different files")
     train_idx, held_idx = data.split_indices(len(in64))
     log(f"{len(train_idx)} training faces, {len(held_idx)} held out (not used)")
     renders = None
-    if args.render_share > 0:
-        man = json.loads((Path(args.bundle) / "manifest.json").read_text())
+    if render_share > 0:
+        man = json.loads((Path(bundle) / "manifest.json").read_text())
         key = (man["graphs"]["encoder"]["sha256"][:8] + man["graphs"]["synthesis"]["sha256"][:8])
         # only the training faces are rendered; held-out rows stay zero and are never drawn
-        full = np.zeros(in64.shape, np.float16)
-        part = render_codes(args.bundle, in64[train_idx], out / f"renders_train_{key}.npy", log=log)
-        full[train_idx] = part
-        renders = full
+        renders = np.zeros(in64.shape, np.float16)
+        renders[train_idx] = render_codes(bundle, in64[train_idx], out / f"renders_train_{key}.npy", log=log)
 
-    torch.manual_seed(args.seed)
-    net = Refiner(ch=args.ch, blocks=args.blocks, scale=SCALE)
-    ema = Refiner(ch=args.ch, blocks=args.blocks, scale=SCALE).eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    net = Refiner(ch=ch, blocks=blocks, scale=SCALE)
+    ema = Refiner(ch=ch, blocks=blocks, scale=SCALE).eval().requires_grad_(False)
     ema.load_state_dict(net.state_dict())
-    D = PatchD() if args.adv_weight > 0 else None
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    optD = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.5, 0.99)) if D is not None else None
+    D = PatchD() if adv_weight > 0 else None
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
+    optD = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.99)) if D is not None else None
     lpips = LPIPS().eval()
     step, elapsed, early_done = 0, 0.0, False
-    rng = np.random.RandomState(args.seed)
+    rng = np.random.RandomState(seed)
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = load_ckpt(ckpt_path)
         net.load_state_dict(ck["net"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
@@ -243,7 +259,7 @@ def main():
             D.load_state_dict(ck["D"])
             optD.load_state_dict(ck["optD"])
         step, elapsed, early_done = ck["step"], ck["elapsed"], ck.get("early_done", False)
-        rng.set_state(ck["rng"])
+        set_rng_state(rng, ck["rng"])
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed from {ckpt_path}: step {step}, {elapsed / 60:.1f} min trained")
 
@@ -253,45 +269,36 @@ def main():
     sheet_tgt = torch.from_numpy(data.to_float(tgt192[sheet_idx]))
 
     def info():
-        return {"training": {"data": f"UTKFace aligned crops, {len(train_idx)} training faces "
-                             "(500 held out by data.split_indices(seed=0) not used); inputs: the face at 64 px "
-                             "(Lanczos, as the generator's data) with light blur/noise/JPEG, "
-                             f"{args.render_share:.0%} generator renders of the encoder's code; "
-                             "targets: the face at 192 px (Lanczos from 200 px)",
-                             "licence": "UTKFace: non-commercial research use only; the weights inherit that",
-                             "loss": f"L1 + {args.lpips_weight} LPIPS-alex"
-                             + (f" + {args.adv_weight} adversarial (patch D, from minute {args.adv_start:g})"
-                                if D is not None else ""),
-                             "steps": step, "batch": args.batch, "crop": f"{args.crop} px -> {SCALE * args.crop} px",
-                             "minutes": round(elapsed / 60, 1), "hardware": "1 CPU thread",
-                             "weights": "EMA", "ema": args.ema}}
+        return training_info(n_train=len(train_idx), render_share=render_share, lpips_weight=lpips_weight,
+                             adv_weight=adv_weight if D is not None else 0, adv_start=adv_start, step=step,
+                             batch=batch, crop=crop, elapsed=elapsed, ema=ema_decay, threads=threads)
 
     def checkpoint():
         save_ckpt(ckpt_path, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                               "D": D.state_dict() if D is not None else None,
                               "optD": optD.state_dict() if optD is not None else None,
                               "step": step, "elapsed": elapsed, "early_done": early_done,
-                              "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                              "config": net.config, "args": vars(args), "info": info()})
+                              "rng": rng_state(rng), "torch_rng": torch.get_rng_state(),
+                              "config": net.config, "info": info()})
 
-    budget = args.minutes * 60
+    budget = minutes * 60
     t0, base_elapsed = time.time(), elapsed
     last_ckpt = last_sheet = time.time()
     run_l1 = run_lp = run_adv = 0.0
     run_n = 0
     while elapsed < budget:
-        lr = lr_at(elapsed / budget, args.lr)
+        cur_lr = lr_at(elapsed / budget, lr)
         for g in opt.param_groups:
-            g["lr"] = lr
-        x, y = make_batch(rng, train_idx, in64, renders, tgt192, args.batch, args.crop, args.render_share)
+            g["lr"] = cur_lr
+        x, y = make_batch(rng, train_idx, in64, renders, tgt192, batch, crop, render_share)
         pred = net(x)
         l1 = (pred - y).abs().mean()
         lp = lpips(pred, y).mean()
-        loss = l1 + args.lpips_weight * lp
-        adv_on = D is not None and elapsed >= args.adv_start * 60
+        loss = l1 + lpips_weight * lp
+        adv_on = D is not None and elapsed >= adv_start * 60
         if adv_on:
             ladv = F.softplus(-D(pred)).mean()
-            loss = loss + args.adv_weight * ladv
+            loss = loss + adv_weight * ladv
             run_adv += ladv.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -302,7 +309,7 @@ def main():
             d_loss.backward()
             optD.step()
         with torch.no_grad():
-            decay = min(args.ema, (1 + step) / (10 + step))  # warm-up: early EMA follows the net
+            decay = min(ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA follows the net
             for pe, pn in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(pn, 1 - decay)
         step += 1
@@ -311,23 +318,81 @@ def main():
         run_n += 1
         elapsed = base_elapsed + time.time() - t0
         if step % 100 == 0:
-            log(f"step {step} {elapsed / 60:.1f} min lr {lr:.1e} l1 {run_l1 / run_n:.4f} lpips {run_lp / run_n:.4f}"
+            log(f"step {step} {elapsed / 60:.1f} min lr {cur_lr:.1e} l1 {run_l1 / run_n:.4f} lpips {run_lp / run_n:.4f}"
                 + (f" adv {run_adv / run_n:.3f}" if adv_on else ""))
             run_l1 = run_lp = run_adv = 0.0
             run_n = 0
-        if time.time() - last_sheet > args.sheet_every * 60:
+        if time.time() - last_sheet > sheet_every * 60:
             progress_sheet(ema, sheet_in, sheet_tgt, out / f"progress_{step:06d}.png")
             last_sheet = time.time()
-        if not early_done and args.early_minutes > 0 and elapsed >= args.early_minutes * 60:
-            export_early(Path(args.bundle), out, ema, info(), log)
+        if not early_done and early_minutes > 0 and elapsed >= early_minutes * 60:
+            export_early(Path(bundle), out, ema, info(), log)
             early_done = True
             checkpoint()
-        if time.time() - last_ckpt > args.ckpt_every * 60:
+        if time.time() - last_ckpt > ckpt_every * 60:
             checkpoint()
             last_ckpt = time.time()
     checkpoint()
     progress_sheet(ema, sheet_in, sheet_tgt, out / f"progress_{step:06d}.png")
     log(f"done: step {step}, {elapsed / 60:.1f} min")
+    return ckpt_path
+
+
+def export(*, out=str(DEFAULT_OUT), bundle="default", eval_json=None, log=print):
+    """OUT/ckpt.pt's EMA refiner -> BUNDLE/refiner.onnx + manifest `refiner` (training info, the
+    held-out figures of `eval_json`) and the rebuild commands."""
+    ckpt_path = Path(out).expanduser() / "ckpt.pt"
+    if not ckpt_path.exists():
+        raise SystemExit(f"{ckpt_path}: no checkpoint to export (train first)")
+    ck = load_ckpt(ckpt_path)
+    net = Refiner(**ck["config"]).eval()
+    net.load_state_dict(ck["ema"])
+    info = json.loads(json.dumps(ck["info"]))
+    if eval_json:
+        ev = json.loads(Path(eval_json).expanduser().read_text())
+        if ev.get("heldout") != 500:
+            raise SystemExit(f"{eval_json}: evaluated on {ev.get('heldout')} faces, not the 500 held out")
+        info["eval"] = {"heldout": ev["heldout"], "what": "192 px vs the real face (Lanczos from 200 px); "
+                        "id = face_id descriptor distance", "rows": ev["rows"]}
+    manifest = add_to_bundle(bundle, net, info, log=log)
+    manifest["rebuild"] = list(manifest.get("rebuild", [])) + [
+        r for r in REBUILD if r not in manifest.get("rebuild", [])]
+    bundle_mod.write_manifest(bundle, manifest, extra_files=list(manifest.get("files", {})))
+    log(f"refiner (step {ck['step']}, {ck['elapsed'] / 60:.1f} min) exported into {bundle}")
+    return manifest
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", help="bundle whose encoder/generator make the renders (with --export: the target)")
+    ap.add_argument("--out", help="checkpoint / progress folder (resumed if it has ckpt.pt)")
+    ap.add_argument("--data", dest="data_dir", help="UTKFace images folder (default: data.py's)")
+    ap.add_argument("--minutes", type=float, help="total training minutes over all runs")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--crop", type=int, help="input crop side (target: 3x)")
+    ap.add_argument("--ch", type=int, help="refiner width")
+    ap.add_argument("--blocks", type=int, help="residual blocks")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--lpips-weight", type=float)
+    ap.add_argument("--adv-weight", type=float, help="0 = no discriminator")
+    ap.add_argument("--adv-start", type=float, help="minutes before the adversarial term starts")
+    ap.add_argument("--render-share", type=float, help="share of inputs that are generator renders")
+    ap.add_argument("--ema", dest="ema_decay", type=float, help="EMA decay of the exported weights")
+    ap.add_argument("--ckpt-every", type=float, help="minutes")
+    ap.add_argument("--sheet-every", type=float, help="minutes")
+    ap.add_argument("--early-minutes", type=float, help="write OUT/early after this (0 = never)")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--export", action="store_true",
+                    help="no training: put OUT/ckpt.pt's EMA refiner into --bundle and exit")
+    ap.add_argument("--eval-json", help="with --export: eval_refiner's JSON, recorded in the manifest")
+    ap.set_defaults(**step_defaults(train), export=False, eval_json=None)
+    args = vars(ap.parse_args())
+    if args.pop("export"):
+        export(out=args["out"], bundle=args["bundle"], eval_json=args["eval_json"])
+        return
+    args.pop("eval_json")
+    train(**args)
 
 
 if __name__ == "__main__":
