@@ -28,7 +28,8 @@ from PIL import Image
 from . import data
 from .faceapi import judge_input, load_face_id
 from .lpips import LPIPS
-from .util import save_grid, to_uint8
+from .checkpoint import load as load_ckpt
+from .util import save_grid, step_defaults, to_uint8
 
 HERE = Path(__file__).resolve().parent
 ONNX_DIR = HERE.parent
@@ -59,7 +60,7 @@ def make_refine(bundle, ckpt, threads):
     """-> (callable float [B,3,64,64] -> [B,3,192,192], description)."""
     if ckpt:
         from .refiner import Refiner
-        ck = torch.load(ckpt, weights_only=False)
+        ck = load_ckpt(ckpt)
         net = Refiner(**ck["config"]).eval()
         net.load_state_dict(ck["ema"])
 
@@ -95,35 +96,27 @@ def speed(refine, n=32, reps=3):
     return n / best
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default=str(ONNX_DIR / "default"))
-    ap.add_argument("--ckpt", default=None, help="evaluate a train_refiner checkpoint instead of the bundle's graph")
-    ap.add_argument("--model-dir", default=str(ONNX_DIR / "node_modules/@vladmandic/face-api/model"),
-                    help="face-api weights for the identity distance")
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--n", type=int, default=500, help="held-out faces to use (all 500 by default)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(Path.home() / ".cache/latentface-train/refiner/eval"),
-                    help="folder for the JSON and the held-out sheets (outside the repository)")
-    ap.add_argument("--samples-png", default=None, help="also write the generator-samples sheet here")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out).expanduser()
+def evaluate(*, bundle=str(ONNX_DIR / "default"), ckpt=None,
+             model_dir=str(ONNX_DIR / "node_modules/@vladmandic/face-api/model"), data_dir=None, n=500, threads=2,
+             out=str(Path.home() / ".cache/latentface-train/refiner/eval"), samples_png=None, log=print):
+    """The table of the module docstring on the first `n` held-out faces; writes OUT/eval.json
+    and the sheets; -> the report dict."""
+    torch.set_num_threads(threads)
+    out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    in64, _, _ = data.load_faces(64, args.data)
-    tgt192, _, _ = data.load_faces(192, args.data)
+    in64, _, _ = data.load_faces(64, data_dir)
+    tgt192, _, _ = data.load_faces(192, data_dir)
     _, held = data.split_indices(len(in64))
-    held = held[:args.n]
+    held = held[:n]
     x64 = torch.from_numpy(data.to_float(in64[held]))
     real = torch.from_numpy(data.to_float(tgt192[held]))
-    refine, what = make_refine(args.bundle, args.ckpt, args.threads)
+    refine, what = make_refine(bundle, ckpt, threads)
 
     from .from_bundle import load_encoder, load_generator
-    G = load_generator(args.bundle).requires_grad_(False)
-    E = load_encoder(args.bundle, G).requires_grad_(False)
+    G = load_generator(bundle, log=log).requires_grad_(False)
+    E = load_encoder(bundle, G, log=log).requires_grad_(False)
     S = G.synthesis
 
     def recon_fn(x):
@@ -140,8 +133,8 @@ def main():
     }
     pics = {k: quantize(v) for k, v in pics.items()}
     lpips = LPIPS().eval()
-    face_id = load_face_id(args.model_dir)
-    man = json.loads((Path(args.bundle) / "manifest.json").read_text())
+    face_id = load_face_id(model_dir)
+    man = json.loads((Path(bundle) / "manifest.json").read_text())
     thr = float(man.get("faces", {}).get("id_threshold", 0.6))
     with torch.no_grad():
         d_real = batched(lambda x: face_id(judge_input(x, 150)), real)
@@ -153,13 +146,13 @@ def main():
             rows[k] = {"psnr_db": round(float(psnr(v, real).mean()), 3), "lpips": round(float(lp.mean()), 4),
                        "id_distance": round(float(dist.mean()), 4),
                        "same_person": round(float((dist < thr).float().mean()), 4)}
-    fps = {f"{t}_threads": round(speed(refine), 1) for t in [args.threads]}
+    fps = {f"{t}_threads": round(speed(refine), 1) for t in [threads]}
 
-    print(f"refiner: {what}; {len(held)} held-out faces; identity threshold {thr}")
-    print(f"{'':20s} {'PSNR dB':>8s} {'LPIPS':>7s} {'id dist':>8s} {'same %':>7s}")
+    log(f"refiner: {what}; {len(held)} held-out faces; identity threshold {thr}")
+    log(f"{'':20s} {'PSNR dB':>8s} {'LPIPS':>7s} {'id dist':>8s} {'same %':>7s}")
     for k, r in rows.items():
-        print(f"{k:20s} {r['psnr_db']:8.2f} {r['lpips']:7.4f} {r['id_distance']:8.4f} {100 * r['same_person']:7.1f}")
-    print(f"refiner speed (ORT/torch, batch 32, {args.threads} threads): {fps} pictures/s")
+        log(f"{k:20s} {r['psnr_db']:8.2f} {r['lpips']:7.4f} {r['id_distance']:8.4f} {100 * r['same_person']:7.1f}")
+    log(f"refiner speed (ORT/torch, batch 32, {threads} threads): {fps} pictures/s")
 
     k = 8
     save_grid(torch.cat([pics["real64 -> bicubic"][:k], pics["real64 -> refiner"][:k], real[:k]]),
@@ -176,12 +169,27 @@ def main():
         samp = quantize(S(ws, noise).clamp(-1, 1))
     sheet = torch.cat([quantize(bicubic(samp)), quantize(refine(samp))])
     save_grid(sheet, out / "samples.png", nrow=k)
-    if args.samples_png:
-        save_grid(sheet, args.samples_png, nrow=k)
+    if samples_png:
+        save_grid(sheet, samples_png, nrow=k)
     report = {"refiner": what, "heldout": len(held), "id_threshold": thr, "rows": rows,
               "pictures_per_s": fps, "seconds": round(time.time() - t0, 1)}
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}/eval.json and sheets in {time.time() - t0:.0f} s")
+    log(f"wrote {out}/eval.json and sheets in {time.time() - t0:.0f} s")
+    return report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", help="bundle: its encoder/generator, face threshold and (without --ckpt) refiner.onnx")
+    ap.add_argument("--ckpt", help="evaluate a train_refiner checkpoint (EMA weights) instead of the bundle's graph")
+    ap.add_argument("--model-dir", help="face-api weights for the identity distance")
+    ap.add_argument("--data", dest="data_dir", help="UTKFace images folder (default: data.py's)")
+    ap.add_argument("--n", type=int, help="held-out faces to use (all 500 by default)")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--out", help="folder for the JSON and the held-out sheets (outside the repository)")
+    ap.add_argument("--samples-png", help="also write the generator-samples sheet (renders only) here")
+    ap.set_defaults(**step_defaults(evaluate))
+    evaluate(**vars(ap.parse_args()))
 
 
 if __name__ == "__main__":
