@@ -13,8 +13,12 @@ use latentface::metrics::psnr;
 use latentface::model::{Bundle, Device, RuntimeOptions};
 
 /// Down from the full picture to native size and compared with the native picture: the
-/// refiner may add detail, not move the face (an exact bicubic refiner: 46 dB, 8 faces).
-const DOWN_PSNR_MIN: f64 = 26.0;
+/// refiner may add detail, not move the face (an exact bicubic refiner: 46 dB, 8 faces; the
+/// trained one: 39.1 dB mean, 38.1 dB worst).
+const DOWN_PSNR_MIN: f64 = 34.0;
+/// The face judge's distance between a native render and its full-size picture (the trained
+/// refiner: 0.150 mean, 0.193 worst; the same-person threshold is 0.6).
+const ID_MAX: f32 = 0.35;
 
 #[test]
 fn full_size_pictures_are_the_same_faces() {
@@ -93,7 +97,7 @@ fn full_size_pictures_are_the_same_faces() {
         "down-sampled PSNR {psnrs:?}"
     );
     assert!(
-        dists.iter().all(|&x| x < threshold),
-        "identity distances {dists:?} (same person under {threshold})"
+        dists.iter().all(|&x| x < threshold.min(ID_MAX)),
+        "identity distances {dists:?} (at most {ID_MAX}; same person under {threshold})"
     );
 }

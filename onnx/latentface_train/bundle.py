@@ -289,6 +289,26 @@ def pack_shared_weights(out_dir, keys, blob_name="weights.bin", min_bytes=1024, 
     return len(blob)
 
 
+# Self-contained graphs (face-api's, converted): not in weights.bin.
+FACE_GRAPHS = ("face_id", "face_attributes")
+
+
+def repack(out_dir, keys, blob_name="weights.bin", log=print):
+    """Inline the weights of graphs `keys` (some point into the blob), then pack them again:
+    a graph added later (e.g. `lpips_full`, the `lpips` network at another size) then
+    shares the bytes it has in common with the others instead of carrying its own copy."""
+    import onnx
+
+    out_dir = Path(out_dir)
+    for key in keys:
+        path = out_dir / f"{key}.onnx"
+        model = onnx.load(str(path))  # loads the external data it points at
+        tmp = path.with_name(path.name + ".tmp")
+        onnx.save_model(model, str(tmp))
+        os.replace(tmp, path)
+    return pack_shared_weights(out_dir, keys, blob_name=blob_name, log=log)
+
+
 def refresh_hashes(out_dir, entries):
     for e in entries.values():
         e["sha256"] = sha256_file(Path(out_dir) / e["file"])

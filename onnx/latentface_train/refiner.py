@@ -133,10 +133,12 @@ def add_to_bundle(bundle_dir, refiner, info, log=print):
     return manifest
 
 
-def add_lpips_full(bundle_dir, lpips, log=print):
+def add_lpips_full(bundle_dir, lpips, share_weights=False, log=print):
     """Export `lpips` (the bundle's own LPIPS network: the same weights as its `lpips` graph)
     at the refiner's output size as graph `lpips_full` (a, b [batch, 3, S, S] -> distance
-    [batch]), checked against torch in ONNX Runtime: what full-size inversion reports use."""
+    [batch]), checked against torch in ONNX Runtime: what full-size inversion reports use.
+    `share_weights`: repack the bundle's `weights.bin` so the new graph stores no copy of
+    the LPIPS weights (the command line does; the tiny bundle's build keeps its layout)."""
     import onnxruntime as ort
     from .graphs import LpipsGraph
 
@@ -161,6 +163,11 @@ def add_lpips_full(bundle_dir, lpips, log=print):
     log(f"exported lpips_full at {side} px: {len(model.graph.node)} nodes, relative |ort - torch| {err:.1e}")
     manifest["graphs"]["lpips_full"] = {"file": path.name, "sha256": sha256_file(path), "inputs": ins,
                                         "outputs": outs, "nodes": len(model.graph.node)}
+    if share_weights and (bundle_dir / "weights.bin").exists():
+        # share the LPIPS weights with the other graphs rather than store them twice
+        keys = [k for k in manifest["graphs"] if k not in bundle_mod.FACE_GRAPHS]
+        bundle_mod.repack(bundle_dir, keys, log=log)
+        bundle_mod.refresh_hashes(bundle_dir, {k: manifest["graphs"][k] for k in keys})
     manifest["refiner"]["lpips_full"] = {"verification": {"max_rel_ort_vs_torch": err, "tolerance": FORWARD_TOL}}
     bundle_mod.write_manifest(bundle_dir, manifest, extra_files=list(manifest.get("files", {})))
     return manifest
@@ -189,7 +196,7 @@ def main():
     if args.lpips_full:
         from .lpips import LPIPS, tiny_lpips_weights
         lp = LPIPS(weights=tiny_lpips_weights(args.seed), resize=1) if args.random else LPIPS()
-        add_lpips_full(args.bundle, lp)
+        add_lpips_full(args.bundle, lp, share_weights=not args.random)
         return
     if not args.random:
         raise SystemExit("only --random is built here; train_refiner exports trained weights")

@@ -26,7 +26,7 @@ from .lpips import LPIPS
 from .networks import count_params
 from .util import save_grid, step_defaults
 
-FACE_GRAPHS = ("face_id", "face_attributes")  # self-contained: not in weights.bin
+FACE_GRAPHS = bundle_io.FACE_GRAPHS  # self-contained: not in weights.bin
 
 
 def update(*, gan, out, bundle="default", threads=1, log=print):

@@ -31,7 +31,30 @@ pub fn describe(bundle: &Bundle) -> Result<String> {
                 .and_then(|r| r.get("training"))
                 .map(|t| match t.as_str() {
                     Some(t) => t.to_string(),
-                    None => t.to_string(),
+                    // A training record: its size and time, not the whole object.
+                    None => {
+                        let num = |k: &str| t.get(k).and_then(|v| v.as_f64());
+                        let params = m
+                            .refiner
+                            .as_ref()
+                            .and_then(|r| r.get("params"))
+                            .and_then(|v| v.as_u64());
+                        let mut parts = Vec::new();
+                        if let Some(p) = params {
+                            parts.push(format!("{p} parameters"));
+                        }
+                        if let (Some(st), Some(min)) = (num("steps"), num("minutes")) {
+                            parts.push(format!("trained {st:.0} steps, {min:.0} min"));
+                        }
+                        if let Some(h) = t.get("hardware").and_then(|v| v.as_str()) {
+                            parts.push(format!("on {h}"));
+                        }
+                        if parts.is_empty() {
+                            "trained: see the manifest's `refiner`".to_string()
+                        } else {
+                            parts.join(", ")
+                        }
+                    }
                 })
                 .unwrap_or_else(|| "no training record".into());
             let _ = writeln!(
