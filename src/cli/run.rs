@@ -98,9 +98,11 @@ fn summary_line(r: &PhotoReport) -> String {
             f.psnr_db,
             f.psnr_db_bicubic,
             f.ssim,
-            f.lpips
-                .map(|v| format!("  LPIPS {v:.3}"))
-                .unwrap_or_default()
+            match (f.lpips, f.lpips_bicubic) {
+                (Some(v), Some(b)) => format!("  LPIPS {v:.3} (bicubic {b:.3})"),
+                (Some(v), None) => format!("  LPIPS {v:.3}"),
+                _ => String::new(),
+            }
         ),
         None => String::new(),
     };

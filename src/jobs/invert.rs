@@ -130,6 +130,19 @@ pub struct FullSizeFigures {
     /// LPIPS-alex at this size via the bundle's `lpips_full` graph (the `lpips` network at
     /// the refiner's output size); `null` without that graph or at another size.
     pub lpips: Option<f32>,
+    /// The same for the bicubic enlargement.
+    pub lpips_bicubic: Option<f32>,
+}
+
+/// A plain bicubic (Catmull-Rom) enlargement of a native `[3, res, res]` picture.
+fn bicubic(native: &[f32], res: usize, side: u32) -> Result<image::RgbImage> {
+    let img = imageio::tensor_to_rgb(native, res as u32, res as u32)?;
+    Ok(image::imageops::resize(
+        &img,
+        side,
+        side,
+        image::imageops::FilterType::CatmullRom,
+    ))
 }
 
 struct Prepared {
@@ -413,10 +426,16 @@ pub fn run_invert(
                     .flatten()
                     .flat_map(imageio::rgb_to_tensor)
                     .collect();
-                let g: Vec<f32> = recon_pics.iter().flat_map(imageio::rgb_to_tensor).collect();
+                // The written pictures, then plain bicubic enlargements of the native ones
+                // (what the refiner is measured against), in one call.
+                let mut g: Vec<f32> = recon_pics.iter().flat_map(imageio::rgb_to_tensor).collect();
+                for r in &results {
+                    g.extend(imageio::rgb_to_tensor(&bicubic(&r.image, res, side)?));
+                }
+                let t2: Vec<f32> = t.iter().chain(&t).copied().collect();
                 Some(
                     bundle
-                        .lpips_full(&g, &t, chunk.len())
+                        .lpips_full(&g, &t2, 2 * chunk.len())
                         .context("LPIPS of the full-size reconstructions")?,
                 )
             }
@@ -436,13 +455,7 @@ pub fn run_invert(
                         imageio::rgb_to_tensor(&target),
                         imageio::rgb_to_tensor(recon_img),
                     );
-                    let native = imageio::tensor_to_rgb(&r.image, res as u32, res as u32)?;
-                    let plain = imageio::rgb_to_tensor(&image::imageops::resize(
-                        &native,
-                        side,
-                        side,
-                        image::imageops::FilterType::CatmullRom,
-                    ));
+                    let plain = imageio::rgb_to_tensor(&bicubic(&r.image, res, side)?);
                     let figures = FullSizeFigures {
                         side,
                         refined: job.size.refines(bundle),
@@ -450,6 +463,7 @@ pub fn run_invert(
                         ssim: metrics::ssim(&t, &got, side as usize),
                         psnr_db_bicubic: metrics::psnr(&t, &plain),
                         lpips: lpips_at.as_ref().map(|v| v[k]),
+                        lpips_bicubic: lpips_at.as_ref().map(|v| v[chunk.len() + k]),
                     };
                     (target, Some(figures))
                 }
