@@ -235,6 +235,15 @@ fn layer_mean(ws: &[f32], num_ws: usize, w_dim: usize) -> Vec<f32> {
     w
 }
 
+/// The gradient of a W code broadcast to every row: every row is the same variable, so
+/// its gradient is the sum of the rows' gradients.
+fn row_sum(grad: &[f32], num_ws: usize, w_dim: usize) -> Vec<f32> {
+    layer_mean(grad, num_ws, w_dim)
+        .iter()
+        .map(|v| v * num_ws as f32)
+        .collect()
+}
+
 /// The W+ spread term `lam * mean((w_l - mean_l w)^2)` of the code `p`: returns it and
 /// adds its gradient to `grad` (nothing when `lam` is 0).
 fn add_spread(p: &[f32], grad: &mut [f32], num_ws: usize, w_dim: usize, lam: f32) -> f32 {
@@ -336,11 +345,7 @@ impl Objective for GanObjective<'_> {
             .map(|(j, &i)| {
                 let g = &out.grad[j * num_ws * w_dim..(j + 1) * num_ws * w_dim];
                 if self.in_w[i] {
-                    let grad = layer_mean(g, num_ws, w_dim)
-                        .iter()
-                        .map(|v| v * num_ws as f32)
-                        .collect();
-                    return (out.loss[j], grad);
+                    return (out.loss[j], row_sum(g, num_ws, w_dim));
                 }
                 let mut grad = g.to_vec();
                 let reg = add_spread(
@@ -576,12 +581,7 @@ impl Objective for JointObjective<'_> {
                 }
                 at += n;
                 if self.in_w {
-                    // Every row is the same variable: its gradient is the rows' sum.
-                    let grad = layer_mean(&grad, self.num_ws, self.w_dim)
-                        .iter()
-                        .map(|v| v * self.num_ws as f32)
-                        .collect();
-                    return (loss, grad);
+                    return (loss, row_sum(&grad, self.num_ws, self.w_dim));
                 }
                 let reg = add_spread(
                     &samples[i].param,
