@@ -281,6 +281,9 @@ pub struct EvalArgs {
     /// Inversion: penalty on the W+ rows' spread (as `invert --spread-weight`)
     #[arg(long, default_value_t = 0.0, value_name = "W")]
     pub spread_weight: f32,
+    /// Inversion: the optimiser (as `invert --optimizer`)
+    #[arg(long, default_value_t = crate::invert::Optimizer::Adam, value_enum, value_name = "adam|lbfgs")]
+    pub optimizer: crate::invert::Optimizer,
     /// Photos per graph call while inverting
     #[arg(long, default_value_t = 8, value_name = "B")]
     pub batch_size: usize,
@@ -363,6 +366,9 @@ pub struct BenchArgs {
     /// quality: name of our curves in the table (e.g. a schedule variant)
     #[arg(long, default_value = "latentface")]
     pub label: String,
+    /// quality: the optimiser (as invert --optimizer)
+    #[arg(long, default_value_t = crate::invert::Optimizer::Adam, value_enum, value_name = "adam|lbfgs")]
+    pub optimizer: crate::invert::Optimizer,
     /// quality: peak learning rate (as invert --lr)
     #[arg(long, default_value_t = defaults::lr())]
     pub lr: f64,

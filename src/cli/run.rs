@@ -431,10 +431,14 @@ pub fn eval(common: &Common, a: &EvalArgs) -> Result<()> {
         limit: a.limit,
         samples: a.samples,
         psi: a.psi,
-        invert: crate::invert::InvertParams {
-            w_stage_steps: a.w_steps,
-            spread_weight: a.spread_weight,
-            ..crate::invert::InvertParams::with_steps(a.steps)
+        invert: {
+            let mut p = crate::invert::InvertParams {
+                w_stage_steps: a.w_steps,
+                spread_weight: a.spread_weight,
+                ..crate::invert::InvertParams::with_steps(a.steps)
+            };
+            p.optim.optimizer = a.optimizer;
+            p
         },
         batch_size: a.batch_size,
         align: faces.settings(&Fields::of::<EvalArgs>(Origin::CommandLine), false)?,
@@ -581,6 +585,7 @@ fn quality(bundle: &crate::model::Bundle, a: &BenchArgs) -> Result<bench_quality
     }
     let mut invert = crate::invert::InvertParams::default();
     invert.init = a.init;
+    invert.optim.optimizer = a.optimizer;
     invert.optim.schedule.lr = a.lr;
     invert.optim.schedule.noise_strength = a.noise_strength;
     invert.optim.schedule.rampdown = a.rampdown;

@@ -26,6 +26,7 @@
 //! and the code moves along the sum of their gradients.
 
 pub mod adam;
+pub mod lbfgs;
 pub mod optim;
 pub mod schedule;
 
@@ -33,8 +34,8 @@ use anyhow::{bail, Context, Result};
 
 pub use adam::Adam;
 pub use optim::{
-    check_target, optimise, perturb, run, tile, Evaluation, LossGrads, Objective, OptimParams, Run,
-    Sample,
+    check_target, optimise, perturb, run, tile, Evaluation, LossGrads, Objective, OptimParams,
+    Optimizer, Run, Sample, Stepper,
 };
 pub use schedule::Schedule;
 
@@ -199,6 +200,8 @@ pub struct StepInfo {
     /// Mean loss of the samples still optimising.
     pub mean_loss: f32,
     pub active: usize,
+    /// Adam: the schedule's learning rate; L-BFGS: the mean step length along the search
+    /// directions (1 = the full quasi-Newton step).
     pub lr: f64,
 }
 
@@ -308,7 +311,7 @@ impl Objective for GanObjective<'_> {
                 if self.in_w[i] {
                     s.param = broadcast(&s.param, self.num_ws);
                     self.in_w[i] = false;
-                    s.adam = self.params.optim.adam(s.param.len());
+                    s.restart(&self.params.optim);
                 }
             }
         }

@@ -20,6 +20,7 @@
 
 use anyhow::{bail, Context, Result};
 
+use super::lbfgs::Lbfgs;
 use super::{Adam, EarlyStop, Plateau, Schedule, StepInfo};
 use crate::rng::Rng;
 
@@ -36,7 +37,33 @@ pub struct OptimParams {
     pub pixel_weight: f32,
     pub lpips_weight: f32,
     pub early_stop: Option<EarlyStop>,
+    pub optimizer: Optimizer,
 }
+
+/// How each sample's variable moves along the gradients.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// Adam on the schedule (learning-rate ramps, decaying latent noise): NVIDIA's projector.
+    #[default]
+    Adam,
+    /// L-BFGS with a backtracking line search on the noise-free loss; `lr` is the largest
+    /// coordinate change of its first step. One graph call per step, as Adam.
+    Lbfgs,
+}
+
+/// Curvature pairs L-BFGS keeps.
+const LBFGS_MEMORY: usize = 10;
 
 impl Default for OptimParams {
     fn default() -> Self {
@@ -52,6 +79,7 @@ impl Default for OptimParams {
                 patience: 50,
                 min_rel_improvement: 1e-3,
             }),
+            optimizer: Optimizer::Adam,
         }
     }
 }
@@ -97,17 +125,31 @@ impl OptimParams {
 
     /// The last step of the learning-rate warm-up; plateaus count only after it.
     pub fn rampup_end(&self) -> usize {
-        (self.schedule.rampup * self.steps as f64).ceil() as usize
+        match self.optimizer {
+            Optimizer::Adam => (self.schedule.rampup * self.steps as f64).ceil() as usize,
+            Optimizer::Lbfgs => 0,
+        }
     }
 
-    /// A fresh Adam state for a parameter of `len` values.
-    pub fn adam(&self, len: usize) -> Adam {
-        Adam::new(len, self.beta1, self.beta2, self.eps)
+    /// A fresh optimiser state starting at `param`.
+    pub fn stepper(&self, param: &[f32]) -> Stepper {
+        match self.optimizer {
+            Optimizer::Adam => {
+                Stepper::Adam(Adam::new(param.len(), self.beta1, self.beta2, self.eps))
+            }
+            Optimizer::Lbfgs => {
+                Stepper::Lbfgs(Lbfgs::new(param.to_vec(), LBFGS_MEMORY, self.schedule.lr))
+            }
+        }
     }
 
-    /// The schedule's latent-noise factor at `step` (times the latent's own scale).
+    /// The schedule's latent-noise factor at `step` (times the latent's own scale); none
+    /// for L-BFGS, whose line search needs the same loss at every call.
     pub fn noise_factor(&self, step: usize) -> f64 {
-        self.schedule.noise_factor(step, self.steps)
+        match self.optimizer {
+            Optimizer::Adam => self.schedule.noise_factor(step, self.steps),
+            Optimizer::Lbfgs => 0.0,
+        }
     }
 
     /// `[pixel, lpips]`, as the gradient graphs take them per sample.
@@ -187,12 +229,20 @@ pub fn perturb(param: &[f32], factor: f64, scale: f32, rng: &mut Rng) -> Vec<f32
         .collect()
 }
 
+/// One sample's optimiser state.
+#[derive(Clone, Debug)]
+pub enum Stepper {
+    Adam(Adam),
+    Lbfgs(Lbfgs),
+}
+
 /// The optimised variable of one sample and its bookkeeping.
 #[derive(Clone, Debug)]
 pub struct Sample {
-    /// The variable itself (flat); its meaning belongs to the [`Objective`].
+    /// The variable itself (flat); its meaning belongs to the [`Objective`]. Between
+    /// steps, the current point (for L-BFGS the best its line search accepted).
     pub param: Vec<f32>,
-    pub adam: Adam,
+    pub stepper: Stepper,
     /// Loss at each step run (as the objective evaluated it, noise included).
     pub history: Vec<f32>,
     plateau: Option<Plateau>,
@@ -203,7 +253,7 @@ pub struct Sample {
 impl Sample {
     pub fn new(param: Vec<f32>, params: &OptimParams) -> Sample {
         Sample {
-            adam: params.adam(param.len()),
+            stepper: params.stepper(&param),
             param,
             history: Vec::with_capacity(params.steps),
             plateau: params.early_stop.map(Plateau::new),
@@ -215,6 +265,12 @@ impl Sample {
     /// True when the sample stopped on a plateau before the last step.
     pub fn early_stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// A fresh optimiser state at the current `param`: for an objective that changes the
+    /// parameterisation (e.g. W -> W+) in [`Objective::begin_step`].
+    pub fn restart(&mut self, params: &OptimParams) {
+        self.stepper = params.stepper(&self.param);
     }
 }
 
@@ -232,7 +288,7 @@ pub struct Evaluation {
 /// How a batch of latents becomes losses and gradients.
 pub trait Objective {
     /// Called at the start of every step, before the running samples are collected:
-    /// the place to change the parameterisation (e.g. W -> W+), resetting `adam` too.
+    /// the place to change the parameterisation (e.g. W -> W+), then [`Sample::restart`].
     fn begin_step(&mut self, _step: usize, _samples: &mut [Sample]) -> Result<()> {
         Ok(())
     }
@@ -283,8 +339,8 @@ pub fn run(
     })
 }
 
-/// Runs `params.steps` Adam steps (fewer when every sample plateaus) over `samples`.
-/// `progress` is called after every step.
+/// Runs `params.steps` steps of the optimiser (fewer when every sample plateaus) over
+/// `samples`, one graph call each. `progress` is called after every step.
 pub fn optimise(
     samples: &mut [Sample],
     params: &OptimParams,
@@ -301,6 +357,14 @@ pub fn optimise(
             break;
         }
         let lr = params.schedule.learning_rate(step, params.steps);
+        // L-BFGS evaluates its line search's trial point, not the current one.
+        let mut step_lengths = 0.0;
+        for &i in &active {
+            if let Stepper::Lbfgs(l) = &samples[i].stepper {
+                step_lengths += l.step_length();
+                samples[i].param = l.trial();
+            }
+        }
         let out = objective
             .loss_grad(step, &active, samples)
             .with_context(|| format!("optimisation step {step}"))?;
@@ -324,8 +388,21 @@ pub fn optimise(
                     s.param.len()
                 );
             }
+            let loss = match &mut s.stepper {
+                Stepper::Adam(adam) => {
+                    adam.step(&mut s.param, &grad, lr);
+                    loss
+                }
+                Stepper::Lbfgs(l) => {
+                    l.observe(loss as f64, &grad);
+                    s.param.copy_from_slice(l.point());
+                    if l.done() {
+                        s.stopped = true;
+                    }
+                    l.loss() as f32
+                }
+            };
             loss_sum += loss;
-            s.adam.step(&mut s.param, &grad, lr);
             s.history.push(loss);
             s.steps_run = step + 1;
             if let Some(p) = &mut s.plateau {
@@ -339,7 +416,10 @@ pub fn optimise(
             steps: params.steps,
             mean_loss: loss_sum / active.len() as f32,
             active: active.len(),
-            lr,
+            lr: match params.optimizer {
+                Optimizer::Adam => lr,
+                Optimizer::Lbfgs => step_lengths / active.len() as f64,
+            },
         });
     }
     Ok(())
@@ -431,6 +511,39 @@ mod tests {
         assert_eq!(obj.calls.last().unwrap(), &vec![0]);
         assert_eq!(seen, obj.calls.len());
         assert_eq!(samples[0].history.len(), samples[0].steps_run);
+    }
+
+    /// The same two samples under L-BFGS: the one away from its centre gets there in a
+    /// handful of graph calls, the one already there stops as soon as its line search
+    /// finds nothing better, and the loss history never goes up.
+    #[test]
+    fn lbfgs_minimises_each_sample_in_few_calls() {
+        let cfg = OptimParams {
+            steps: 400,
+            optimizer: Optimizer::Lbfgs,
+            ..OptimParams::default()
+        };
+        assert_eq!(cfg.noise_factor(0), 0.0, "L-BFGS needs the noise-free loss");
+        let mut samples = vec![
+            Sample::new(vec![0.0, 0.0], &cfg),
+            Sample::new(vec![1.0, -1.0], &cfg),
+        ];
+        let mut obj = Quadratic {
+            centres: vec![vec![2.0, -3.0], vec![1.0, -1.0]],
+            calls: Vec::new(),
+        };
+        optimise(&mut samples, &cfg, &mut obj, &mut |_| {}).unwrap();
+        assert!(samples.iter().all(|s| s.early_stopped()));
+        assert!(obj.calls.len() < 60, "{} calls", obj.calls.len());
+        let p = &samples[0].param;
+        assert!(
+            (p[0] - 2.0).abs() < 1e-3 && (p[1] + 3.0).abs() < 1e-3,
+            "{p:?}"
+        );
+        assert_eq!(samples[1].param, vec![1.0, -1.0]);
+        for h in samples.iter().map(|s| &s.history) {
+            assert!(h.windows(2).all(|w| w[1] <= w[0]), "{h:?}");
+        }
     }
 
     #[test]

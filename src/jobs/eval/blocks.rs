@@ -67,6 +67,7 @@ pub(super) fn eval_inversion(
     let block = InversionBlock {
         faces: fits.len(),
         steps: job.invert.optim.steps,
+        optimizer: job.invert.optim.optimizer,
         psnr_db: mean(psnr.iter().copied()),
         lpips: (!lpips.is_empty()).then(|| mean(lpips.iter().map(|&v| v as f64))),
         identity_distance_mean: mean(ids.iter().map(|&v| v as f64)),

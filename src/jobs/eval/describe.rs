@@ -19,8 +19,8 @@ pub fn describe(r: &EvalReport) -> String {
     let i = &r.inversion;
     let _ = writeln!(
         s,
-        "\n[inversion] {} faces, {} steps, {:.2} s/face",
-        i.faces, i.steps, i.seconds_per_face
+        "\n[inversion] {} faces, {} {:?} steps, {:.2} s/face",
+        i.faces, i.steps, i.optimizer, i.seconds_per_face
     );
     let _ =
         writeln!(

@@ -93,6 +93,7 @@ pub use super::{Observer as EvalObserver, Quiet};
 pub struct InversionBlock {
     pub faces: usize,
     pub steps: usize,
+    pub optimizer: crate::invert::Optimizer,
     pub psnr_db: f64,
     pub lpips: Option<f64>,
     pub identity_distance_mean: f64,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{defaults, Context, Fields, MAX_EDIT_STRENGTH};
 use crate::align::{AlignSettings, FaceChoice};
 use crate::family::EditTarget;
-use crate::invert::{EarlyStop, InvertParams, OptimParams, Schedule};
+use crate::invert::{EarlyStop, InvertParams, OptimParams, Optimizer, Schedule};
 use crate::jobs::picture::{PictureSize, SIDE_RANGE};
 use crate::jobs::sources::{LatentCache, SourceOptions};
 
@@ -183,6 +183,7 @@ pub struct OptimFields {
     pub patience: usize,
     /// Relative loss improvement that counts as progress for `patience`.
     pub min_rel_improvement: f64,
+    pub optimizer: Optimizer,
 }
 
 impl OptimFields {
@@ -213,6 +214,7 @@ impl OptimFields {
                 patience: self.patience,
                 min_rel_improvement: self.min_rel_improvement,
             }),
+            optimizer: self.optimizer,
             ..OptimParams::default()
         })
     }

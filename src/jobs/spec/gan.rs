@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::common::OptimFields;
 use super::{defaults, Context, FaceOpts, KindSpec, MetadataOpts, PictureOpts};
 use crate::align::Template;
-use crate::invert::{InitStrategy, InvertParams};
+use crate::invert::{InitStrategy, InvertParams, Optimizer};
 use crate::jobs::align::AlignJob;
 use crate::jobs::generate::{GenerateJob, GenerateSource};
 use crate::jobs::invert::InvertJob;
@@ -56,6 +56,12 @@ pub struct InvertSpec {
     #[arg(long, default_value_t = 0)]
     #[serde(default)]
     pub seed: u64,
+    /// adam: NVIDIA's projector (learning-rate ramps, latent noise); lbfgs: quasi-Newton
+    /// steps on the noise-free loss, about half the steps for the same LPIPS on held-out
+    /// faces (--lr is then the size of its first step; --noise-strength is not used)
+    #[arg(long, default_value_t = Optimizer::Adam, value_enum, value_name = "adam|lbfgs")]
+    #[serde(default, skip_serializing_if = "defaults::is_default")]
+    pub optimizer: Optimizer,
     /// Peak learning rate
     #[arg(long, default_value_t = defaults::lr())]
     #[serde(default = "defaults::lr", skip_serializing_if = "defaults::is::lr")]
@@ -172,6 +178,7 @@ impl KindSpec for InvertSpec {
             lpips_weight: self.lpips_weight,
             patience: self.patience,
             min_rel_improvement: self.min_improvement,
+            optimizer: self.optimizer,
         }
         .params(&f)?;
         f.at_least("batch_size", self.batch_size, 1)?;

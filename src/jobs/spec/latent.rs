@@ -19,9 +19,6 @@ use crate::jobs::family::{FamilyJob, FamilyMode};
 use crate::jobs::picture::PictureSize;
 use crate::model::Manifest;
 
-fn is_default_fusion(f: &Fusion) -> bool {
-    *f == Fusion::default()
-}
 use crate::jobs::morph::{MorphJob, PasteBack};
 use crate::jobs::sources::is_latent_path;
 use crate::media::MediaKind;
@@ -76,7 +73,7 @@ pub struct FamilySpec {
     /// mean, weighted by fit) or joint (the W+ joint fit alone, from the consensus code,
     /// with the inversion's --steps)
     #[arg(long, default_value_t = Fusion::default(), value_name = "pick|consensus|mean|joint")]
-    #[serde(default, skip_serializing_if = "is_default_fusion")]
+    #[serde(default, skip_serializing_if = "defaults::is_default")]
     pub fusion: Fusion,
     /// Output folder (children's PNG + .npy + .json, parents' latents and
     /// reconstructions, family.png sheet, family.json report)

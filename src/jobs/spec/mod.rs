@@ -95,6 +95,10 @@ pub mod defaults {
     pub fn is_false(v: &bool) -> bool {
         !*v
     }
+    /// The type's default (for `skip_serializing_if` on choices).
+    pub fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+        *v == T::default()
+    }
 }
 
 /// Where a spec came from, which decides how an error spells a field.

@@ -553,6 +553,7 @@ impl KindSpec for ImputeSpec {
             lpips_weight: self.lpips_weight,
             patience: self.patience,
             min_rel_improvement: 1e-4,
+            optimizer: crate::invert::Optimizer::Adam,
         }
         .params(&f)?;
         f.non_negative("prior_weight", self.prior_weight)?;
