@@ -8,30 +8,13 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use latentface::imageio::load_image;
 use latentface::invert::{invert_batch, InitStrategy, InvertParams, OptimParams, Target};
 use latentface::jobs::generate::{render, w_from_seed};
 use latentface::latent::Latent;
 use latentface::metrics::psnr;
-use latentface::model::{Bundle, Device, RuntimeOptions};
-
-fn default_bundle() -> &'static Bundle {
-    static B: OnceLock<Bundle> = OnceLock::new();
-    B.get_or_init(|| {
-        Bundle::open(
-            &common::repo().join("onnx").join("default"),
-            RuntimeOptions {
-                ort_lib: None,
-                device: Device::Cpu,
-                threads: Some(2),
-                spin: false,
-            },
-        )
-        .unwrap_or_else(|e| panic!("cannot open the default bundle: {e:#}"))
-    })
-}
+use latentface::model::Bundle;
 
 fn invert(b: &Bundle, targets: &[Vec<f32>], init: InitStrategy, steps: usize) -> Vec<(f64, f32)> {
     let t: Vec<Target> = targets
@@ -86,7 +69,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 
 #[test]
 fn generated_faces_are_found_again_in_150_steps() {
-    let b = default_bundle();
+    let b = common::default();
     let targets: Vec<Vec<f32>> = (0..4)
         .map(|s| render(b, &Latent::W(w_from_seed(b, 100 + s, 0.7).unwrap())).unwrap())
         .collect();
@@ -102,7 +85,7 @@ fn generated_faces_are_found_again_in_150_steps() {
 
 #[test]
 fn the_encoder_starts_closer_than_the_w_mean() {
-    let b = default_bundle();
+    let b = common::default();
     let n = 4;
     let targets: Vec<Vec<f32>> = (0..n as u64)
         .map(|s| render(b, &Latent::W(w_from_seed(b, 200 + s, 0.7).unwrap())).unwrap())
@@ -123,7 +106,7 @@ fn the_encoder_starts_closer_than_the_w_mean() {
 fn the_bundled_sample_photos_invert_faithfully() {
     // samples/*.png are 256 px renders of the default generator, resized to 64 px here
     // exactly as `latentface invert --no-align` would.
-    let b = default_bundle();
+    let b = common::default();
     let mut targets = sample_photos(b);
     assert!(targets.len() >= 4, "samples/ should hold the demo photos");
     targets.truncate(4);
@@ -320,7 +303,7 @@ fn the_face_judge_sees_the_same_people_in_their_inversions() {
     // that person (distance < 0.6) and keeps its apparent age; two different samples are
     // further apart than a photo and its own inversion.
     use latentface::faces::{distance, FaceJudge};
-    let b = default_bundle();
+    let b = common::default();
     let r = b.resolution() as u32;
     let judge = FaceJudge::new(b).expect("the default bundle has the face graphs");
     let targets = sample_photos(b);

@@ -6,29 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use latentface::faces::{distance, FaceJudge};
 use latentface::family::{apply_edits, EditTarget};
 use latentface::jobs::generate::w_from_seed;
 use latentface::model::manifest::Direction;
-use latentface::model::{Bundle, Device, RuntimeOptions};
-
-fn default_bundle() -> &'static Bundle {
-    static B: OnceLock<Bundle> = OnceLock::new();
-    B.get_or_init(|| {
-        Bundle::open(
-            &common::repo().join("onnx").join("default"),
-            RuntimeOptions {
-                ort_lib: None,
-                device: Device::Cpu,
-                threads: Some(2),
-                spin: false,
-            },
-        )
-        .unwrap_or_else(|e| panic!("cannot open the default bundle: {e:#}"))
-    })
-}
+use latentface::model::Bundle;
 
 fn ganspace(b: &Bundle) -> Vec<(&String, &Direction)> {
     b.manifest()
@@ -59,7 +42,7 @@ const IDENTITY_MIN: f32 = 0.05;
 
 #[test]
 fn every_ganspace_direction_moves_the_face_as_measured() {
-    let b = default_bundle();
+    let b = common::default();
     let m = b.manifest();
     let (nw, wd, r) = (b.num_ws(), b.w_dim(), b.resolution());
     let pcs = ganspace(b);
@@ -117,7 +100,7 @@ fn info_prints_what_each_ganspace_direction_does() {
     let (code, out, err) =
         common::run(&["--bundle", dir.to_str().unwrap(), "--device", "cpu", "info"]);
     assert_eq!(code, 0, "{err}");
-    for (name, d) in ganspace(default_bundle()) {
+    for (name, d) in ganspace(common::default()) {
         let words = d.description.as_deref().expect("a description");
         assert!(
             !words.starts_with("(not yet described"),

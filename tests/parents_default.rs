@@ -2,27 +2,15 @@
 //! were built (`examples/parents_eval.rs` prints the same figures on more people; how the
 //! test sets are made: `latentface::jobs::family::measure`).
 
-use latentface::jobs::family::measure::{partner_trials, several_photos};
-use latentface::model::{Bundle, Device, RuntimeOptions};
+mod common;
 
-fn default_bundle() -> Bundle {
-    Bundle::open(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default"),
-        RuntimeOptions {
-            ort_lib: None,
-            device: Device::Cpu,
-            threads: Some(2),
-            spin: false,
-        },
-    )
-    .unwrap_or_else(|e| panic!("cannot open the default bundle: {e:#}"))
-}
+use latentface::jobs::family::measure::{partner_trials, several_photos};
 
 #[test]
 fn a_predicted_partner_is_closer_to_the_true_one_than_a_stranger_most_times() {
     // 20 families; the child made by make_children (diversity 0, random mix and age),
     // rendered and inverted again (100 steps), as a child's photo would be.
-    let b = default_bundle();
+    let b = common::default();
     let f = partner_trials(
         &b,
         20,
@@ -46,7 +34,7 @@ fn three_photos_give_a_code_closer_to_a_fourth_than_a_single_photo_does() {
     // 8 generated people, 4 photos each (the 4th held out), 100 steps. Measured on 24
     // people (seed 1, step-4,546 bundle): pick 0.364, consensus 0.380, the best single
     // photo (an oracle) 0.377, a single photo 0.419 on average, the joint fit 0.387.
-    let b = default_bundle();
+    let b = common::default();
     let f = several_photos(&b, 8, 100, 3).unwrap();
     eprintln!(
         "pick {} consensus {} joint {} joint W {} mean fusion {} best single {} mean single {}",

@@ -10,7 +10,6 @@ use latentface::imageio;
 use latentface::jobs::generate::w_from_seed;
 use latentface::latent::Latent;
 use latentface::metrics::psnr;
-use latentface::model::{Bundle, Device, RuntimeOptions};
 
 /// Down from the full picture to native size and compared with the native picture: the
 /// refiner may add detail, not move the face (an exact bicubic refiner: 46 dB, 8 faces; the
@@ -25,16 +24,7 @@ fn full_size_pictures_are_the_same_faces() {
     let dir = std::env::var_os("LATENTFACE_REFINER_BUNDLE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| common::repo().join("onnx").join("default"));
-    let b = Bundle::open(
-        &dir,
-        RuntimeOptions {
-            ort_lib: None,
-            device: Device::Cpu,
-            threads: Some(2),
-            spin: false,
-        },
-    )
-    .unwrap_or_else(|e| panic!("cannot open {}: {e:#}", dir.display()));
+    let b = common::open(&dir, 2);
     let (r, full) = (b.resolution(), b.full_resolution());
     if !b.has(latentface::model::GraphKind::Refiner) {
         assert_eq!(full, r);

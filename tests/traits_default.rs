@@ -2,21 +2,13 @@
 //! child's region nearer that parent's, and leaves the rest of the face nearly as it was
 //! (figures: `examples/traits_eval.rs`; how they are made: `jobs::family::measure`).
 
+mod common;
+
 use latentface::jobs::family::measure::trait_trials;
-use latentface::model::{Bundle, Device, RuntimeOptions};
 
 #[test]
 fn each_trait_follows_the_chosen_parent_and_leaves_the_rest() {
-    let b = Bundle::open(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default"),
-        RuntimeOptions {
-            ort_lib: None,
-            device: Device::Cpu,
-            threads: Some(2),
-            spin: false,
-        },
-    )
-    .unwrap_or_else(|e| panic!("cannot open the default bundle: {e:#}"));
+    let b = common::default();
     let names: Vec<&String> = b.manifest().traits.keys().collect();
     assert_eq!(
         names,

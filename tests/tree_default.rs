@@ -5,16 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{bin, s};
+use common::{bin, default_dir, s};
 use latentface::faces::{self, FaceJudge};
 use latentface::latent::Latent;
-use latentface::model::{Bundle, Device, RuntimeOptions};
-
-fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/default")
-}
 
 fn latentface(args: &[&str]) -> String {
     let out = std::process::Command::new(bin())
@@ -89,16 +84,7 @@ names = [\"leo\"]
         serde_json::from_slice(&std::fs::read(out.join("tree.json")).unwrap()).unwrap();
 
     // Every person's identity descriptor, from their code's render.
-    let bundle = Bundle::open(
-        &default_dir(),
-        RuntimeOptions {
-            ort_lib: None,
-            device: Device::Cpu,
-            threads: Some(2),
-            spin: false,
-        },
-    )
-    .unwrap();
+    let bundle = common::default();
     let judge = FaceJudge::new(&bundle).unwrap();
     let mut desc = BTreeMap::new();
     for p in report["people"].as_array().unwrap() {

@@ -34,6 +34,30 @@ pub fn tiny() -> &'static Bundle {
     })
 }
 
+pub fn default_dir() -> PathBuf {
+    repo().join("onnx").join("default")
+}
+
+/// The bundle at `dir` on the CPU with `threads` intra-op threads.
+pub fn open(dir: &std::path::Path, threads: usize) -> Bundle {
+    Bundle::open(
+        dir,
+        RuntimeOptions {
+            ort_lib: None,
+            device: Device::Cpu,
+            threads: Some(threads),
+            spin: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("cannot open the bundle {}: {e:#}", dir.display()))
+}
+
+/// The trained default bundle (`onnx/default/`), opened once per test process.
+pub fn default() -> &'static Bundle {
+    static B: OnceLock<Bundle> = OnceLock::new();
+    B.get_or_init(|| open(&default_dir(), 2))
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_latentface"))
 }
