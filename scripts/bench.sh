@@ -78,7 +78,11 @@ echo "== time to quality: the same ${N} faces, budgets ${BUDGETS} (reference: ${
 "${BIN}" bench --bundle "${BUNDLE}" --threads "${THREADS}" --suite quality --faces "${OUT}/heldout" \
     --faces-limit "${N}" --batch-sizes 1,8 --budgets "${BUDGETS}" \
     --reference-curve "${OUT}/ref_b1/report.json" --reference-curve "${OUT}/ref_b8/report.json" \
-    --json "${OUT}/quality.json"
+    --label "latentface" --json "${OUT}/quality.json"
+# The same faces under NVIDIA's Adam schedule (the optimiser before L-BFGS), at B = 8.
+"${BIN}" bench --bundle "${BUNDLE}" --threads "${THREADS}" --suite quality --faces "${OUT}/heldout" \
+    --faces-limit "${N}" --batch-sizes 8 --budgets "${BUDGETS}" --optimizer adam \
+    --reference-curve "${OUT}/ref_b8/report.json" --label "latentface adam" --json "${OUT}/quality_adam.json"
 
 echo "== peak memory: invert at B = 1, 8, 32 and a 2,000-frame morph"
 "${PY}" - "${BIN}" "${BUNDLE}" "${THREADS}" "${OUT}" <<'PYEOF'
@@ -124,6 +128,9 @@ import datetime, json, os, pathlib, platform, sys
 out, load_start, n = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 bench = json.loads((out / "bench.json").read_text())
 quality = json.loads((out / "quality.json").read_text())["quality"]
+adam = json.loads((out / "quality_adam.json").read_text())["quality"]
+quality["points"] += [p for p in adam["points"] if p["engine"] != "reference"]
+quality["reach"] += [x for x in adam["reach"] if x["engine"] != "reference"]
 memory = json.loads((out / "memory.json").read_text())
 refs = {json.loads((out / f"ref_b{b}" / "report.json").read_text())["settings"]["batch"]:
         json.loads((out / f"ref_b{b}" / "report.json").read_text()) for b in (1, 8)}

@@ -75,65 +75,89 @@ fn inverting_a_generated_image_recovers_it() {
     assert!(psnr(&again, &r.image) > 60.0);
 }
 
+/// Adam's per-sample noise streams make a batch of four give the four single runs' codes
+/// to float precision. L-BFGS amplifies the last-bit differences between ONNX Runtime's
+/// batched and single convolutions (its curvature pairs differ), so there the promise is
+/// the same quality and the same picture, not the same bits (measured here: losses within
+/// 4.7%, pictures 34.5 dB or more apart; on the default bundle's six sample photos at 300
+/// steps, batch 4 against 1: PSNR to the photo within 0.15 dB).
 #[test]
 fn a_batch_of_four_equals_four_single_runs() {
     let b = common::tiny();
     let targets: Vec<Vec<f32>> = (0..4).map(|s| target_from_seed(100 + s).1).collect();
-    let params = InvertParams {
-        optim: OptimParams {
-            steps: 40,
-            early_stop: None,
-            ..OptimParams::default()
-        },
-        ..InvertParams::default()
-    };
-    let batch: Vec<Target<'_>> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Target {
-            image: t,
-            mask: None,
-            seed: 10 + i as u64,
-        })
-        .collect();
-    let together = invert_batch(b, &batch, &params, &mut |_| {}).unwrap();
-    for (i, t) in batch.iter().enumerate() {
-        let single = invert_batch(b, std::slice::from_ref(t), &params, &mut |_| {}).unwrap();
-        let (a, s) = (&together[i].ws, &single[0].ws);
-        let max_diff = a
+    for optimizer in [Optimizer::Adam, Optimizer::Lbfgs] {
+        let params = InvertParams {
+            optim: OptimParams {
+                steps: 40,
+                early_stop: None,
+                optimizer,
+                ..OptimParams::default()
+            },
+            ..InvertParams::default()
+        };
+        let batch: Vec<Target<'_>> = targets
             .iter()
-            .zip(s)
+            .enumerate()
+            .map(|(i, t)| Target {
+                image: t,
+                mask: None,
+                seed: 10 + i as u64,
+            })
+            .collect();
+        let together = invert_batch(b, &batch, &params, &mut |_| {}).unwrap();
+        for (i, t) in batch.iter().enumerate() {
+            let single = invert_batch(b, std::slice::from_ref(t), &params, &mut |_| {}).unwrap();
+            let (a, s) = (&together[i].ws, &single[0].ws);
+            let max_diff = a
+                .iter()
+                .zip(s)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            let scale = s.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+            let (lt, ls) = (together[i].final_loss, single[0].final_loss);
+            let picture = psnr(&together[i].image, &single[0].image);
+            eprintln!(
+                "{optimizer:?} sample {i}: max abs diff batch vs single {max_diff:e} (largest |w| \
+                 {scale}), loss {lt} vs {ls}, pictures {picture:.1} dB apart"
+            );
+            match optimizer {
+                Optimizer::Adam => {
+                    assert!(
+                        max_diff <= 1e-3 * scale.max(1.0),
+                        "sample {i}: max |batch - single| = {max_diff} (scale {scale})"
+                    );
+                    assert!((lt - ls).abs() <= 1e-3 * ls.max(1e-3));
+                }
+                Optimizer::Lbfgs => {
+                    assert!(
+                        (lt - ls).abs() <= 0.1 * ls.max(1e-3),
+                        "sample {i}: loss {lt} vs {ls}"
+                    );
+                    assert!(picture > 30.0, "sample {i}: pictures {picture:.1} dB apart");
+                }
+            }
+        }
+        // Different photos really did give different codes (the comparison above is not vacuous).
+        let d01 = together[0]
+            .ws
+            .iter()
+            .zip(&together[1].ws)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
-        let scale = s.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
-        eprintln!("sample {i}: max abs diff batch vs single {max_diff:e} (largest |w| {scale})");
-        assert!(
-            max_diff <= 1e-3 * scale.max(1.0),
-            "sample {i}: max |batch - single| = {max_diff} (scale {scale})"
-        );
-        assert!(
-            (together[i].final_loss - single[0].final_loss).abs()
-                <= 1e-3 * single[0].final_loss.max(1e-3)
-        );
+        assert!(d01 > 1e-2, "{d01}");
     }
-    // Different photos really did give different codes (the comparison above is not vacuous).
-    let d01 = together[0]
-        .ws
-        .iter()
-        .zip(&together[1].ws)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    assert!(d01 > 1e-2, "{d01}");
 }
 
 #[test]
 fn same_seed_same_result_other_seed_differs() {
     let b = common::tiny();
     let (_, target) = target_from_seed(3);
+    // The seed drives Adam's latent noise; L-BFGS has none (and is deterministic alone).
     let params = InvertParams {
         optim: OptimParams {
             steps: 25,
             early_stop: None,
+            optimizer: Optimizer::Adam,
             ..OptimParams::default()
         },
         ..InvertParams::default()

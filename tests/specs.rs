@@ -42,7 +42,7 @@ fn command_lines() -> Vec<Vec<String>> {
         format!("invert {a} {b} -o {out} --face 2 --detector {det} --paste-back --steps 120 --space w+ \
                  --w-steps 10 --batch-size 3 --seed 7 --lr 0.05 --noise-strength 0.01 --pixel-weight 0.5 \
                  --lpips-weight 2 --spread-weight 0.3 --init mean --mask {a} --mask {b} --patience 9 \
-                 --min-improvement 0.01 --fail-fast --no-metadata"),
+                 --min-improvement 0.01 --fail-fast --no-metadata --optimizer adam"),
         format!("invert {a} -o {out} --no-align --space w --size 80"),
         format!("invert {a} -o {out} --native"),
         format!("invert {a} -o {out} --all"),

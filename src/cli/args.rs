@@ -282,7 +282,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0.0, value_name = "W")]
     pub spread_weight: f32,
     /// Inversion: the optimiser (as `invert --optimizer`)
-    #[arg(long, default_value_t = crate::invert::Optimizer::Adam, value_enum, value_name = "adam|lbfgs")]
+    #[arg(long, default_value_t = crate::invert::Optimizer::Lbfgs, value_enum, value_name = "adam|lbfgs")]
     pub optimizer: crate::invert::Optimizer,
     /// Photos per graph call while inverting
     #[arg(long, default_value_t = 8, value_name = "B")]
@@ -367,7 +367,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "latentface")]
     pub label: String,
     /// quality: the optimiser (as invert --optimizer)
-    #[arg(long, default_value_t = crate::invert::Optimizer::Adam, value_enum, value_name = "adam|lbfgs")]
+    #[arg(long, default_value_t = crate::invert::Optimizer::Lbfgs, value_enum, value_name = "adam|lbfgs")]
     pub optimizer: crate::invert::Optimizer,
     /// quality: peak learning rate (as invert --lr)
     #[arg(long, default_value_t = defaults::lr())]

@@ -187,8 +187,9 @@ pub struct Target<'a> {
     pub image: &'a [f32],
     /// `[R, R]` in [0, 1]; `None` = every pixel counts.
     pub mask: Option<&'a [f32]>,
-    /// Seed of this sample's latent-noise stream. Derive it from the sample's content
-    /// (not its batch position) so that batching does not change results.
+    /// Seed of this sample's latent-noise stream (Adam's schedule). Derive it from the
+    /// sample's content (not its batch position) so that batching does not change results.
+    /// L-BFGS draws no noise; batched it gives the same quality, not the same bits.
     pub seed: u64,
 }
 

@@ -24,8 +24,8 @@ use super::lbfgs::Lbfgs;
 use super::{Adam, EarlyStop, Plateau, Schedule, StepInfo};
 use crate::rng::Rng;
 
-/// The knobs of one optimisation, shared by inversion and imputation (defaults: NVIDIA's
-/// projector, as inversion uses them).
+/// The knobs of one optimisation, shared by inversion and imputation (defaults: L-BFGS,
+/// with NVIDIA's projector's schedule for those who choose Adam).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OptimParams {
     pub steps: usize,
@@ -41,6 +41,10 @@ pub struct OptimParams {
 }
 
 /// How each sample's variable moves along the gradients.
+///
+/// L-BFGS is the default since it measured better on 96 held-out faces at 300 steps
+/// (PSNR 28.6 vs 27.4 dB, identity distance 0.39 vs 0.43, same person 99% vs 95%) and
+/// its codes edit and breed at least as well (docs/faces.md, "Measured choices").
 #[derive(
     Clone,
     Copy,
@@ -55,10 +59,10 @@ pub struct OptimParams {
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
     /// Adam on the schedule (learning-rate ramps, decaying latent noise): NVIDIA's projector.
-    #[default]
     Adam,
     /// L-BFGS with a backtracking line search on the noise-free loss; `lr` is the largest
     /// coordinate change of its first step. One graph call per step, as Adam.
+    #[default]
     Lbfgs,
 }
 
@@ -80,7 +84,7 @@ impl Default for OptimParams {
                 patience: 50,
                 min_rel_improvement: 1e-3,
             }),
-            optimizer: Optimizer::Adam,
+            optimizer: Optimizer::default(),
         }
     }
 }
@@ -490,6 +494,7 @@ mod tests {
                 patience: 10,
                 min_rel_improvement: 1e-3,
             }),
+            optimizer: Optimizer::Adam,
             ..OptimParams::default()
         };
         let mut samples = vec![
@@ -583,6 +588,7 @@ mod tests {
         let cfg = OptimParams {
             steps: 200,
             early_stop: None,
+            optimizer: Optimizer::Adam,
             ..OptimParams::default()
         };
         let mut obj = Quadratic {

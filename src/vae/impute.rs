@@ -57,6 +57,8 @@ impl Default for ImputeParams {
                     patience: 50,
                     min_rel_improvement: 1e-4,
                 }),
+                // Not measured on fills: the projector's schedule, as before.
+                optimizer: crate::invert::Optimizer::Adam,
                 ..OptimParams::default()
             },
             prior_weight: 1.0,

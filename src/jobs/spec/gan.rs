@@ -56,10 +56,11 @@ pub struct InvertSpec {
     #[arg(long, default_value_t = 0)]
     #[serde(default)]
     pub seed: u64,
-    /// adam: NVIDIA's projector (learning-rate ramps, latent noise); lbfgs: quasi-Newton
-    /// steps on the noise-free loss, about half the steps for the same LPIPS on held-out
-    /// faces (--lr is then the size of its first step; --noise-strength is not used)
-    #[arg(long, default_value_t = Optimizer::Adam, value_enum, value_name = "adam|lbfgs")]
+    /// lbfgs: quasi-Newton steps on the noise-free loss, the same LPIPS as Adam in about
+    /// half the steps on held-out faces (--lr is then the size of its first step and
+    /// --noise-strength is not used); adam: NVIDIA's projector (learning-rate ramps,
+    /// decaying latent noise)
+    #[arg(long, default_value_t = Optimizer::Lbfgs, value_enum, value_name = "adam|lbfgs")]
     #[serde(default, skip_serializing_if = "defaults::is_default")]
     pub optimizer: Optimizer,
     /// Peak learning rate
