@@ -113,7 +113,7 @@ pub fn document() -> Value {
                     "properties": {
                         "photo": {"type": "string", "format": "binary", "description": "repeat for several photos"},
                         "job": {"type": "string", "enum": ["true", "false"], "description": "true: answer 202 with a job id at once; /api/jobs/{id} then reports the optimisation steps done and, when done, the answer as its `report`"},
-                        "options": {"type": "string", "description": "JSON object of invert settings: the `invert` job description (InvertSpec, as in batch manifests: steps, space, w_steps, batch_size, seed, lr, noise_strength, pixel_weight, lpips_weight, spread_weight, init, patience, min_improvement, align, face, size, native) without the fields that name files or change the job's shape (photos, output, mask, detector, all, paste_back)"}
+                        "options": {"type": "string", "description": "JSON object of invert settings: the `invert` job description (InvertSpec, as in batch manifests: steps, space, w_steps, batch_size, seed, optimizer, lr, noise_strength, pixel_weight, lpips_weight, spread_weight, init, patience, min_improvement, align, face, size, native) without the fields that name files or change the job's shape (photos, output, mask, detector, all, paste_back)"}
                     }
                 }}}},
                 "responses": {

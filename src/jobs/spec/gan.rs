@@ -63,11 +63,11 @@ pub struct InvertSpec {
     #[arg(long, default_value_t = Optimizer::Lbfgs, value_enum, value_name = "adam|lbfgs")]
     #[serde(default, skip_serializing_if = "defaults::is_default")]
     pub optimizer: Optimizer,
-    /// Peak learning rate
+    /// Peak learning rate (adam); the largest change of the first step (lbfgs)
     #[arg(long, default_value_t = defaults::lr())]
     #[serde(default = "defaults::lr", skip_serializing_if = "defaults::is::lr")]
     pub lr: f64,
-    /// Initial latent-noise strength (times w_std), decaying to 0 at 75% of the steps
+    /// adam: initial latent-noise strength (times w_std), decaying to 0 at 75% of the steps
     #[arg(long, default_value_t = defaults::noise_strength())]
     #[serde(
         default = "defaults::noise_strength",
