@@ -1,12 +1,13 @@
 //! The inversion engine: find the latent whose generated image matches a photo.
 //!
-//! Optimisation runs in Rust (Adam, one state per sample) over the gradient that the
-//! bundle's `synthesis_grad` graph returns, so no autograd framework is needed at run
-//! time. Many photos are inverted together: every step is ONE graph call with B > 1, and
-//! since each sample keeps its own optimiser state, random stream and stopping decision,
-//! a batch of four gives the same codes as four single runs up to float noise.
+//! Optimisation runs in Rust (L-BFGS by default, or Adam; one state per sample) over the
+//! gradient that the bundle's `synthesis_grad` graph returns, so no autograd framework is
+//! needed at run time. Many photos are inverted together: every step is ONE graph call
+//! with B > 1, and since each sample keeps its own optimiser state, random stream and
+//! stopping decision, a batch of four gives the same codes as four single runs up to
+//! float noise under Adam, and the same quality under L-BFGS (which amplifies that noise).
 //!
-//! The schedule is NVIDIA's projector (see [`schedule`]); the latent noise is scaled by
+//! Adam's schedule is NVIDIA's projector (see [`schedule`]); the latent noise is scaled by
 //! NVIDIA's scalar `w_std` (the RMS distance of w from `w_avg`, manifest `w_std_scalar`),
 //! drawn once per step for a W code (then broadcast) and per layer for W+, exactly as
 //! the Python reference projector does. The latent starts at the
@@ -15,8 +16,8 @@
 //! layer), or W first then W+ (`w_stage_steps`). This module knows nothing about files
 //! or the command line.
 //!
-//! The optimisation itself (Adam per sample, schedule, plateau stop, one graph call per
-//! step, the shared knobs [`OptimParams`] and their checks, the evaluate-optimise-evaluate
+//! The optimisation itself (L-BFGS or Adam per sample, schedule, plateau stop, one graph
+//! call per step, the shared knobs [`OptimParams`] and their checks, the evaluate-optimise-evaluate
 //! [`run`]) is [`optim`], shared with the VAE's imputation; this module supplies only the
 //! GAN objective (W/W+ parameterisation, latent noise scaled by `w_std`, `synthesis_grad`)
 //! and the inversion's own knobs.

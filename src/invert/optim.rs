@@ -1,14 +1,14 @@
 //! The optimisation shared by every model: GAN inversion (`synthesis_grad` over W or W+)
 //! and VAE imputation (`vae_decoder_grad` over z).
 //!
-//! Both problems are "a batch of independent latents, each with its own Adam state,
-//! stopping rule and loss history, moved along the gradient a graph returns, with the
-//! learning rate of one schedule". What differs is only how a batch of latents becomes a
+//! Both problems are "a batch of independent latents, each with its own optimiser state
+//! (L-BFGS or Adam), stopping rule and loss history, moved along the gradient a graph
+//! returns". What differs is only how a batch of latents becomes a
 //! loss and a gradient (which graph, what noise is added to the fed latent, how the
 //! gradient maps back onto the optimised variable), so that is the [`Objective`] trait
 //! and everything else lives here once:
-//! - [`OptimParams`]: the knobs both share (steps, schedule, Adam, loss weights, plateau
-//!   stop) with their one [`validate`](OptimParams::validate); inversion's and
+//! - [`OptimParams`]: the knobs both share (steps, optimiser, schedule, loss weights,
+//!   plateau stop) with their one [`validate`](OptimParams::validate); inversion's and
 //!   imputation's parameters hold one each and add only their own knobs;
 //! - [`check_target`]: the shape and range checks of a target image and its mask;
 //! - [`tile`] and [`perturb`]: the graph inputs of a batch, and the schedule's latent
