@@ -478,6 +478,19 @@ mod tests {
         }
     }
 
+    /// Sample 0 starts away from its centre, sample 1 at its own.
+    fn two_samples(cfg: &OptimParams) -> (Vec<Sample>, Quadratic) {
+        let samples = vec![
+            Sample::new(vec![0.0, 0.0], cfg),
+            Sample::new(vec![1.0, -1.0], cfg),
+        ];
+        let obj = Quadratic {
+            centres: vec![vec![2.0, -3.0], vec![1.0, -1.0]],
+            calls: Vec::new(),
+        };
+        (samples, obj)
+    }
+
     #[test]
     fn minimises_each_sample_and_drops_plateaued_ones() {
         let cfg = OptimParams {
@@ -497,14 +510,7 @@ mod tests {
             optimizer: Optimizer::Adam,
             ..OptimParams::default()
         };
-        let mut samples = vec![
-            Sample::new(vec![0.0, 0.0], &cfg),
-            Sample::new(vec![1.0, -1.0], &cfg),
-        ];
-        let mut obj = Quadratic {
-            centres: vec![vec![2.0, -3.0], vec![1.0, -1.0]],
-            calls: Vec::new(),
-        };
+        let (mut samples, mut obj) = two_samples(&cfg);
         let mut seen = 0;
         optimise(&mut samples, &cfg, &mut obj, &mut |_| seen += 1).unwrap();
         assert!(samples[1].early_stopped() && samples[1].steps_run < 100);
@@ -530,14 +536,7 @@ mod tests {
             ..OptimParams::default()
         };
         assert_eq!(cfg.noise_factor(0), 0.0, "L-BFGS needs the noise-free loss");
-        let mut samples = vec![
-            Sample::new(vec![0.0, 0.0], &cfg),
-            Sample::new(vec![1.0, -1.0], &cfg),
-        ];
-        let mut obj = Quadratic {
-            centres: vec![vec![2.0, -3.0], vec![1.0, -1.0]],
-            calls: Vec::new(),
-        };
+        let (mut samples, mut obj) = two_samples(&cfg);
         optimise(&mut samples, &cfg, &mut obj, &mut |_| {}).unwrap();
         assert!(samples.iter().all(|s| s.early_stopped()));
         assert!(obj.calls.len() < 60, "{} calls", obj.calls.len());
