@@ -78,6 +78,11 @@ impl Lbfgs {
         self.fx
     }
 
+    /// True once the start point has been evaluated: later calls evaluate trial points.
+    pub fn started(&self) -> bool {
+        self.g.is_some()
+    }
+
     /// True once no descent direction is left or the line search found nothing better:
     /// further calls would not move the point.
     pub fn done(&self) -> bool {
@@ -115,6 +120,7 @@ impl Lbfgs {
             return Outcome::Started;
         };
         let slope = dot(g, &self.d);
+        // A NaN or infinite loss fails the test, as a rise does: backtrack.
         if loss <= self.fx + C1 * self.t * slope {
             let trial = self.trial();
             let s: Vec<f64> = trial
@@ -280,6 +286,28 @@ mod tests {
             last = s.loss();
         }
         assert!(last < 1e-6, "{last} at {:?}", s.point());
+    }
+
+    /// A trial point where the loss overflows is a rejected step, not the end.
+    #[test]
+    fn an_infinite_trial_loss_backtracks() {
+        let f = |x: &[f32]| {
+            let v = x[0] as f64;
+            let l = if v > 0.5 {
+                f64::INFINITY
+            } else {
+                (v - 0.4).powi(2)
+            };
+            (l, vec![(2.0 * (v - 0.4)) as f32])
+        };
+        let mut s = Lbfgs::new(vec![-3.0], 5, 10.0);
+        let mut outcomes = Vec::new();
+        for _ in 0..60 {
+            let (l, g) = f(&s.trial());
+            outcomes.push(s.observe(l, &g));
+        }
+        assert_eq!(outcomes[1], Outcome::Backtracked, "{outcomes:?}");
+        assert!((s.point()[0] - 0.4).abs() < 1e-3, "{:?}", s.point());
     }
 
     #[test]

@@ -383,7 +383,10 @@ pub fn optimise(
         let mut loss_sum = 0.0f32;
         for (&i, (loss, grad)) in active.iter().zip(out) {
             let s = &mut samples[i];
-            if !loss.is_finite() {
+            // A line search's trial point that overflows is only a rejected step; the
+            // start, or Adam's point, is the sample's own and cannot be recovered from.
+            let trial = matches!(&s.stepper, Stepper::Lbfgs(l) if l.started());
+            if !loss.is_finite() && !trial {
                 bail!("target {i}: the loss became {loss} at step {step}");
             }
             if grad.len() != s.param.len() {
