@@ -12,7 +12,7 @@ fn a_predicted_partner_is_closer_to_the_true_one_than_a_stranger_most_times() {
     // rendered and inverted again (100 steps), as a child's photo would be.
     let b = common::default();
     let f = partner_trials(
-        &b,
+        b,
         20,
         100,
         latentface::jobs::spec::defaults::partner_noise(),
@@ -35,7 +35,7 @@ fn three_photos_give_a_code_closer_to_a_fourth_than_a_single_photo_does() {
     // people (seed 1, step-4,546 bundle): pick 0.364, consensus 0.380, the best single
     // photo (an oracle) 0.377, a single photo 0.419 on average, the joint fit 0.387.
     let b = common::default();
-    let f = several_photos(&b, 8, 100, 3).unwrap();
+    let f = several_photos(b, 8, 100, 3).unwrap();
     eprintln!(
         "pick {} consensus {} joint {} joint W {} mean fusion {} best single {} mean single {}",
         f.pick, f.consensus, f.joint_fit, f.joint_w, f.fused, f.best_single, f.mean_single

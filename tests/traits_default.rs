@@ -16,7 +16,7 @@ fn each_trait_follows_the_chosen_parent_and_leaves_the_rest() {
         "the traits the docs describe"
     );
     let n = 16;
-    for f in trait_trials(&b, n, 7).unwrap() {
+    for f in trait_trials(b, n, 7).unwrap() {
         eprintln!("{f:?}");
         // On the plain blend: from A nearer A, from B nearer B, for most pairs.
         assert!(

@@ -85,7 +85,7 @@ names = [\"leo\"]
 
     // Every person's identity descriptor, from their code's render.
     let bundle = common::default();
-    let judge = FaceJudge::new(&bundle).unwrap();
+    let judge = FaceJudge::new(bundle).unwrap();
     let mut desc = BTreeMap::new();
     for p in report["people"].as_array().unwrap() {
         let ws = Latent::read(Path::new(p["latent"].as_str().unwrap()))
