@@ -26,6 +26,19 @@ use crate::fsutil;
 /// (0.80 GB with `--native`).
 pub const FULL_SIZE_CHUNK: usize = 8;
 
+/// `call` on consecutive ranges of at most [`FULL_SIZE_CHUNK`] of `batch` pictures, its
+/// outputs concatenated in order (nothing is called for an empty batch).
+fn in_full_size_chunks(
+    batch: usize,
+    mut call: impl FnMut(std::ops::Range<usize>) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for start in (0..batch).step_by(FULL_SIZE_CHUNK) {
+        out.extend(call(start..(start + FULL_SIZE_CHUNK).min(batch))?);
+    }
+    Ok(out)
+}
+
 /// An input tensor: name, shape, row-major data.
 pub type NamedTensor = (String, Vec<i64>, Vec<f32>);
 /// Output tensors by name: shape and row-major data.
@@ -474,18 +487,26 @@ impl Bundle {
     /// [`FULL_SIZE_CHUNK`] pictures at a time: at full size a graph call's activations
     /// grow by tens of MB per picture.
     pub fn refine(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let per = images.len() / batch.max(1);
-        let mut refined = Vec::new();
-        for chunk in images.chunks(per * FULL_SIZE_CHUNK) {
-            let n = chunk.len() / per;
+        let r = self.resolution();
+        let per = 3 * r * r;
+        if images.len() != batch * per {
+            bail!(
+                "refine: {} values for {batch} pictures of [3, {r}, {r}]",
+                images.len()
+            );
+        }
+        in_full_size_chunks(batch, |c| {
             let out = self.run(
                 GraphKind::Refiner,
-                n,
-                vec![("image".into(), self.image_shape(n), chunk.to_vec())],
+                c.len(),
+                vec![(
+                    "image".into(),
+                    self.image_shape(c.len()),
+                    images[c.start * per..c.end * per].to_vec(),
+                )],
             )?;
-            refined.extend(Self::take(out, "refined")?);
-        }
-        Ok(refined)
+            Self::take(out, "refined")
+        })
     }
 
     /// LPIPS distance `[B]` between two full-size batches `[B, 3, S, S]` in [-1, 1], `S` =
@@ -501,24 +522,19 @@ impl Bundle {
                 b.len()
             );
         }
-        let mut distances = Vec::with_capacity(batch);
-        for (ca, cb) in a
-            .chunks(per * FULL_SIZE_CHUNK)
-            .zip(b.chunks(per * FULL_SIZE_CHUNK))
-        {
-            let n = ca.len() / per;
-            let shape = vec![n as i64, 3, s as i64, s as i64];
+        in_full_size_chunks(batch, |c| {
+            let shape = vec![c.len() as i64, 3, s as i64, s as i64];
+            let (lo, hi) = (c.start * per, c.end * per);
             let out = self.run(
                 GraphKind::LpipsFull,
-                n,
+                c.len(),
                 vec![
-                    ("a".into(), shape.clone(), ca.to_vec()),
-                    ("b".into(), shape, cb.to_vec()),
+                    ("a".into(), shape.clone(), a[lo..hi].to_vec()),
+                    ("b".into(), shape, b[lo..hi].to_vec()),
                 ],
             )?;
-            distances.extend(Self::take(out, "distance")?);
-        }
-        Ok(distances)
+            Self::take(out, "distance")
+        })
     }
 
     /// LPIPS distance `[B]` between two image batches in [-1, 1] (needs `lpips`).
